@@ -1,0 +1,666 @@
+package walletsync
+
+import (
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// ParseEvent decodes one canonical event from JSON and validates it
+// (SPEC §1). Every failure is a *ValidationError.
+//
+// It is a purpose-made decoder for one flat object rather than
+// encoding/json: it allocates only the strings it keeps, and it is strict
+// where the contract is (exact, case-sensitive field names; invalid UTF-8 in
+// a field rejects the event instead of being replaced). Unknown fields are
+// skipped but must still be valid JSON. A field given twice keeps its last
+// value, as encoding/json does.
+func ParseEvent(data []byte) (Event, error) {
+	var d decoder
+	d.data = data
+	e, err := d.event()
+	if err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// maxDepth bounds nesting inside skipped values, so that hostile input costs
+// neither stack nor time.
+const maxDepth = 64
+
+type decoder struct {
+	data []byte
+	pos  int
+	// fieldErr is the first wrong-typed or malformed known field. It is
+	// reported only once the whole object is known to be valid JSON, so a
+	// syntax error always wins and the reason does not depend on luck.
+	fieldErr *ValidationError
+	scratch  []byte
+}
+
+func (d *decoder) syntax(msg string) *ValidationError {
+	if d.pos >= len(d.data) {
+		return invalid("json", msg+" at end of input")
+	}
+	return invalid("json", msg+" at offset "+strconv.Itoa(d.pos))
+}
+
+func (d *decoder) fieldError(field, reason string) {
+	if d.fieldErr == nil {
+		d.fieldErr = invalid(field, reason)
+	}
+}
+
+func (d *decoder) ws() {
+	for d.pos < len(d.data) {
+		switch d.data[d.pos] {
+		case ' ', '\t', '\n', '\r':
+			d.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (d *decoder) event() (Event, error) {
+	var (
+		e           Event
+		typeErr     string // set when type is present but not a known value
+		platErr     string
+		installed   = -1 // -1 absent, 0 false, 1 true
+		installedAt int64
+	)
+	d.ws()
+	if d.pos >= len(d.data) || d.data[d.pos] != '{' {
+		return e, d.syntax("invalid JSON: expected an object")
+	}
+	d.pos++
+	d.ws()
+	if d.pos < len(d.data) && d.data[d.pos] == '}' {
+		d.pos++
+	} else {
+		for {
+			d.ws()
+			key, ok := d.rawString()
+			if !ok {
+				return e, d.syntax("invalid JSON: expected a field name")
+			}
+			d.ws()
+			if d.pos >= len(d.data) || d.data[d.pos] != ':' {
+				return e, d.syntax("invalid JSON: expected ':'")
+			}
+			d.pos++
+			d.ws()
+			var err error
+			switch string(key) {
+			case "eventId":
+				e.ID, err = d.stringField("eventId")
+			case "type":
+				var b []byte
+				b, _, err = d.bytesField("type")
+				switch e.Type, typeErr = 0, ""; string(b) {
+				case "installed":
+					e.Type = TypeInstalled
+				case "uninstalled":
+					e.Type = TypeUninstalled
+				case "observed":
+					e.Type = TypeObserved
+				default:
+					if b != nil {
+						typeErr = quoteValue(string(b))
+					}
+				}
+			case "platform":
+				var b []byte
+				b, _, err = d.bytesField("platform")
+				switch e.Platform, platErr = 0, ""; string(b) {
+				case "apple":
+					e.Platform = PlatformApple
+				case "google":
+					e.Platform = PlatformGoogle
+				default:
+					if b != nil {
+						platErr = quoteValue(string(b))
+					}
+				}
+			case "customerId":
+				e.CustomerID, err = d.stringField("customerId")
+			case "passId":
+				e.PassID, err = d.stringField("passId")
+			case "passType":
+				e.PassType, err = d.stringField("passType")
+			case "source":
+				e.Source, err = d.stringField("source")
+			case "occurredAt":
+				e.OccurredAt, err = d.timeField("occurredAt")
+			case "installedAt":
+				installedAt, err = d.timeField("installedAt")
+			case "installed":
+				installed, err = d.boolField("installed")
+			case "registration":
+				e.Registration, err = d.registration()
+			default:
+				err = d.skip(0)
+			}
+			if err != nil {
+				return e, err
+			}
+			d.ws()
+			if d.pos >= len(d.data) {
+				return e, d.syntax("invalid JSON: unterminated object")
+			}
+			c := d.data[d.pos]
+			d.pos++
+			if c == '}' {
+				break
+			}
+			if c != ',' {
+				d.pos--
+				return e, d.syntax("invalid JSON: expected ',' or '}'")
+			}
+		}
+	}
+	d.ws()
+	if d.pos != len(d.data) {
+		return e, d.syntax("invalid JSON: trailing data after the object")
+	}
+	if d.fieldErr != nil {
+		return e, d.fieldErr
+	}
+
+	// Fields are checked in the order of SPEC §1 so that the reason for an
+	// event with several faults is stable; Validate repeats the cheap checks.
+	if err := checkLen("eventId", e.ID, 1, MaxEventIDLen); err != nil {
+		return e, err
+	}
+	if typeErr != "" {
+		return e, invalid("type", `must be "installed", "uninstalled" or "observed", got `+typeErr)
+	}
+	if e.Type == 0 {
+		return e, invalid("type", `required: "installed", "uninstalled" or "observed"`)
+	}
+	if platErr != "" {
+		return e, invalid("platform", `must be "apple" or "google", got `+platErr)
+	}
+	if e.Type == TypeObserved {
+		if installed < 0 {
+			return e, invalid("installed", `required when type is "observed"`)
+		}
+		e.Installed = installed == 1
+		e.InstalledAt = installedAt
+	}
+	// installed and installedAt mean nothing on installed/uninstalled events;
+	// they are ignored there like any unknown field.
+	if err := e.Validate(); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// rawString reads a JSON string and returns its raw bytes between the quotes
+// when it has no escapes, or its unescaped form (in d.scratch) when it has.
+func (d *decoder) rawString() ([]byte, bool) {
+	if d.pos >= len(d.data) || d.data[d.pos] != '"' {
+		return nil, false
+	}
+	d.pos++
+	start := d.pos
+	for d.pos < len(d.data) {
+		c := d.data[d.pos]
+		switch {
+		case c == '"':
+			s := d.data[start:d.pos]
+			d.pos++
+			return s, true
+		case c == '\\':
+			return d.escapedString(start)
+		case c < 0x20:
+			return nil, false
+		}
+		d.pos++
+	}
+	return nil, false
+}
+
+func (d *decoder) escapedString(start int) ([]byte, bool) {
+	buf := append(d.scratch[:0], d.data[start:d.pos]...)
+	for d.pos < len(d.data) {
+		c := d.data[d.pos]
+		switch {
+		case c == '"':
+			d.pos++
+			d.scratch = buf
+			return buf, true
+		case c < 0x20:
+			return nil, false
+		case c != '\\':
+			buf = append(buf, c)
+			d.pos++
+			continue
+		}
+		if d.pos+1 >= len(d.data) {
+			return nil, false
+		}
+		esc := d.data[d.pos+1]
+		d.pos += 2
+		switch esc {
+		case '"', '\\', '/':
+			buf = append(buf, esc)
+		case 'b':
+			buf = append(buf, '\b')
+		case 'f':
+			buf = append(buf, '\f')
+		case 'n':
+			buf = append(buf, '\n')
+		case 'r':
+			buf = append(buf, '\r')
+		case 't':
+			buf = append(buf, '\t')
+		case 'u':
+			r, ok := d.hex4()
+			if !ok {
+				return nil, false
+			}
+			if utf16.IsSurrogate(r) {
+				r2 := rune(-1)
+				if d.pos+1 < len(d.data) && d.data[d.pos] == '\\' && d.data[d.pos+1] == 'u' {
+					save := d.pos
+					d.pos += 2
+					var ok2 bool
+					if r2, ok2 = d.hex4(); !ok2 {
+						return nil, false
+					}
+					if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+						r = dec
+					} else {
+						// Not a pair: the lone surrogate becomes U+FFFD, as
+						// encoding/json does, and the second escape is read
+						// on its own.
+						d.pos = save
+						r = utf8.RuneError
+					}
+				} else {
+					r = utf8.RuneError
+				}
+			}
+			buf = utf8.AppendRune(buf, r)
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+func (d *decoder) hex4() (rune, bool) {
+	if d.pos+4 > len(d.data) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range d.data[d.pos : d.pos+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	d.pos += 4
+	return r, true
+}
+
+func (d *decoder) isNull() bool {
+	if len(d.data)-d.pos >= 4 && string(d.data[d.pos:d.pos+4]) == "null" {
+		d.pos += 4
+		return true
+	}
+	return false
+}
+
+// bytesField reads a string-or-null field without allocating; the bytes are
+// valid until the next string is read.
+func (d *decoder) bytesField(field string) ([]byte, bool, error) {
+	if d.isNull() {
+		return nil, false, nil
+	}
+	if d.pos < len(d.data) && d.data[d.pos] == '"' {
+		b, ok := d.rawString()
+		if !ok {
+			return nil, false, d.syntax("invalid JSON: bad string")
+		}
+		if !utf8.Valid(b) {
+			d.fieldError(field, "invalid UTF-8")
+		}
+		return b, true, nil
+	}
+	d.fieldError(field, "must be a string, got "+d.kind())
+	return nil, false, d.skip(0)
+}
+
+func (d *decoder) stringField(field string) (string, error) {
+	b, ok, err := d.bytesField(field)
+	if !ok || err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+func (d *decoder) timeField(field string) (int64, error) {
+	b, ok, err := d.bytesField(field)
+	if !ok || err != nil {
+		return 0, err
+	}
+	t, terr := ParseTime(b)
+	if terr != nil {
+		d.fieldError(field, terr.Error()+": "+quoteValue(string(b)))
+		return 0, nil
+	}
+	return t, nil
+}
+
+func (d *decoder) boolField(field string) (int, error) {
+	rest := d.data[d.pos:]
+	switch {
+	case len(rest) >= 4 && string(rest[:4]) == "true":
+		d.pos += 4
+		return 1, nil
+	case len(rest) >= 5 && string(rest[:5]) == "false":
+		d.pos += 5
+		return 0, nil
+	case d.isNull():
+		return -1, nil
+	}
+	d.fieldError(field, "must be true or false, got "+d.kind())
+	return -1, d.skip(0)
+}
+
+func (d *decoder) intField(field string) (int64, bool, error) {
+	if d.isNull() {
+		return 0, false, nil
+	}
+	start := d.pos
+	if err := d.skip(0); err != nil {
+		return 0, false, err
+	}
+	raw := d.data[start:d.pos]
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || n < 0 {
+		d.fieldError(field, "must be a non-negative integer, got "+quoteValue(string(raw)))
+		return 0, false, nil
+	}
+	return n, true, nil
+}
+
+func (d *decoder) registration() (*Registration, error) {
+	if d.isNull() {
+		return nil, nil
+	}
+	if d.pos >= len(d.data) || d.data[d.pos] != '{' {
+		d.fieldError("registration", "must be an object, got "+d.kind())
+		return nil, d.skip(0)
+	}
+	r := &Registration{}
+	d.pos++
+	d.ws()
+	if d.pos < len(d.data) && d.data[d.pos] == '}' {
+		d.pos++
+		return r, nil
+	}
+	for {
+		d.ws()
+		key, ok := d.rawString()
+		if !ok {
+			return nil, d.syntax("invalid JSON: expected a field name")
+		}
+		d.ws()
+		if d.pos >= len(d.data) || d.data[d.pos] != ':' {
+			return nil, d.syntax("invalid JSON: expected ':'")
+		}
+		d.pos++
+		d.ws()
+		var err error
+		switch string(key) {
+		case "medium":
+			r.Medium, err = d.stringField("registration.medium")
+		case "origin":
+			r.Origin, err = d.stringField("registration.origin")
+		case "userAgent":
+			r.UserAgent, err = d.stringField("registration.userAgent")
+		case "activeCount":
+			r.ActiveCount, r.HasActiveCount, err = d.intField("registration.activeCount")
+		case "totalCount":
+			r.TotalCount, r.HasTotalCount, err = d.intField("registration.totalCount")
+		case "tags":
+			r.Tags, err = d.tags()
+		default:
+			err = d.skip(1)
+		}
+		if err != nil {
+			return nil, err
+		}
+		d.ws()
+		if d.pos >= len(d.data) {
+			return nil, d.syntax("invalid JSON: unterminated object")
+		}
+		c := d.data[d.pos]
+		d.pos++
+		if c == '}' {
+			return r, nil
+		}
+		if c != ',' {
+			d.pos--
+			return nil, d.syntax("invalid JSON: expected ',' or '}'")
+		}
+	}
+}
+
+func (d *decoder) tags() ([]string, error) {
+	if d.isNull() {
+		return nil, nil
+	}
+	if d.pos >= len(d.data) || d.data[d.pos] != '[' {
+		d.fieldError("registration.tags", "must be an array of strings, got "+d.kind())
+		return nil, d.skip(1)
+	}
+	d.pos++
+	d.ws()
+	var tags []string
+	if d.pos < len(d.data) && d.data[d.pos] == ']' {
+		d.pos++
+		return []string{}, nil
+	}
+	for {
+		d.ws()
+		if d.pos < len(d.data) && d.data[d.pos] == '"' {
+			s, err := d.stringField("registration.tags")
+			if err != nil {
+				return nil, err
+			}
+			tags = append(tags, s)
+		} else {
+			d.fieldError("registration.tags", "must be an array of strings, got an element that is "+d.kind())
+			if err := d.skip(2); err != nil {
+				return nil, err
+			}
+		}
+		d.ws()
+		if d.pos >= len(d.data) {
+			return nil, d.syntax("invalid JSON: unterminated array")
+		}
+		c := d.data[d.pos]
+		d.pos++
+		if c == ']' {
+			return tags, nil
+		}
+		if c != ',' {
+			d.pos--
+			return nil, d.syntax("invalid JSON: expected ',' or ']'")
+		}
+	}
+}
+
+// kind names the JSON type of the value at pos, for error messages.
+func (d *decoder) kind() string {
+	if d.pos >= len(d.data) {
+		return "nothing"
+	}
+	switch c := d.data[d.pos]; {
+	case c == '"':
+		return "a string"
+	case c == '{':
+		return "an object"
+	case c == '[':
+		return "an array"
+	case c == 't' || c == 'f':
+		return "a boolean"
+	case c == 'n':
+		return "null"
+	case c == '-' || (c >= '0' && c <= '9'):
+		return "a number"
+	}
+	return "an invalid value"
+}
+
+// skip consumes one JSON value of any type, checking its syntax.
+func (d *decoder) skip(depth int) error {
+	if depth > maxDepth {
+		return d.syntax("invalid JSON: nested too deeply")
+	}
+	if d.pos >= len(d.data) {
+		return d.syntax("invalid JSON: expected a value")
+	}
+	switch c := d.data[d.pos]; {
+	case c == '"':
+		if _, ok := d.rawString(); !ok {
+			return d.syntax("invalid JSON: bad string")
+		}
+		return nil
+	case c == '{':
+		d.pos++
+		d.ws()
+		if d.pos < len(d.data) && d.data[d.pos] == '}' {
+			d.pos++
+			return nil
+		}
+		for {
+			d.ws()
+			if _, ok := d.rawString(); !ok {
+				return d.syntax("invalid JSON: expected a field name")
+			}
+			d.ws()
+			if d.pos >= len(d.data) || d.data[d.pos] != ':' {
+				return d.syntax("invalid JSON: expected ':'")
+			}
+			d.pos++
+			d.ws()
+			if err := d.skip(depth + 1); err != nil {
+				return err
+			}
+			d.ws()
+			if d.pos >= len(d.data) {
+				return d.syntax("invalid JSON: unterminated object")
+			}
+			c := d.data[d.pos]
+			if c == '}' {
+				d.pos++
+				return nil
+			}
+			if c != ',' {
+				return d.syntax("invalid JSON: expected ',' or '}'")
+			}
+			d.pos++
+		}
+	case c == '[':
+		d.pos++
+		d.ws()
+		if d.pos < len(d.data) && d.data[d.pos] == ']' {
+			d.pos++
+			return nil
+		}
+		for {
+			d.ws()
+			if err := d.skip(depth + 1); err != nil {
+				return err
+			}
+			d.ws()
+			if d.pos >= len(d.data) {
+				return d.syntax("invalid JSON: unterminated array")
+			}
+			c := d.data[d.pos]
+			if c == ']' {
+				d.pos++
+				return nil
+			}
+			if c != ',' {
+				return d.syntax("invalid JSON: expected ',' or ']'")
+			}
+			d.pos++
+		}
+	case c == 't':
+		return d.literal("true")
+	case c == 'f':
+		return d.literal("false")
+	case c == 'n':
+		return d.literal("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		return d.number()
+	}
+	return d.syntax("invalid JSON: unexpected character " + strconv.QuoteRune(rune(d.data[d.pos])))
+}
+
+func (d *decoder) literal(lit string) error {
+	if len(d.data)-d.pos >= len(lit) && string(d.data[d.pos:d.pos+len(lit)]) == lit {
+		d.pos += len(lit)
+		return nil
+	}
+	return d.syntax("invalid JSON: unexpected character " + strconv.QuoteRune(rune(d.data[d.pos])))
+}
+
+// number checks the JSON number grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func (d *decoder) number() error {
+	p := d.pos
+	n := len(d.data)
+	if p < n && d.data[p] == '-' {
+		p++
+	}
+	switch {
+	case p < n && d.data[p] == '0':
+		p++
+	case p < n && d.data[p] >= '1' && d.data[p] <= '9':
+		for p < n && d.data[p] >= '0' && d.data[p] <= '9' {
+			p++
+		}
+	default:
+		d.pos = p
+		return d.syntax("invalid JSON: bad number")
+	}
+	if p < n && d.data[p] == '.' {
+		p++
+		if p >= n || d.data[p] < '0' || d.data[p] > '9' {
+			d.pos = p
+			return d.syntax("invalid JSON: bad number")
+		}
+		for p < n && d.data[p] >= '0' && d.data[p] <= '9' {
+			p++
+		}
+	}
+	if p < n && (d.data[p] == 'e' || d.data[p] == 'E') {
+		p++
+		if p < n && (d.data[p] == '+' || d.data[p] == '-') {
+			p++
+		}
+		if p >= n || d.data[p] < '0' || d.data[p] > '9' {
+			d.pos = p
+			return d.syntax("invalid JSON: bad number")
+		}
+		for p < n && d.data[p] >= '0' && d.data[p] <= '9' {
+			p++
+		}
+	}
+	d.pos = p
+	return nil
+}

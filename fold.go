@@ -1,0 +1,197 @@
+package walletsync
+
+import (
+	"slices"
+	"strings"
+)
+
+// Register is the fold state of one (customerId, passId, platform): the
+// winning installed/uninstalled event E and the winning observation O
+// (SPEC §3). Nothing else is kept, so a customer's state is bounded by its
+// passes, not its events. The fields are flat, not two nested structs, so the
+// three flags share one word: a register is 80 bytes.
+type Register struct {
+	PassID string
+	EID    string // E's eventId; "" when there is no E
+	OID    string // O's eventId; "" when there is no O
+
+	EAt          int64 // E.occurredAt; 0 when there is no E
+	OAt          int64 // O.occurredAt; 0 when there is no O
+	OInstalledAt int64 // O.installedAt; 0 when absent
+
+	Platform     Platform
+	EUninstalled bool // E.type = uninstalled
+	OInstalled   bool // O.installed
+}
+
+// apply folds e into r and reports whether E or O changed.
+func (r *Register) apply(e *Event) bool {
+	if e.Type == TypeObserved {
+		// O is the largest by (occurredAt, eventId).
+		if r.OID != "" && (e.OccurredAt < r.OAt || e.OccurredAt == r.OAt && e.ID <= r.OID) {
+			return false
+		}
+		r.OID, r.OAt, r.OInstalled, r.OInstalledAt = e.ID, e.OccurredAt, e.Installed, e.InstalledAt
+		return true
+	}
+	// E is the largest by (occurredAt, rank, eventId), rank(uninstalled) = 1.
+	uninst := e.Type == TypeUninstalled
+	if r.EID != "" {
+		if e.OccurredAt != r.EAt {
+			if e.OccurredAt < r.EAt {
+				return false
+			}
+		} else if uninst != r.EUninstalled {
+			if !uninst {
+				return false
+			}
+		} else if e.ID <= r.EID {
+			return false
+		}
+	}
+	r.EID, r.EAt, r.EUninstalled = e.ID, e.OccurredAt, uninst
+	return true
+}
+
+// State is the register's state by SPEC §3: an observation repairs the
+// events only when it is newer than E and disagrees with it.
+func (r *Register) State() (installed bool, changedAt, installedAt int64) {
+	hasE, hasO := r.EID != "", r.OID != ""
+	if hasO && (!hasE || r.OAt > r.EAt && r.OInstalled == r.EUninstalled) {
+		if !r.OInstalled {
+			return false, r.OAt, 0
+		}
+		if r.OInstalledAt != 0 {
+			return true, r.OAt, r.OInstalledAt
+		}
+		return true, r.OAt, r.OAt
+	}
+	if r.EUninstalled {
+		return false, r.EAt, 0
+	}
+	return true, r.EAt, r.EAt
+}
+
+// FieldsOf computes a customer's status fields from its registers.
+func FieldsOf(regs []Register) Fields {
+	var f Fields
+	lastUninstalled := false
+	for i := range regs {
+		r := &regs[i]
+		inst, changedAt, installedAt := r.State()
+		if inst {
+			f.Wallet |= platformBit(r.Platform)
+			at := &f.GoogleInstalledAt
+			if r.Platform == PlatformApple {
+				at = &f.AppleInstalledAt
+			}
+			if *at == 0 || installedAt < *at {
+				*at = installedAt
+			}
+		}
+		switch {
+		case changedAt > f.LastChangedAt:
+			f.LastChangedAt, lastUninstalled = changedAt, !inst
+		case changedAt == f.LastChangedAt && !inst:
+			lastUninstalled = true
+		}
+	}
+	switch {
+	case len(regs) == 0:
+	case lastUninstalled:
+		f.LastEvent = LastUninstalled
+	default:
+		f.LastEvent = LastInstalled
+	}
+	return f
+}
+
+type customer struct {
+	fields  Fields
+	version uint64
+	regs    []Register
+}
+
+// Fold is the incremental fold of SPEC §3 over deduplicated events: Apply
+// one event at a time and learn whether the customer's status changed. Any
+// order of the same events ends in the same Fields. Not safe for concurrent
+// use; a streaming processor keeps one Fold per partition.
+type Fold struct {
+	customers map[string]*customer
+}
+
+// NewFold returns an empty Fold.
+func NewFold() *Fold { return &Fold{customers: make(map[string]*customer)} }
+
+// Apply folds a valid, deduplicated event in. It returns the customer's
+// status and whether its fields changed (and so its version went up). An
+// event that loses to what the register holds changes nothing.
+func (f *Fold) Apply(e *Event) (Status, bool) {
+	c := f.customers[e.CustomerID]
+	if c == nil {
+		c = &customer{}
+		f.customers[e.CustomerID] = c
+	}
+	var r *Register
+	for i := range c.regs {
+		if c.regs[i].Platform == e.Platform && c.regs[i].PassID == e.PassID {
+			r = &c.regs[i]
+			break
+		}
+	}
+	if r == nil {
+		// A new register: own its pass id so the event's memory is not
+		// pinned by a substring.
+		c.regs = append(c.regs, Register{PassID: strings.Clone(e.PassID), Platform: e.Platform})
+		r = &c.regs[len(c.regs)-1]
+	}
+	changed := false
+	if r.apply(e) {
+		if nf := FieldsOf(c.regs); nf != c.fields {
+			c.fields = nf
+			c.version++
+			changed = true
+		}
+	}
+	return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, changed
+}
+
+// Status returns a customer's current status.
+func (f *Fold) Status(customerID string) (Status, bool) {
+	c, ok := f.customers[customerID]
+	if !ok {
+		return Status{}, false
+	}
+	return Status{CustomerID: customerID, Fields: c.fields, Version: c.version}, true
+}
+
+// Registers returns a copy of a customer's registers, for persisting state.
+func (f *Fold) Registers(customerID string) []Register {
+	if c, ok := f.customers[customerID]; ok {
+		return slices.Clone(c.regs)
+	}
+	return nil
+}
+
+// Restore replaces a customer's state with persisted registers and version,
+// as a processor does when it takes over a partition. The fields are derived
+// again from the registers rather than trusted.
+func (f *Fold) Restore(customerID string, version uint64, regs []Register) Status {
+	c := &customer{version: version, regs: slices.Clone(regs)}
+	c.fields = FieldsOf(c.regs)
+	f.customers[customerID] = c
+	return Status{CustomerID: customerID, Fields: c.fields, Version: version}
+}
+
+// Len is the number of customers.
+func (f *Fold) Len() int { return len(f.customers) }
+
+// Statuses returns every customer's status sorted by customerId bytes.
+func (f *Fold) Statuses() []Status {
+	out := make([]Status, 0, len(f.customers))
+	for id, c := range f.customers {
+		out = append(out, Status{CustomerID: id, Fields: c.fields, Version: c.version})
+	}
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.CustomerID, b.CustomerID) })
+	return out
+}

@@ -1,0 +1,3 @@
+module github.com/walletsync/walletsync
+
+go 1.26

@@ -1,0 +1,149 @@
+package walletsync
+
+import (
+	"errors"
+	"time"
+)
+
+// Timestamps are carried as Unix milliseconds (UTC). Zero is never a valid
+// instant (the accepted range starts in 2000), so it doubles as "absent".
+const (
+	MinTime int64 = 946684800000  // 2000-01-01T00:00:00Z
+	MaxTime int64 = 4102444800000 // 2100-01-01T00:00:00Z, exclusive
+)
+
+var (
+	errTimeSyntax = errors.New("not an RFC 3339 timestamp with a T, seconds and a zone (Z or ±hh:mm)")
+	errTimeDate   = errors.New("no such calendar date")
+	errTimeClock  = errors.New("hour, minute, second or zone offset out of range")
+	errTimeRange  = errors.New("outside [2000-01-01T00:00:00Z, 2100-01-01T00:00:00Z)")
+)
+
+// ParseTime parses an RFC 3339 timestamp as SPEC §1 restricts it and returns
+// Unix milliseconds. Fractions of any length are truncated, not rounded, so
+// that a value and its re-encoding always compare equal.
+//
+// It is hand-written rather than time.Parse because it sits on the decode hot
+// path and because time.Parse accepts forms the contract rejects (lowercase
+// separators, fractions without digits) and rejects none of them cheaply.
+func ParseTime(s []byte) (int64, error) {
+	// YYYY-MM-DDTHH:MM:SS is 19 bytes, plus at least "Z".
+	if len(s) < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
+		return 0, errTimeSyntax
+	}
+	year, ok1 := digits(s[0:4])
+	month, ok2 := digits(s[5:7])
+	day, ok3 := digits(s[8:10])
+	hour, ok4 := digits(s[11:13])
+	minute, ok5 := digits(s[14:16])
+	sec, ok6 := digits(s[17:19])
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
+		return 0, errTimeSyntax
+	}
+	i := 19
+	var ms int64
+	if s[i] == '.' {
+		i++
+		start := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			if i-start < 3 {
+				ms = ms*10 + int64(s[i]-'0')
+			}
+			i++
+		}
+		n := i - start
+		if n == 0 {
+			return 0, errTimeSyntax
+		}
+		for ; n < 3; n++ {
+			ms *= 10
+		}
+	}
+	if i >= len(s) {
+		return 0, errTimeSyntax
+	}
+	var offset int64 // minutes east of UTC
+	switch s[i] {
+	case 'Z':
+		i++
+	case '+', '-':
+		if len(s)-i != 6 || s[i+3] != ':' {
+			return 0, errTimeSyntax
+		}
+		oh, ok1 := digits(s[i+1 : i+3])
+		om, ok2 := digits(s[i+4 : i+6])
+		if !ok1 || !ok2 {
+			return 0, errTimeSyntax
+		}
+		if oh > 23 || om > 59 {
+			return 0, errTimeClock
+		}
+		offset = oh*60 + om
+		if s[i] == '-' {
+			offset = -offset
+		}
+		i += 6
+	default:
+		return 0, errTimeSyntax
+	}
+	if i != len(s) {
+		return 0, errTimeSyntax
+	}
+	if month < 1 || month > 12 || day < 1 || day > daysIn(year, month) {
+		return 0, errTimeDate
+	}
+	if hour > 23 || minute > 59 || sec > 59 {
+		return 0, errTimeClock
+	}
+	t := (daysFromCivil(year, month, day)*86400+hour*3600+minute*60+sec-offset*60)*1000 + ms
+	if t < MinTime || t >= MaxTime {
+		return 0, errTimeRange
+	}
+	return t, nil
+}
+
+func digits(b []byte) (int64, bool) {
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+func daysIn(year, month int64) int64 {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
+
+// daysFromCivil is Howard Hinnant's days_from_civil: days since 1970-01-01.
+func daysFromCivil(y, m, d int64) int64 {
+	if m <= 2 {
+		y--
+	}
+	era := y / 400 // years here are ≥ 0
+	yoe := y - era*400
+	mp := (m + 9) % 12
+	doy := (153*mp+2)/5 + d - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return era*146097 + doe - 719468
+}
+
+// AppendTime appends ms in the one output form of the contract,
+// YYYY-MM-DDTHH:MM:SS.mmmZ.
+func AppendTime(dst []byte, ms int64) []byte {
+	return time.UnixMilli(ms).UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
+}
+
+// FormatTime is AppendTime into a new string.
+func FormatTime(ms int64) string { return string(AppendTime(nil, ms)) }
