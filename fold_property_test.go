@@ -1,0 +1,320 @@
+package walletsync_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/walletsync/walletsync"
+)
+
+// oracle is SPEC §3 written as plainly as possible, from scratch over a set
+// of deduplicated events: it is what the incremental Fold is checked against.
+func oracle(events []walletsync.Event) map[string]walletsync.Fields {
+	type regKey struct {
+		customer, pass string
+		platform       walletsync.Platform
+	}
+	rank := func(e *walletsync.Event) int {
+		if e.Type == walletsync.TypeUninstalled {
+			return 1
+		}
+		return 0
+	}
+	eWins := func(a, b *walletsync.Event) bool { // a beats b
+		if a.OccurredAt != b.OccurredAt {
+			return a.OccurredAt > b.OccurredAt
+		}
+		if rank(a) != rank(b) {
+			return rank(a) > rank(b)
+		}
+		return a.ID > b.ID
+	}
+	oWins := func(a, b *walletsync.Event) bool {
+		if a.OccurredAt != b.OccurredAt {
+			return a.OccurredAt > b.OccurredAt
+		}
+		return a.ID > b.ID
+	}
+	E := map[regKey]*walletsync.Event{}
+	O := map[regKey]*walletsync.Event{}
+	var keys []regKey
+	for i := range events {
+		e := &events[i]
+		k := regKey{e.CustomerID, e.PassID, e.Platform}
+		if E[k] == nil && O[k] == nil {
+			keys = append(keys, k)
+		}
+		if e.Type == walletsync.TypeObserved {
+			if O[k] == nil || oWins(e, O[k]) {
+				O[k] = e
+			}
+		} else if E[k] == nil || eWins(e, E[k]) {
+			E[k] = e
+		}
+	}
+	type regState struct {
+		platform               walletsync.Platform
+		installed              bool
+		changedAt, installedAt int64
+	}
+	per := map[string][]regState{}
+	for _, k := range keys {
+		e, o := E[k], O[k]
+		var s regState
+		s.platform = k.platform
+		if o != nil && (e == nil || o.OccurredAt > e.OccurredAt && o.Installed != (e.Type == walletsync.TypeInstalled)) {
+			s.installed, s.changedAt = o.Installed, o.OccurredAt
+			if o.Installed {
+				s.installedAt = o.OccurredAt
+				if o.InstalledAt != 0 {
+					s.installedAt = o.InstalledAt
+				}
+			}
+		} else {
+			s.installed, s.changedAt = e.Type == walletsync.TypeInstalled, e.OccurredAt
+			if s.installed {
+				s.installedAt = e.OccurredAt
+			}
+		}
+		per[k.customer] = append(per[k.customer], s)
+	}
+	out := map[string]walletsync.Fields{}
+	for c, regs := range per {
+		var f walletsync.Fields
+		for _, r := range regs {
+			if r.changedAt > f.LastChangedAt {
+				f.LastChangedAt = r.changedAt
+			}
+			if !r.installed {
+				continue
+			}
+			if r.platform == walletsync.PlatformApple {
+				f.Wallet |= walletsync.WalletApple
+				if f.AppleInstalledAt == 0 || r.installedAt < f.AppleInstalledAt {
+					f.AppleInstalledAt = r.installedAt
+				}
+			} else {
+				f.Wallet |= walletsync.WalletGoogle
+				if f.GoogleInstalledAt == 0 || r.installedAt < f.GoogleInstalledAt {
+					f.GoogleInstalledAt = r.installedAt
+				}
+			}
+		}
+		f.LastEvent = walletsync.LastInstalled
+		for _, r := range regs {
+			if r.changedAt == f.LastChangedAt && !r.installed {
+				f.LastEvent = walletsync.LastUninstalled
+			}
+		}
+		out[c] = f
+	}
+	return out
+}
+
+// randomEvents draws distinct events over few customers, passes and
+// instants, so that same-register collisions and same-millisecond ties are
+// common.
+func randomEvents(rng *rand.Rand, n int) []walletsync.Event {
+	base := int64(1772359200000) // 2026-03-01T10:00:00Z
+	passes := []string{"", "loyalty", "coupon"}
+	evs := make([]walletsync.Event, n)
+	for i := range evs {
+		e := walletsync.Event{
+			ID:         fmt.Sprintf("e%03d", rng.IntN(1000)*1000+i), // unique, but in no time order
+			CustomerID: fmt.Sprintf("c%d", rng.IntN(4)),
+			PassID:     passes[rng.IntN(len(passes))],
+			Platform:   walletsync.Platform(1 + rng.IntN(2)),
+			OccurredAt: base + int64(rng.IntN(12))*1000,
+			Type:       walletsync.EventType(1 + rng.IntN(3)),
+		}
+		if e.Type == walletsync.TypeObserved {
+			e.Installed = rng.IntN(2) == 0
+			if e.Installed && rng.IntN(2) == 0 {
+				e.InstalledAt = e.OccurredAt - int64(rng.IntN(5))*1000
+			}
+		}
+		evs[i] = e
+	}
+	return evs
+}
+
+func foldAll(events []walletsync.Event) map[string]walletsync.Fields {
+	f := walletsync.NewFold()
+	d := walletsync.NewDeduper(0)
+	for i := range events {
+		if !d.Seen(events[i].ID, 0) {
+			f.Apply(&events[i])
+		}
+	}
+	out := map[string]walletsync.Fields{}
+	for _, s := range f.Statuses() {
+		out[s.CustomerID] = s.Fields
+	}
+	return out
+}
+
+func equalStatuses(a, b map[string]walletsync.Fields) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// withDuplicates inserts, after the first occurrence of random events,
+// later records with the same eventId and any content: SPEC §2 says they
+// are dropped whatever they hold.
+func withDuplicates(rng *rand.Rand, evs []walletsync.Event) []walletsync.Event {
+	out := slices.Clone(evs)
+	for range rng.IntN(len(evs) + 1) {
+		i := rng.IntN(len(out))
+		dup := out[i]
+		if rng.IntN(2) == 0 {
+			// Same id, different content.
+			dup.Type = walletsync.TypeUninstalled
+			dup.Installed, dup.InstalledAt = false, 0
+			dup.OccurredAt += 60_000
+		}
+		j := i + 1 + rng.IntN(len(out)-i)
+		out = slices.Insert(out, j, dup)
+	}
+	return out
+}
+
+func TestFoldPermutationsAndDuplicates(t *testing.T) {
+	seed := uint64(20261122)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	for iter := range 400 {
+		evs := randomEvents(rng, 1+rng.IntN(40))
+		want := oracle(evs)
+		if got := foldAll(evs); !equalStatuses(got, want) {
+			t.Fatalf("seed %d iter %d: fold differs from the oracle\n got %v\nwant %v\nevents %+v", seed, iter, got, want, evs)
+		}
+		for p := range 5 {
+			perm := slices.Clone(evs)
+			rng.Shuffle(len(perm), func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
+			stream := withDuplicates(rng, perm)
+			if got := foldAll(stream); !equalStatuses(got, want) {
+				t.Fatalf("seed %d iter %d perm %d: permuted and duplicated stream folds differently\n got %v\nwant %v", seed, iter, p, got, want)
+			}
+		}
+	}
+}
+
+// Apply reports a change exactly when the from-scratch fold of the prefix
+// changes for that customer, and version counts those changes.
+func TestApplyReportsChangesExactly(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for iter := range 200 {
+		evs := randomEvents(rng, 1+rng.IntN(30))
+		f := walletsync.NewFold()
+		versions := map[string]uint64{}
+		prev := map[string]walletsync.Fields{}
+		for i := range evs {
+			st, changed := f.Apply(&evs[i])
+			now := oracle(evs[:i+1])
+			c := evs[i].CustomerID
+			_, existed := prev[c]
+			wantChanged := !existed || now[c] != prev[c]
+			if changed != wantChanged {
+				t.Fatalf("iter %d event %d: Apply changed=%v, oracle says %v (before %+v after %+v)", iter, i, changed, wantChanged, prev[c], now[c])
+			}
+			if changed {
+				versions[c]++
+			}
+			if st.Fields != now[c] || st.Version != versions[c] {
+				t.Fatalf("iter %d event %d: Apply returned %+v, want %+v version %d", iter, i, st, now[c], versions[c])
+			}
+			prev = now
+		}
+	}
+}
+
+// Applying an event again never changes anything: the fold is idempotent,
+// which is what makes a duplicate older than the dedupe window harmless.
+func TestApplyIdempotent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	for range 100 {
+		evs := randomEvents(rng, 20)
+		f := walletsync.NewFold()
+		for i := range evs {
+			f.Apply(&evs[i])
+		}
+		for i := range evs {
+			if _, changed := f.Apply(&evs[i]); changed {
+				t.Fatalf("re-applying %+v changed the status", evs[i])
+			}
+		}
+	}
+}
+
+// State restored from persisted registers carries on exactly like the
+// original.
+func TestRestoreFromRegisters(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	for range 100 {
+		evs := randomEvents(rng, 30)
+		cut := rng.IntN(len(evs))
+		a := walletsync.NewFold()
+		for i := range evs[:cut] {
+			a.Apply(&evs[i])
+		}
+		b := walletsync.NewFold()
+		for _, s := range a.Statuses() {
+			r := b.Restore(s.CustomerID, s.Version, a.Registers(s.CustomerID))
+			if r != s {
+				t.Fatalf("restored %+v, want %+v", r, s)
+			}
+		}
+		for i := range evs[cut:] {
+			sa, ca := a.Apply(&evs[cut+i])
+			sb, cb := b.Apply(&evs[cut+i])
+			if sa != sb || ca != cb {
+				t.Fatalf("after restore: %+v %v vs %+v %v", sb, cb, sa, ca)
+			}
+		}
+	}
+}
+
+func TestDeduperWindow(t *testing.T) {
+	w := walletsync.NewDeduper(0)
+	if w.Seen("a", 0) || !w.Seen("a", 1<<60) {
+		t.Fatal("a window of zero must remember forever")
+	}
+	d := walletsync.NewDeduper(walletsync.DefaultDedupeWindow)
+	day := int64(24 * 3600 * 1000)
+	if d.Seen("x", 0) {
+		t.Fatal("first sighting reported as duplicate")
+	}
+	if !d.Seen("x", 7*day-1) {
+		t.Fatal("duplicate inside the window not reported")
+	}
+	if d.Seen("y", day) || d.Len() != 2 {
+		t.Fatal("y")
+	}
+	if n := d.Expire(7 * day); n != 1 || d.Len() != 1 {
+		t.Fatalf("Expire forgot %d ids, left %d; want 1 and 1", n, d.Len())
+	}
+	if d.Seen("x", 7*day) {
+		t.Fatal("an id past its window must count as new again")
+	}
+	// Remember keeps the earliest sighting, as a restore from several
+	// snapshots needs.
+	d.Remember(walletsync.KeyOf("z"), 5*day)
+	d.Remember(walletsync.KeyOf("z"), 2*day)
+	if !d.Seen("z", 9*day-1) {
+		t.Fatal("z first seen at day 2 must still be known just before day 9")
+	}
+	if d.Seen("z", 9*day) {
+		t.Fatal("z first seen at day 2 must be forgotten 7 days later")
+	}
+	if walletsync.KeyOf("a") == walletsync.KeyOf("b") || walletsync.KeyOf("a") != walletsync.KeyOf("a") {
+		t.Fatal("KeyOf is not a stable, distinguishing hash")
+	}
+}

@@ -1,0 +1,100 @@
+package walletsync_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walletsync/walletsync"
+)
+
+// FuzzParseEvent: no input panics; whatever is accepted is valid JSON, valid
+// by SPEC §1 and survives a round trip through its canonical form; and a
+// syntax rejection agrees with encoding/json's own validator. Seeds are every
+// line of the golden fixtures plus testdata/fuzz/FuzzParseEvent.
+func FuzzParseEvent(f *testing.F) {
+	files, _ := filepath.Glob("testdata/golden/*.ndjson")
+	for _, name := range files {
+		if strings.HasSuffix(name, ".expected.ndjson") {
+			continue
+		}
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, l := range bytes.Split(data, []byte("\n")) {
+			f.Add(l)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ev, err := walletsync.ParseEvent(data)
+		if err != nil {
+			ve, ok := err.(*walletsync.ValidationError)
+			if !ok {
+				t.Fatalf("error %T %v is not a *ValidationError", err, err)
+			}
+			if ve.Field == "json" && json.Valid(data) &&
+				!strings.Contains(ve.Reason, "nested too deeply") && !strings.Contains(ve.Reason, "expected an object") {
+				t.Fatalf("rejected valid JSON %q as %q", data, ve.Reason)
+			}
+			return
+		}
+		if !json.Valid(data) {
+			t.Fatalf("accepted invalid JSON %q", data)
+		}
+		if err := ev.Validate(); err != nil {
+			t.Fatalf("accepted an event that fails Validate: %v", err)
+		}
+		out := ev.AppendJSON(nil)
+		back, err := walletsync.ParseEvent(out)
+		if err != nil {
+			t.Fatalf("canonical form %s does not parse: %v", out, err)
+		}
+		if !reflect.DeepEqual(ev, back) {
+			t.Fatalf("round trip changed the event:\n%+v\n%+v", ev, back)
+		}
+	})
+}
+
+// FuzzParseTime: whatever ParseTime accepts, the time package reads as the
+// same instant (to the millisecond, truncating), and it formats back to it.
+func FuzzParseTime(f *testing.F) {
+	for _, s := range []string{"2026-03-01T10:00:00Z", "2026-03-01T12:00:00.500999+01:00", "2024-02-29T23:59:59.9999999999-11:59", "2026-02-30T00:00:00Z", "2000-01-01T00:00:00Z"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ms, err := walletsync.ParseTime([]byte(s))
+		if err != nil {
+			return
+		}
+		if ms < walletsync.MinTime || ms >= walletsync.MaxTime {
+			t.Fatalf("%q gave %d, outside the range", s, ms)
+		}
+		frac := ""
+		if i := strings.IndexByte(s, '.'); i >= 0 {
+			j := i + 1
+			for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+				j++
+			}
+			frac = s[i:j]
+		}
+		if len(frac) <= 10 { // the time package reads at most nine digits
+			tm, err := time.Parse(time.RFC3339Nano, s)
+			if err != nil {
+				t.Fatalf("ParseTime accepted %q, time.Parse says %v", s, err)
+			}
+			if got := tm.UnixNano() / 1e6; tm.UnixNano() < 0 || got != ms {
+				t.Fatalf("%q: ParseTime %d, time.Parse %d", s, ms, got)
+			}
+		}
+		back, err := walletsync.ParseTime([]byte(walletsync.FormatTime(ms)))
+		if err != nil || back != ms {
+			t.Fatalf("%q: format/parse round trip gave %d, %v", s, back, err)
+		}
+	})
+}
