@@ -1,6 +1,7 @@
 package walletsync
 
 import (
+	"encoding/binary"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -18,6 +19,35 @@ import (
 func ParseEvent(data []byte) (Event, error) {
 	var d decoder
 	d.data = data
+	return d.parse()
+}
+
+// Decoder is ParseEvent with memory: it shares one copy of each value of the
+// low-cardinality fields (passType, source, registration medium and tags)
+// between the events it decodes, which saves allocations on every event of a
+// stream and memory wherever events are kept. Not safe for concurrent use.
+type Decoder struct {
+	d      decoder
+	intern map[string]string
+}
+
+// maxInterned bounds the shared values, so that a stream of unique values
+// costs no more than ParseEvent.
+const (
+	maxInterned    = 4096
+	maxInternedLen = 64
+)
+
+// Parse is ParseEvent.
+func (dec *Decoder) Parse(data []byte) (Event, error) {
+	if dec.intern == nil {
+		dec.intern = make(map[string]string)
+	}
+	dec.d = decoder{data: data, scratch: dec.d.scratch[:0], intern: dec.intern}
+	return dec.d.parse()
+}
+
+func (d *decoder) parse() (Event, error) {
 	e, err := d.event()
 	if err != nil {
 		return Event{}, err
@@ -37,6 +67,8 @@ type decoder struct {
 	// syntax error always wins and the reason does not depend on luck.
 	fieldErr *ValidationError
 	scratch  []byte
+	intern   map[string]string // nil: no interning
+	nonASCII bool              // the last string read has bytes ≥ 0x80 or escapes
 }
 
 func (d *decoder) syntax(msg string) *ValidationError {
@@ -129,9 +161,9 @@ func (d *decoder) event() (Event, error) {
 			case "passId":
 				e.PassID, err = d.stringField("passId")
 			case "passType":
-				e.PassType, err = d.stringField("passType")
+				e.PassType, err = d.sharedField("passType")
 			case "source":
-				e.Source, err = d.stringField("source")
+				e.Source, err = d.sharedField("source")
 			case "occurredAt":
 				e.OccurredAt, err = d.timeField("occurredAt")
 			case "installedAt":
@@ -198,15 +230,37 @@ func (d *decoder) event() (Event, error) {
 	return e, nil
 }
 
+// SWAR constants: eight bytes of a string are tested at once for a quote, a
+// backslash, a control character or a non-ASCII byte, the only bytes that
+// need a closer look.
+const (
+	swarLo = 0x0101010101010101
+	swarHi = 0x8080808080808080
+)
+
+func swarSpecial(x uint64) uint64 {
+	q := x ^ (swarLo * '"')
+	b := x ^ (swarLo * '\\')
+	return ((q - swarLo) &^ q & swarHi) | ((b - swarLo) &^ b & swarHi) | ((x - swarLo*0x20) &^ x & swarHi) | (x & swarHi)
+}
+
 // rawString reads a JSON string and returns its raw bytes between the quotes
 // when it has no escapes, or its unescaped form (in d.scratch) when it has.
+// d.nonASCII tells whether the result needs a UTF-8 check.
 func (d *decoder) rawString() ([]byte, bool) {
 	if d.pos >= len(d.data) || d.data[d.pos] != '"' {
 		return nil, false
 	}
 	d.pos++
 	start := d.pos
-	for d.pos < len(d.data) {
+	d.nonASCII = false
+	for {
+		for d.pos+8 <= len(d.data) && swarSpecial(binary.LittleEndian.Uint64(d.data[d.pos:])) == 0 {
+			d.pos += 8
+		}
+		if d.pos >= len(d.data) {
+			return nil, false
+		}
 		c := d.data[d.pos]
 		switch {
 		case c == '"':
@@ -214,13 +268,15 @@ func (d *decoder) rawString() ([]byte, bool) {
 			d.pos++
 			return s, true
 		case c == '\\':
+			d.nonASCII = true // the unescaped form is checked whole
 			return d.escapedString(start)
 		case c < 0x20:
 			return nil, false
+		case c >= 0x80:
+			d.nonASCII = true
 		}
 		d.pos++
 	}
-	return nil, false
 }
 
 func (d *decoder) escapedString(start int) ([]byte, bool) {
@@ -332,7 +388,7 @@ func (d *decoder) bytesField(field string) ([]byte, bool, error) {
 		if !ok {
 			return nil, false, d.syntax("invalid JSON: bad string")
 		}
-		if !utf8.Valid(b) {
+		if d.nonASCII && !utf8.Valid(b) {
 			d.fieldError(field, "invalid UTF-8")
 		}
 		return b, true, nil
@@ -347,6 +403,26 @@ func (d *decoder) stringField(field string) (string, error) {
 		return "", err
 	}
 	return string(b), nil
+}
+
+// sharedField is stringField for low-cardinality fields, interned when the
+// decoder has a table.
+func (d *decoder) sharedField(field string) (string, error) {
+	b, ok, err := d.bytesField(field)
+	if !ok || err != nil {
+		return "", err
+	}
+	if d.intern == nil || len(b) > maxInternedLen {
+		return string(b), nil
+	}
+	if s, ok := d.intern[string(b)]; ok {
+		return s, nil
+	}
+	s := string(b)
+	if len(d.intern) < maxInterned {
+		d.intern[s] = s
+	}
+	return s, nil
 }
 
 func (d *decoder) timeField(field string) (int64, error) {
@@ -425,7 +501,7 @@ func (d *decoder) registration() (*Registration, error) {
 		var err error
 		switch string(key) {
 		case "medium":
-			r.Medium, err = d.stringField("registration.medium")
+			r.Medium, err = d.sharedField("registration.medium")
 		case "origin":
 			r.Origin, err = d.stringField("registration.origin")
 		case "userAgent":
@@ -476,7 +552,7 @@ func (d *decoder) tags() ([]string, error) {
 	for {
 		d.ws()
 		if d.pos < len(d.data) && d.data[d.pos] == '"' {
-			s, err := d.stringField("registration.tags")
+			s, err := d.sharedField("registration.tags")
 			if err != nil {
 				return nil, err
 			}

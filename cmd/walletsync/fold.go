@@ -51,6 +51,7 @@ func foldMain(ctx context.Context, e env, files []string, maxLine int) int {
 	start := time.Now()
 	fold := walletsync.NewFold()
 	dedupe := walletsync.NewDeduper(0) // a file is deduplicated whole
+	var dec walletsync.Decoder
 	var st foldStats
 	errw := bufio.NewWriter(e.stderr)
 	defer errw.Flush()
@@ -72,7 +73,7 @@ func foldMain(ctx context.Context, e env, files []string, maxLine int) int {
 			}
 			if err == nil {
 				var ev walletsync.Event
-				if ev, err = walletsync.ParseEvent(line); err == nil {
+				if ev, err = dec.Parse(line); err == nil {
 					if dedupe.Seen(ev.ID, 0) {
 						st.duplicates++
 					} else {

@@ -5,7 +5,9 @@
 package synth
 
 import (
+	"cmp"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
@@ -104,12 +106,23 @@ func Events(cfg Config) []walletsync.Event {
 		}
 		out = append(out, e)
 	}
-	// Late delivery: move a share of events some way down the stream.
+	// Late delivery: a share of events is delivered up to 1,000 places
+	// after its turn; the rest keep their order.
+	type slot struct {
+		at int
+		e  walletsync.Event
+	}
+	delayed := make([]slot, len(out))
 	for i := range out {
+		at := i
 		if rng.Float64() < cfg.ReorderRate {
-			j := min(len(out)-1, i+1+rng.IntN(1000))
-			out[i], out[j] = out[j], out[i]
+			at += 1 + rng.IntN(1000)
 		}
+		delayed[i] = slot{at, out[i]}
+	}
+	slices.SortStableFunc(delayed, func(a, b slot) int { return cmp.Compare(a.at, b.at) })
+	for i := range delayed {
+		out[i] = delayed[i].e
 	}
 	// Duplicates: redeliveries of a recent event.
 	for len(out) < cfg.Events {

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runCLI(t testing.TB, stdin string, environ map[string]string, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, env{
+		stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb,
+		getenv: func(k string) string { return environ[k] },
+	})
+	return result{code, out.String(), errb.String()}
+}
+
+func golden(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join("..", "..", "testdata", "golden", name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestFoldGoldenFiles(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "golden", "*.ndjson"))
+	n := 0
+	for _, in := range files {
+		if strings.HasSuffix(in, ".expected.ndjson") {
+			continue
+		}
+		n++
+		r := runCLI(t, "", nil, "fold", in)
+		if r.code != 0 {
+			t.Fatalf("fold %s exited %d: %s", in, r.code, r.stderr)
+		}
+		want, _ := os.ReadFile(strings.TrimSuffix(in, ".ndjson") + ".expected.ndjson")
+		if got := normalise(t, r.stdout); got != normalise(t, string(want)) {
+			t.Errorf("fold %s:\n%s\nwant\n%s", in, got, normalise(t, string(want)))
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d fixtures found", n)
+	}
+}
+
+// normalise keeps the six fields of each status line, in line order.
+func normalise(t *testing.T, ndjson string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimSpace(ndjson), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("bad line %q: %v", l, err)
+		}
+		for _, k := range []string{"customerId", "walletStatus", "appleWalletInstalledAt", "googleWalletInstalledAt", "walletLastChangedAt", "walletLastEvent"} {
+			v, ok := m[k]
+			if !ok {
+				t.Fatalf("line %q lacks %s", l, k)
+			}
+			j, _ := json.Marshal(v)
+			b.Write(j)
+			b.WriteByte(' ')
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func TestFoldRejectsAndSummary(t *testing.T) {
+	in := golden(t, "09-rejects.ndjson")
+	r := runCLI(t, "", nil, "fold", in)
+	if r.code != 0 {
+		t.Fatalf("exit %d", r.code)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	if len(lines) != 12 {
+		t.Fatalf("stderr has %d lines, want 11 rejects and a summary:\n%s", len(lines), r.stderr)
+	}
+	var first struct {
+		File  string `json:"file"`
+		Line  int    `json:"line"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first.Line != 1 || first.File != in || !strings.HasPrefix(first.Error, "invalid JSON") {
+		t.Errorf("first reject = %+v", first)
+	}
+	var x struct {
+		Line  int    `json:"line"`
+		Error string `json:"error"`
+	}
+	json.Unmarshal([]byte(lines[3]), &x)
+	if x.Line != 4 || x.Error != `platform: must be "apple" or "google", got "samsung"` {
+		t.Errorf("fourth reject = %+v", x)
+	}
+	var sum map[string]any
+	if err := json.Unmarshal([]byte(lines[11]), &sum); err != nil {
+		t.Fatalf("summary %q: %v", lines[11], err)
+	}
+	if sum["lines"] != 12.0 || sum["events"] != 1.0 || sum["rejected"] != 11.0 || sum["duplicates"] != 0.0 || sum["customers"] != 1.0 {
+		t.Errorf("summary = %v", sum)
+	}
+}
+
+func TestFoldStdinBlankLinesAndLongLines(t *testing.T) {
+	in := "\n" + `{"eventId":"a","type":"installed","platform":"apple","customerId":"c","occurredAt":"2026-03-01T10:00:00Z"}` + "\r\n   \n" +
+		`{"eventId":"b","type":"installed","platform":"google","customerId":"c","passId":"` + strings.Repeat("p", 300) + `","occurredAt":"2026-03-01T10:00:00Z"}` + "\n" +
+		`{"eventId":"a","type":"uninstalled","platform":"apple","customerId":"c","occurredAt":"2026-03-02T10:00:00Z"}` // no final newline
+	r := runCLI(t, in, nil, "fold", "--max-line", "200")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stdout, `"walletStatus":"apple"`) {
+		t.Errorf("stdout = %s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, `{"line":4,"error":"line too long: over 200 bytes"}`) {
+		t.Errorf("stderr = %s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, `"lines":5,"events":1,"duplicates":1,"rejected":1`) {
+		t.Errorf("summary wrong: %s", r.stderr)
+	}
+}
+
+// Several files are one stream: the first occurrence of an id, in file
+// order, wins.
+func TestFoldSeveralFiles(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.ndjson")
+	b := filepath.Join(dir, "b.ndjson")
+	os.WriteFile(a, []byte(`{"eventId":"x","type":"installed","platform":"apple","customerId":"c","occurredAt":"2026-03-01T10:00:00Z"}`+"\n"), 0o644)
+	os.WriteFile(b, []byte(`{"eventId":"x","type":"uninstalled","platform":"apple","customerId":"c","occurredAt":"2026-03-02T10:00:00Z"}`+"\n"), 0o644)
+	r := runCLI(t, "", nil, "fold", a, b)
+	if r.code != 0 || !strings.Contains(r.stdout, `"walletStatus":"apple"`) || !strings.Contains(r.stderr, `"duplicates":1`) {
+		t.Errorf("fold a b: %+v", r)
+	}
+	r = runCLI(t, "", nil, "fold", b, a)
+	if r.code != 0 || !strings.Contains(r.stdout, `"walletStatus":"none"`) {
+		t.Errorf("fold b a: %+v", r)
+	}
+}
+
+func TestFoldMissingFile(t *testing.T) {
+	r := runCLI(t, "", nil, "fold", filepath.Join(t.TempDir(), "nope.ndjson"))
+	if r.code != exitFail || !strings.Contains(r.stderr, "no such file") {
+		t.Errorf("missing file: %+v", r)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	r := runCLI(t, "", nil, "help")
+	if r.code != 0 || !strings.Contains(r.stdout, "fold") || !strings.Contains(r.stdout, "WALLETSYNC_") {
+		t.Errorf("help: %+v", r)
+	}
+	for _, args := range [][]string{{"help", "fold"}, {"fold", "-h"}} {
+		r := runCLI(t, "", nil, args...)
+		if r.code != 0 || !strings.Contains(r.stdout, "Usage: walletsync fold") ||
+			!strings.Contains(r.stdout, "--max-line bytes") || !strings.Contains(r.stdout, "env WALLETSYNC_MAX_LINE") {
+			t.Errorf("%v: %+v", args, r)
+		}
+	}
+	if r := runCLI(t, "", nil); r.code != exitUsage {
+		t.Errorf("no command: exit %d", r.code)
+	}
+	if r := runCLI(t, "", nil, "frobnicate"); r.code != exitUsage || !strings.Contains(r.stderr, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: %+v", r)
+	}
+	if r := runCLI(t, "", nil, "fold", "--nope"); r.code != exitUsage {
+		t.Errorf("bad flag: %+v", r)
+	}
+}
+
+func TestFlagsFromEnvironment(t *testing.T) {
+	long := `{"eventId":"a","type":"installed","platform":"apple","customerId":"c","occurredAt":"2026-03-01T10:00:00Z"}`
+	r := runCLI(t, long, map[string]string{"WALLETSYNC_MAX_LINE": "20"}, "fold")
+	if !strings.Contains(r.stderr, "line too long: over 20 bytes") {
+		t.Errorf("env flag not applied: %+v", r)
+	}
+	// The command line wins over the environment.
+	r = runCLI(t, long, map[string]string{"WALLETSYNC_MAX_LINE": "20"}, "fold", "--max-line", "1000")
+	if !strings.Contains(r.stderr, `"events":1`) {
+		t.Errorf("flag did not win over env: %+v", r)
+	}
+	r = runCLI(t, long, map[string]string{"WALLETSYNC_MAX_LINE": "lots"}, "fold")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "WALLETSYNC_MAX_LINE") {
+		t.Errorf("bad env value: %+v", r)
+	}
+}
