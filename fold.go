@@ -3,6 +3,7 @@ package walletsync
 import (
 	"slices"
 	"strings"
+	"unsafe"
 )
 
 // Register is the fold state of one (customerId, passId, platform): the
@@ -110,15 +111,38 @@ type customer struct {
 	fields  Fields
 	version uint64
 	regs    []Register
-	// inline backs regs while a customer has one register, as most do: it
-	// saves an allocation and a cache miss on every event.
+	// inline backs regs while a customer has one register, as most do, and
+	// text holds the bytes of the customer id (the map key) and of that
+	// register's pass id. With them in one allocation, the lookup of an
+	// event's customer and register touches one object, not four: the fold
+	// is bound by cache misses, not by instructions.
 	inline [1]Register
+	text   [textLen]byte
 }
 
-func newCustomer() *customer {
+const textLen = 48
+
+// newCustomer makes a customer with its first register and returns the
+// string to key it by.
+func newCustomer(id, passID string, p Platform) (*customer, string) {
 	c := &customer{}
 	c.regs = c.inline[:0:1]
-	return c
+	var key string
+	if n := len(id); n+len(passID) <= textLen {
+		copy(c.text[:], id)
+		copy(c.text[n:], passID)
+		// The strings point into c, which keeps it alive, and text is never
+		// written again, so they are as immutable as any Go string.
+		key = unsafe.String(&c.text[0], n)
+		if passID != "" {
+			passID = unsafe.String(&c.text[n], len(passID))
+		}
+	} else {
+		both := id + passID
+		key, passID = both[:len(id)], both[len(id):]
+	}
+	c.regs = append(c.regs, Register{PassID: passID, Platform: p})
+	return c, key
 }
 
 // Fold is the incremental fold of SPEC §3 over deduplicated events: Apply
@@ -132,15 +156,15 @@ type Fold struct {
 // NewFold returns an empty Fold.
 func NewFold() *Fold { return &Fold{customers: make(map[string]*customer)} }
 
-// Apply folds a valid, deduplicated event in. The fold keeps e's strings
-// (customer, pass and event ids); they must not be changed afterwards. It returns the customer's
+// Apply folds a valid, deduplicated event in. It returns the customer's
 // status and whether its fields changed (and so its version went up). An
 // event that loses to what the register holds changes nothing.
 func (f *Fold) Apply(e *Event) (Status, bool) {
 	c := f.customers[e.CustomerID]
 	if c == nil {
-		c = newCustomer()
-		f.customers[e.CustomerID] = c
+		var key string
+		c, key = newCustomer(e.CustomerID, e.PassID, e.Platform)
+		f.customers[key] = c
 	}
 	var r *Register
 	for i := range c.regs {
@@ -185,11 +209,17 @@ func (f *Fold) Registers(customerID string) []Register {
 // as a processor does when it takes over a partition. The fields are derived
 // again from the registers rather than trusted.
 func (f *Fold) Restore(customerID string, version uint64, regs []Register) Status {
-	c := newCustomer()
+	if len(regs) == 0 {
+		delete(f.customers, customerID)
+		return Status{CustomerID: customerID}
+	}
+	c, key := newCustomer(customerID, regs[0].PassID, regs[0].Platform)
+	c.regs[0] = regs[0]
+	c.regs[0].PassID = c.inline[0].PassID
+	c.regs = append(c.regs, regs[1:]...)
 	c.version = version
-	c.regs = append(c.regs, regs...)
 	c.fields = FieldsOf(c.regs)
-	f.customers[customerID] = c
+	f.customers[key] = c
 	return Status{CustomerID: customerID, Fields: c.fields, Version: version}
 }
 
