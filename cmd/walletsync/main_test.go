@@ -79,6 +79,23 @@ func normalise(t *testing.T, ndjson string) string {
 	return b.String()
 }
 
+// The README's first command folds the bundled example; its output is
+// pinned so the README stays true.
+func TestFoldBundledExample(t *testing.T) {
+	ex := filepath.Join("..", "..", "examples", "events.ndjson")
+	r := runCLI(t, "", nil, "fold", ex)
+	want, err := os.ReadFile(filepath.Join("..", "..", "examples", "events.expected.ndjson"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.code != 0 || r.stdout != string(want) {
+		t.Errorf("fold %s = %d\n%s\nwant\n%s", ex, r.code, r.stdout, want)
+	}
+	if !strings.Contains(r.stderr, `"lines":12,"events":10,"duplicates":1,"rejected":1,"customers":5`) {
+		t.Errorf("summary: %s", r.stderr)
+	}
+}
+
 func TestFoldRejectsAndSummary(t *testing.T) {
 	in := golden(t, "09-rejects.ndjson")
 	r := runCLI(t, "", nil, "fold", in)
