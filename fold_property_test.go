@@ -1,6 +1,7 @@
 package walletsync_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -316,5 +317,37 @@ func TestDeduperWindow(t *testing.T) {
 	}
 	if walletsync.KeyOf("a") == walletsync.KeyOf("b") || walletsync.KeyOf("a") != walletsync.KeyOf("a") {
 		t.Fatal("KeyOf is not a stable, distinguishing hash")
+	}
+}
+
+// A status record carries the registers: parsing it and restoring gives the
+// same status, version and later behaviour.
+func TestStatusRecordRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	for range 200 {
+		evs := randomEvents(rng, 25)
+		a := walletsync.NewFold()
+		for i := range evs {
+			a.Apply(&evs[i])
+		}
+		b := walletsync.NewFold()
+		for _, s := range a.Statuses() {
+			rec := walletsync.AppendStatusRecord(nil, &s, a.Registers(s.CustomerID))
+			if !json.Valid(rec) {
+				t.Fatalf("invalid JSON %s", rec)
+			}
+			id, version, regs, err := walletsync.ParseStatusRecord(rec)
+			if err != nil {
+				t.Fatalf("%s: %v", rec, err)
+			}
+			if got := b.Restore(id, version, regs); got != s {
+				t.Fatalf("restored %+v from %s, want %+v", got, rec, s)
+			}
+		}
+	}
+	for _, bad := range []string{`{}`, `{"customerId":"c","registers":[{"platform":"samsung"}]}`, `{"customerId":"c","registers":[{"platform":"apple"}]}`, `nope`} {
+		if _, _, _, err := walletsync.ParseStatusRecord([]byte(bad)); err == nil {
+			t.Errorf("ParseStatusRecord(%s) accepted", bad)
+		}
 	}
 }

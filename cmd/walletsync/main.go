@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +22,9 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// ready, when set, learns the HTTP address a role listens on (tests
+	// start roles on port 0).
+	ready func(net.Addr)
 }
 
 type command struct {
@@ -32,7 +36,7 @@ type command struct {
 }
 
 func commands() []command {
-	return []command{foldCommand()}
+	return []command{foldCommand(), runRoleCommand(), ingestCommand(), processCommand(), queryCommand()}
 }
 
 func main() {

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/walletsync/walletsync/internal/kafka"
+)
+
+func runRoleCommand() command {
+	return command{
+		name:    "run",
+		summary: "the whole pipeline in one process on an embedded Kafka",
+		help: `
+Runs ingest, the processors and the read API in one process. Without
+--brokers it starts an embedded Kafka-protocol broker (kfake) persisted under
+--data-dir, so stopping and starting again keeps every event and status; with
+--brokers it uses that Kafka or Redpanda instead.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
+			f := &roleFlags{}
+			f.common(fs, ":8080")
+			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…); empty: the embedded broker")
+			fs.StringVar(&f.dataDir, "data-dir", "walletsync-data", "`directory` for the embedded broker's data")
+			fs.IntVar(&f.embeddedBrokers, "embedded-brokers", 1, "brokers in the embedded cluster")
+			f.ingestFlags(fs)
+			f.tokenFlag(fs)
+			f.processFlags(fs)
+			return func(ctx context.Context, e env, args []string) int {
+				return roleMain(ctx, e, f, args, "run")
+			}
+		},
+	}
+}
+
+func ingestCommand() command {
+	return command{
+		name:    "ingest",
+		summary: "the HTTP ingest alone, against Kafka",
+		help: `
+Serves POST /v1/events, /v1/webhooks/wallet-crew and /v1/connector/installation
+and writes the events to wallet.events on --brokers. Run as many as you need
+behind a load balancer.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
+			f := &roleFlags{}
+			f.common(fs, ":8080")
+			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…), required")
+			f.ingestFlags(fs)
+			f.tokenFlag(fs)
+			return func(ctx context.Context, e env, args []string) int {
+				return roleMain(ctx, e, f, args, "ingest")
+			}
+		},
+	}
+}
+
+func processCommand() command {
+	return command{
+		name:    "process",
+		summary: "one exactly-once processor, against Kafka",
+		help: `
+Joins the processors' consumer group on wallet.events and folds the
+partitions it is given into wallet.events.clean and wallet.status, exactly
+once. Start several (each with its own --transactional-id) to share the
+partitions. --http serves /metrics, /healthz and /readyz.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
+			f := &roleFlags{}
+			f.common(fs, ":8081")
+			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…), required")
+			f.processFlags(fs)
+			return func(ctx context.Context, e env, args []string) int {
+				return roleMain(ctx, e, f, args, "process")
+			}
+		},
+	}
+}
+
+func queryCommand() command {
+	return command{
+		name:    "query",
+		summary: "the read API alone, against Kafka",
+		help: `
+Serves GET /v1/customers/{customerId}, /v1/status and /v1/pipeline from
+wallet.status on --brokers.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
+			f := &roleFlags{}
+			f.common(fs, ":8082")
+			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…), required")
+			f.tokenFlag(fs)
+			fs.StringVar(&f.group, "group", "walletsync-process", "consumer group of the processors, for /v1/pipeline")
+			return func(ctx context.Context, e env, args []string) int {
+				return roleMain(ctx, e, f, args, "query")
+			}
+		},
+	}
+}
+
+func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role string) int {
+	if len(args) > 0 {
+		fmt.Fprintf(e.stderr, "walletsync %s: unexpected arguments %q\n", role, args)
+		return exitUsage
+	}
+	log, err := f.logger(e)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)
+		return exitUsage
+	}
+	brokers := f.brokerList()
+	if role == "run" && len(brokers) == 0 {
+		dir := f.dataDir
+		if dir != "" {
+			if abs, err := filepath.Abs(dir); err == nil {
+				dir = abs
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				fmt.Fprintf(e.stderr, "walletsync run: --data-dir: %v\n", err)
+				return exitFail
+			}
+		}
+		emb, err := kafka.StartEmbedded(dir, f.embeddedBrokers)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "walletsync run: %v\n", err)
+			return exitFail
+		}
+		defer emb.Close()
+		brokers = emb.Brokers()
+		log.Info("embedded Kafka started", "dataDir", dir, "brokers", brokers)
+	}
+	if len(brokers) == 0 {
+		fmt.Fprintf(e.stderr, "walletsync %s: --brokers is required\n", role)
+		return exitUsage
+	}
+	n, err := newNode(log, brokers)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)
+		return exitFail
+	}
+	if role != "query" {
+		if err := n.ensureTopics(ctx, f); err != nil {
+			fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)
+			return exitFail
+		}
+	}
+	var setupErr error
+	switch role {
+	case "run":
+		if setupErr = n.addIngest(f); setupErr == nil {
+			if setupErr = n.addProcess(f); setupErr == nil {
+				setupErr = n.addQuery(f)
+			}
+		}
+	case "ingest":
+		setupErr = n.addIngest(f)
+	case "process":
+		setupErr = n.addProcess(f)
+	case "query":
+		setupErr = n.addQuery(f)
+	}
+	if setupErr != nil {
+		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, setupErr)
+		return exitUsage
+	}
+	if err := n.serve(ctx, f.http, e.ready); err != nil {
+		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)
+		return exitFail
+	}
+	return exitOK
+}

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/ingest"
+	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/processors"
+	"github.com/walletsync/walletsync/queries"
+)
+
+// listFlag is a repeatable flag; one value may also hold several separated
+// by commas, which is how the environment variable carries a list.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// secret reads a secret flag's value: the value itself, or with a leading
+// "@" the contents of that file (trimmed), so secrets need not sit in the
+// process list or the environment.
+func secret(v string) (string, error) {
+	path, ok := strings.CutPrefix(v, "@")
+	if !ok {
+		return v, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading secret file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// roleFlags are the flags of the long-running roles; each command takes the
+// subset it needs.
+type roleFlags struct {
+	http, brokers, dataDir, logLevel    string
+	partitions                          int
+	replication                         int
+	customerKey, connectorKey, apiToken string
+	webhookSecrets                      listFlag
+	dedupeWindow, produceTimeout, skew  time.Duration
+	transactionalID, group              string
+	embeddedBrokers                     int
+}
+
+func (f *roleFlags) kafkaFlags(fs *flag.FlagSet, brokersHelp string) {
+	fs.StringVar(&f.brokers, "brokers", "", brokersHelp)
+	fs.IntVar(&f.partitions, "partitions", 6, "partitions of each topic when walletsync creates it (all topics must have the same count)")
+	fs.IntVar(&f.replication, "replication", 1, "replication factor of topics walletsync creates (3 on a production cluster)")
+}
+
+func (f *roleFlags) common(fs *flag.FlagSet, defaultHTTP string) {
+	fs.StringVar(&f.http, "http", defaultHTTP, "HTTP listen `address` for the API, /metrics, /healthz and /readyz")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+}
+
+func (f *roleFlags) ingestFlags(fs *flag.FlagSet) {
+	fs.StringVar(&f.customerKey, "customer-key", "customerId", "identifier that names the customer in webhook and connector payloads (e.g. y2.customerId, or email: trimmed and lower-cased)")
+	fs.Var(&f.webhookSecrets, "webhook-secret", "signatureSecret of the Wallet Crew webhook; repeat (or separate by commas) during a rotation; @FILE reads one per line")
+	fs.StringVar(&f.connectorKey, "connector-api-key", "", "X-API-KEY the Wallet Crew custom connector sends; @FILE reads it from a file")
+	fs.DurationVar(&f.produceTimeout, "produce-timeout", 10*time.Second, "how long a request waits for Kafka's acknowledgement before answering 503")
+	fs.DurationVar(&f.skew, "max-skew", ingest.DefaultSkew, "how far in the future an occurredAt may be (clock skew) before the event is rejected")
+}
+
+func (f *roleFlags) tokenFlag(fs *flag.FlagSet) {
+	fs.StringVar(&f.apiToken, "api-token", "", "bearer token required by /v1/events and the read API; @FILE reads it from a file; empty: open")
+}
+
+func (f *roleFlags) processFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&f.dedupeWindow, "dedupe-window", walletsync.DefaultDedupeWindow, "how long event ids are remembered for dedupe")
+	fs.StringVar(&f.transactionalID, "transactional-id", processors.DefaultTransactionalID(), "Kafka transactional id of this processor: unique per running processor, stable across its restarts")
+	fs.StringVar(&f.group, "group", processors.DefaultGroup, "consumer group of the processors")
+}
+
+func (f *roleFlags) logger(e env) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+func (f *roleFlags) brokerList() []string {
+	var out []string
+	for _, b := range strings.Split(f.brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// node is one process's running parts: components run together and the
+// first to fail stops the others.
+type node struct {
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	mux     *http.ServeMux
+	admin   *kgo.Client
+	adm     *kadm.Client
+	brokers []string
+	comps   []func(context.Context) error
+	closers []func()
+}
+
+func newNode(log *slog.Logger, brokers []string) (*node, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cl, err := kgo.NewClient(kafka.ClientOpts(brokers, "walletsync-admin")...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	n := &node{log: log, reg: reg, mux: http.NewServeMux(), admin: cl, adm: kadm.NewClient(cl), brokers: brokers}
+	n.closers = append(n.closers, cl.Close)
+	n.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	n.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { ingest.WriteJSON(w, 200, map[string]bool{"ok": true}) })
+	n.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := cl.Ping(ctx); err != nil {
+			w.Header().Set("Retry-After", "5")
+			ingest.WriteError(w, http.StatusServiceUnavailable, "Kafka unreachable: "+err.Error())
+			return
+		}
+		ingest.WriteJSON(w, 200, map[string]bool{"ready": true})
+	})
+	return n, nil
+}
+
+func (n *node) ensureTopics(ctx context.Context, f *roleFlags) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return kafka.EnsureTopics(ctx, n.adm, kafka.DefaultTopics(), kafka.Layout{Partitions: int32(f.partitions), Replication: int16(f.replication)})
+}
+
+func (n *node) addIngest(f *roleFlags) error {
+	secrets := []string{}
+	for _, s := range f.webhookSecrets {
+		v, err := secret(s)
+		if err != nil {
+			return fmt.Errorf("--webhook-secret: %w", err)
+		}
+		for _, line := range strings.Split(v, "\n") {
+			if line = strings.TrimSpace(line); line != "" {
+				secrets = append(secrets, line)
+			}
+		}
+	}
+	connKey, err := secret(f.connectorKey)
+	if err != nil {
+		return fmt.Errorf("--connector-api-key: %w", err)
+	}
+	token, err := secret(f.apiToken)
+	if err != nil {
+		return fmt.Errorf("--api-token: %w", err)
+	}
+	prod, err := kgo.NewClient(append(kafka.ClientOpts(n.brokers, "walletsync-ingest"), ingest.ProducerOpts(f.produceTimeout)...)...)
+	if err != nil {
+		return err
+	}
+	n.closers = append(n.closers, prod.Close)
+	srv := ingest.NewServer(ingest.Config{
+		CustomerKey: f.customerKey, WebhookSecrets: secrets, ConnectorAPIKey: connKey, APIToken: token,
+		MaxSkew: f.skew, Logger: n.log, Metrics: ingest.NewMetrics(n.reg),
+	}, ingest.NewKafkaPublisher(prod, kafka.DefaultTopics().Events))
+	srv.Register(n.mux)
+	f.apiToken = token
+	return nil
+}
+
+func (n *node) addProcess(f *roleFlags) error {
+	p, err := processors.New(processors.Config{
+		Brokers: n.brokers, Topics: kafka.DefaultTopics(), Group: f.group, TransactionalID: f.transactionalID,
+		DedupeWindow: f.dedupeWindow, Logger: n.log, Metrics: processors.NewMetrics(n.reg),
+	})
+	if err != nil {
+		return err
+	}
+	n.comps = append(n.comps, p.Run)
+	return nil
+}
+
+func (n *node) addQuery(f *roleFlags) error {
+	token, err := secret(f.apiToken)
+	if err != nil {
+		return fmt.Errorf("--api-token: %w", err)
+	}
+	t := kafka.DefaultTopics()
+	view := queries.NewStatusView(n.brokers, t.Status, n.log)
+	n.comps = append(n.comps, view.Run)
+	group := f.group
+	if group == "" {
+		group = processors.DefaultGroup
+	}
+	api := &queries.API{View: view, Lag: queries.NewLag(n.adm, t.Events, t.Status, group, view), APIToken: token}
+	api.Register(n.mux)
+	return nil
+}
+
+// serve runs the HTTP server and every component until ctx ends or one
+// fails, then shuts down in order.
+func (n *node) serve(ctx context.Context, addr string, ready func(net.Addr)) error {
+	defer func() {
+		for i := len(n.closers) - 1; i >= 0; i-- {
+			n.closers[i]()
+		}
+	}()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--http: %w", err)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	srv := &http.Server{Handler: n.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cancel(fmt.Errorf("http: %w", err))
+		}
+	}()
+	for _, c := range n.comps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c(ctx); err != nil {
+				cancel(err)
+			}
+		}()
+	}
+	n.log.Info("walletsync listening", "http", ln.Addr().String(), "brokers", strings.Join(n.brokers, ","))
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	<-ctx.Done()
+	shutCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	_ = srv.Shutdown(shutCtx)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,315 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/walletsync/walletsync"
+)
+
+// Limits of SPEC §6 and issue 3.
+const (
+	MaxBatchBytes = 10 << 20
+	MaxBatchLines = 10_000
+	MaxHookBytes  = 1 << 20
+	DefaultSkew   = 5 * time.Minute
+)
+
+// Publisher writes accepted events to Kafka; one error per event, nil when
+// acknowledged.
+type Publisher interface {
+	Publish(ctx context.Context, evs []walletsync.Event) []error
+}
+
+// Config configures the HTTP ingest.
+type Config struct {
+	CustomerKey     string   // identifier that names the customer; default "customerId"
+	WebhookSecrets  []string // signatureSecret(s) of the Wallet Crew webhook; several during rotation
+	ConnectorAPIKey string   // X-API-KEY expected from the custom connector
+	APIToken        string   // bearer token for /v1/events; empty: open
+	MaxSkew         time.Duration
+	Now             func() time.Time
+	Logger          *slog.Logger
+	Metrics         *Metrics
+}
+
+// Server serves the ingest endpoints.
+type Server struct {
+	cfg Config
+	pub Publisher
+	m   *Metrics
+	log *slog.Logger
+}
+
+// NewServer returns the ingest HTTP handlers writing through pub.
+func NewServer(cfg Config, pub Publisher) *Server {
+	if cfg.CustomerKey == "" {
+		cfg.CustomerKey = "customerId"
+	}
+	if cfg.MaxSkew <= 0 {
+		cfg.MaxSkew = DefaultSkew
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	if len(cfg.WebhookSecrets) == 0 {
+		cfg.Logger.Warn("no --webhook-secret: Wallet Crew webhooks are accepted unsigned")
+	}
+	if cfg.ConnectorAPIKey == "" {
+		cfg.Logger.Warn("no --connector-api-key: connector calls are accepted without a key")
+	}
+	return &Server{cfg: cfg, pub: pub, m: cfg.Metrics, log: cfg.Logger}
+}
+
+// Register adds the ingest routes to mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/events", s.events)
+	mux.HandleFunc("POST /v1/webhooks/wallet-crew", s.webhook)
+	mux.HandleFunc("POST /v1/connector/installation", s.connector)
+}
+
+// WriteJSON answers with a JSON body; shared by every walletsync API.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteError answers {"error": msg}.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	WriteJSON(w, code, map[string]string{"error": msg})
+}
+
+// CheckBearer enforces --api-token; shared with the read API.
+func CheckBearer(w http.ResponseWriter, r *http.Request, token string) bool {
+	if token == "" {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if ok && equalSecret(got, token) {
+		return true
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="walletsync"`)
+	WriteError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+	return false
+}
+
+// readBody reads at most limit bytes, answering 413 above it.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			WriteError(w, http.StatusRequestEntityTooLarge, "body over "+strconv.FormatInt(limit, 10)+" bytes")
+		} else {
+			WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+type lineError struct {
+	Line  int    `json:"line"`
+	Error string `json:"error"`
+}
+
+func (s *Server) tooFarAhead(e *walletsync.Event) error {
+	if limit := s.cfg.Now().Add(s.cfg.MaxSkew).UnixMilli(); e.OccurredAt > limit {
+		return &walletsync.ValidationError{Field: "occurredAt", Reason: walletsync.FormatTime(e.OccurredAt) + " is more than " + s.cfg.MaxSkew.String() + " in the future"}
+	}
+	return nil
+}
+
+// publish writes evs and answers 503 with what was and was not written when
+// Kafka did not acknowledge every record. Retrying the whole request is safe:
+// the written events are dropped as duplicates by eventId.
+func (s *Server) publish(w http.ResponseWriter, r *http.Request, evs []walletsync.Event, lines []int) bool {
+	start := time.Now()
+	errs := s.pub.Publish(r.Context(), evs)
+	s.m.produceSeconds.Observe(time.Since(start).Seconds())
+	var written, failed []int
+	var first error
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, lines[i])
+			if first == nil {
+				first = err
+			}
+		} else {
+			written = append(written, lines[i])
+		}
+	}
+	if first == nil {
+		return true
+	}
+	s.m.produceFailures.Add(float64(len(failed)))
+	s.log.Warn("publishing to Kafka failed", "err", first, "failed", len(failed), "written", len(written))
+	w.Header().Set("Retry-After", "5")
+	WriteJSON(w, http.StatusServiceUnavailable, map[string]any{
+		"error":   "Kafka did not acknowledge every event; retry the request (events already written are deduplicated): " + first.Error(),
+		"written": nonNil(written), "notWritten": failed,
+	})
+	return false
+}
+
+func nonNil(x []int) []int {
+	if x == nil {
+		return []int{}
+	}
+	return x
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	const src = "api"
+	if !CheckBearer(w, r, s.cfg.APIToken) {
+		s.m.authFailures.WithLabelValues(src).Inc()
+		return
+	}
+	body, ok := readBody(w, r, MaxBatchBytes)
+	if !ok {
+		return
+	}
+	var lines [][]byte
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/json" {
+		lines = [][]byte{bytes.TrimSpace(body)} // one object, possibly pretty-printed
+	} else {
+		lines = bytes.Split(body, []byte("\n"))
+		if n := len(lines); n > 0 && len(bytes.TrimSpace(lines[n-1])) == 0 {
+			lines = lines[:n-1]
+		}
+	}
+	if len(lines) > MaxBatchLines {
+		WriteError(w, http.StatusRequestEntityTooLarge, "over "+strconv.Itoa(MaxBatchLines)+" lines")
+		return
+	}
+	var (
+		dec      walletsync.Decoder
+		evs      = make([]walletsync.Event, 0, len(lines))
+		evLines  = make([]int, 0, len(lines))
+		rejected = []lineError{}
+	)
+	for i, l := range lines {
+		if len(bytes.TrimSpace(l)) == 0 {
+			continue
+		}
+		ev, err := dec.Parse(l)
+		if err == nil {
+			err = s.tooFarAhead(&ev)
+		}
+		if err != nil {
+			rejected = append(rejected, lineError{i + 1, err.Error()})
+			s.m.reject(src, err)
+			continue
+		}
+		evs = append(evs, ev)
+		evLines = append(evLines, i+1)
+	}
+	switch {
+	case len(evs) == 0 && len(rejected) == 0:
+		WriteError(w, http.StatusBadRequest, "no events in the body")
+		return
+	case len(evs) == 0:
+		WriteJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "no valid event", "accepted": 0, "rejected": rejected})
+		return
+	}
+	if !s.publish(w, r, evs, evLines) {
+		return
+	}
+	s.m.accepted.WithLabelValues(src).Add(float64(len(evs)))
+	WriteJSON(w, http.StatusOK, map[string]any{"accepted": len(evs), "rejected": rejected})
+}
+
+// deliveryHeaders may carry the webhook delivery's own id.
+var deliveryHeaders = []string{"X-Neostore-Delivery-Id", "X-Neostore-Delivery", "X-Neostore-Event-Id", "Webhook-Id"}
+
+func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
+	const src = "webhook"
+	body, ok := readBody(w, r, MaxHookBytes)
+	if !ok {
+		return
+	}
+	if len(s.cfg.WebhookSecrets) > 0 {
+		sig := r.Header.Get("X-Neostore-Signature")
+		if sig == "" || !verifySignature(body, sig, s.cfg.WebhookSecrets) {
+			s.m.authFailures.WithLabelValues(src).Inc()
+			msg := "x-neostore-signature does not match the body"
+			if sig == "" {
+				msg = "missing x-neostore-signature"
+			}
+			WriteError(w, http.StatusUnauthorized, msg)
+			return
+		}
+	}
+	var delivery string
+	for _, h := range deliveryHeaders {
+		if delivery = r.Header.Get(h); delivery != "" {
+			break
+		}
+	}
+	ev, err := webhookEvent(body, delivery, s.cfg.CustomerKey, s.cfg.Now())
+	if errors.Is(err, errIgnored) {
+		s.m.ignored.Inc()
+		WriteJSON(w, http.StatusOK, map[string]any{"accepted": 0, "ignored": err.Error()})
+		return
+	}
+	s.single(w, r, src, ev, err)
+}
+
+func (s *Server) connector(w http.ResponseWriter, r *http.Request) {
+	const src = "connector"
+	if s.cfg.ConnectorAPIKey != "" && !equalSecret(r.Header.Get("X-API-KEY"), s.cfg.ConnectorAPIKey) {
+		s.m.authFailures.WithLabelValues(src).Inc()
+		WriteError(w, http.StatusUnauthorized, "missing or wrong X-API-KEY")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxHookBytes)
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			WriteError(w, http.StatusRequestEntityTooLarge, "body over "+strconv.Itoa(MaxHookBytes)+" bytes")
+			return
+		}
+		WriteError(w, http.StatusBadRequest, "not a form: "+err.Error())
+		return
+	}
+	ev, err := connectorEvent(r.PostForm, s.cfg.CustomerKey, s.cfg.Now())
+	s.single(w, r, src, ev, err)
+}
+
+// single validates and publishes the one event of a webhook or connector call.
+func (s *Server) single(w http.ResponseWriter, r *http.Request, src string, ev walletsync.Event, err error) {
+	if err == nil {
+		err = ev.Validate()
+	}
+	if err == nil {
+		err = s.tooFarAhead(&ev)
+	}
+	if err != nil {
+		s.m.reject(src, err)
+		WriteError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	if !s.publish(w, r, []walletsync.Event{ev}, []int{1}) {
+		return
+	}
+	s.m.accepted.WithLabelValues(src).Inc()
+	WriteJSON(w, http.StatusOK, map[string]any{"accepted": 1, "eventId": ev.ID, "customerId": ev.CustomerID})
+}

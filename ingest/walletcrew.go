@@ -1,0 +1,178 @@
+package ingest
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/walletsync/walletsync"
+)
+
+// errIgnored marks a webhook of an event type walletsync does not consume
+// (Pass:Created, Customer:*…): it is acknowledged, not rejected, so that The
+// Wallet Crew does not retry it.
+var errIgnored = errors.New("ignored")
+
+// webhookEvent maps one Pass:Installed / Pass:Uninstalled delivery to a
+// canonical event. The payload is read leniently because The Wallet Crew's
+// guide documents the event names and the pass fields (those of its runtime
+// hooks: passId, passType, identifiers, device, additionalInformation) but
+// not one fixed envelope: the pass fields are looked up under "data", then
+// "payload", then at the top level; the event name in "type", "event" or
+// "eventType"; the time in "date", "occurredAt", "timestamp" or "createdAt".
+func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (walletsync.Event, error) {
+	var root map[string]any
+	if err := json.Unmarshal(body, &root); err != nil {
+		return walletsync.Event{}, fmt.Errorf("body: not a JSON object: %v", err)
+	}
+	name := firstString(root, "type", "event", "eventType", "name")
+	var e walletsync.Event
+	switch strings.ToLower(name) {
+	case "pass:installed":
+		e.Type = walletsync.TypeInstalled
+	case "pass:uninstalled":
+		e.Type = walletsync.TypeUninstalled
+	case "":
+		return e, errors.New(`type: required ("Pass:Installed" or "Pass:Uninstalled")`)
+	default:
+		return e, fmt.Errorf("%w: event type %q", errIgnored, name)
+	}
+	data := root
+	for _, k := range []string{"data", "payload"} {
+		if m, ok := root[k].(map[string]any); ok {
+			data = m
+			break
+		}
+	}
+
+	switch d := strings.ToLower(firstString(data, "device", "platform")); d {
+	case "apple", "ios", "applewallet", "apple wallet":
+		e.Platform = walletsync.PlatformApple
+	case "google", "android", "googlewallet", "google wallet", "googlepay":
+		e.Platform = walletsync.PlatformGoogle
+	case "":
+		return e, errors.New(`device: required ("apple" or "google")`)
+	default:
+		return e, fmt.Errorf(`device: must be "apple" or "google", got %q`, d)
+	}
+	ids, _ := data["identifiers"].(map[string]any)
+	if ids == nil {
+		ids = data
+	}
+	var err error
+	if e.CustomerID, err = resolveCustomer(ids, customerKey); err != nil {
+		return e, err
+	}
+	e.PassID = firstString(data, "passId")
+	e.PassType = firstString(data, "passType")
+	e.Source = "webhook"
+	if info, ok := data["additionalInformation"].(map[string]any); ok {
+		e.Registration = registrationOf(info)
+	}
+
+	e.OccurredAt = now.UnixMilli()
+	if ts := firstString(root, "date", "occurredAt", "timestamp", "createdAt"); ts != "" {
+		if e.OccurredAt, err = walletsync.ParseTime([]byte(ts)); err != nil {
+			return e, fmt.Errorf("date: %v: %q", err, ts)
+		}
+	}
+	e.ID = deliveryID
+	if e.ID == "" {
+		e.ID = firstString(root, "id", "deliveryId", "eventId")
+	}
+	if e.ID == "" {
+		// No id at all: the same delivery retried hashes the same, so
+		// retries still dedupe.
+		sum := sha256.Sum256(body)
+		e.ID = "twc-" + hex.EncodeToString(sum[:16])
+	}
+	return e, nil
+}
+
+func registrationOf(info map[string]any) *walletsync.Registration {
+	r := &walletsync.Registration{}
+	if src, ok := info["registrationSource"].(map[string]any); ok {
+		r.Medium = firstString(src, "medium")
+		r.Origin = firstString(src, "origin")
+		r.UserAgent = firstString(src, "userAgent")
+		if tags, ok := src["tags"].([]any); ok {
+			for _, t := range tags {
+				if s, ok := t.(string); ok {
+					r.Tags = append(r.Tags, s)
+				}
+			}
+		}
+	}
+	if ri, ok := info["registrationInformation"].(map[string]any); ok {
+		if n, ok := ri["activeRegistrationCount"].(float64); ok && n >= 0 && n == float64(int64(n)) {
+			r.ActiveCount, r.HasActiveCount = int64(n), true
+		}
+		if n, ok := ri["totalRegistrationCount"].(float64); ok && n >= 0 && n == float64(int64(n)) {
+			r.TotalCount, r.HasTotalCount = int64(n), true
+		}
+	}
+	if r.Medium == "" && r.Origin == "" && r.UserAgent == "" && r.Tags == nil && !r.HasActiveCount && !r.HasTotalCount {
+		return nil
+	}
+	return r
+}
+
+func firstString(m map[string]any, keys ...string) string {
+	for _, k := range keys {
+		if s, ok := m[k].(string); ok && s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// connectorEvent maps the custom connector's form post (the runtime hook's
+// parameters) to a canonical event. Nothing in it identifies the call or
+// dates it, so ingest stamps a random id and the time of receipt.
+func connectorEvent(form url.Values, customerKey string, now time.Time) (walletsync.Event, error) {
+	var e walletsync.Event
+	switch v := strings.ToLower(strings.TrimSpace(form.Get("isInstalled"))); v {
+	case "true", "1", "yes":
+		e.Type = walletsync.TypeInstalled
+	case "false", "0", "no":
+		e.Type = walletsync.TypeUninstalled
+	case "":
+		return e, errors.New("isInstalled: required (true or false)")
+	default:
+		return e, fmt.Errorf("isInstalled: must be true or false, got %q", v)
+	}
+	switch d := strings.ToLower(strings.TrimSpace(form.Get("device"))); d {
+	case "apple":
+		e.Platform = walletsync.PlatformApple
+	case "google":
+		e.Platform = walletsync.PlatformGoogle
+	case "":
+		return e, errors.New(`device: required ("apple" or "google")`)
+	default:
+		return e, fmt.Errorf(`device: must be "apple" or "google", got %q`, d)
+	}
+	ids := map[string]any{}
+	for k, v := range form {
+		if len(v) > 0 {
+			ids[k] = v[0]
+		}
+	}
+	var err error
+	if e.CustomerID, err = resolveCustomer(ids, customerKey); err != nil {
+		return e, fmt.Errorf("form field %s", strings.TrimPrefix(err.Error(), "identifiers: "))
+	}
+	e.PassID = form.Get("passId")
+	e.PassType = form.Get("passType")
+	e.Source = "connector"
+	e.OccurredAt = now.UnixMilli()
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	e.ID = "connector-" + hex.EncodeToString(id[:])
+	return e, nil
+}

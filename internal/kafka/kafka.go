@@ -1,0 +1,123 @@
+// Package kafka holds what every Kafka-facing part of walletsync shares: the
+// topic layout, topic creation, client options, and the embedded broker
+// (kfake) that `walletsync run` and the tests use in place of a real Kafka.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Topics names the pipeline's topics (SPEC diagram and §4).
+type Topics struct {
+	Events string // wallet.events: canonical events, key customerId
+	Clean  string // wallet.events.clean: deduplicated valid events
+	Status string // wallet.status: compacted status records with registers
+	DLQ    string // wallet.events.dlq: rejects with reason and origin
+}
+
+// DefaultTopics are the names of the contract.
+func DefaultTopics() Topics {
+	return Topics{Events: "wallet.events", Clean: "wallet.events.clean", Status: "wallet.status", DLQ: "wallet.events.dlq"}
+}
+
+// All lists the topics in creation order.
+func (t Topics) All() []string { return []string{t.Events, t.Clean, t.Status, t.DLQ} }
+
+// Layout is how topics are created when missing.
+type Layout struct {
+	Partitions  int32
+	Replication int16
+}
+
+// EnsureTopics creates the topics that are missing and checks that all of
+// them have the same partition count: processors write a partition's outputs
+// to the same partition number of the output topics, so that a partition's
+// state is found in one partition of wallet.status and wallet.events.clean.
+func EnsureTopics(ctx context.Context, adm *kadm.Client, t Topics, l Layout) error {
+	details, err := adm.ListTopics(ctx, t.All()...)
+	if err != nil {
+		return fmt.Errorf("listing topics: %w", err)
+	}
+	want := l.Partitions
+	for _, name := range t.All() {
+		d, ok := details[name]
+		if ok && d.Err == nil {
+			if n := int32(len(d.Partitions)); want > 0 && n != want {
+				return fmt.Errorf("topic %s has %d partitions, the pipeline's other topics %d: every topic must have the same count", name, n, want)
+			} else if want <= 0 {
+				want = n
+			}
+			continue
+		}
+		configs := map[string]*string{}
+		if name == t.Status {
+			compact := "compact"
+			configs["cleanup.policy"] = &compact
+		}
+		if name == t.Clean {
+			// The clean topic is the dedupe memory of the processors: it
+			// must keep at least the dedupe window, and is also what
+			// replays read; keep it a month by default.
+			ms := strconv.FormatInt((30 * 24 * time.Hour).Milliseconds(), 10)
+			configs["retention.ms"] = &ms
+		}
+		parts := want
+		if parts <= 0 {
+			parts = 6
+			want = parts
+		}
+		// Another process may create it at the same moment: that is fine.
+		if _, err := adm.CreateTopic(ctx, parts, l.Replication, configs, name); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("creating topic %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// ClientOpts are the options every walletsync client starts from.
+func ClientOpts(brokers []string, clientID string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.ClientID(clientID),
+		kgo.MetadataMinAge(250 * time.Millisecond),
+	}
+}
+
+// Embedded is an in-process Kafka-protocol broker (kfake), persisted in a
+// directory when one is given, so that `walletsync run` keeps its data across
+// restarts.
+type Embedded struct {
+	cluster *kfake.Cluster
+}
+
+// StartEmbedded starts an embedded cluster of n brokers (n ≥ 1) listening on
+// loopback. dataDir "" keeps everything in memory.
+func StartEmbedded(dataDir string, n int) (*Embedded, error) {
+	opts := []kfake.Opt{kfake.NumBrokers(max(n, 1))} // kfake listens on loopback only
+	if dataDir != "" {
+		opts = append(opts, kfake.DataDir(dataDir))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("starting the embedded broker: %w", err)
+	}
+	return &Embedded{cluster: c}, nil
+}
+
+// Brokers are the embedded cluster's addresses.
+func (e *Embedded) Brokers() []string { return e.cluster.ListenAddrs() }
+
+// Cluster exposes kfake for tests that inject faults.
+func (e *Embedded) Cluster() *kfake.Cluster { return e.cluster }
+
+// Close stops the cluster, flushing its data directory.
+func (e *Embedded) Close() { e.cluster.Close() }

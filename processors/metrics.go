@@ -1,0 +1,40 @@
+package processors
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the processors' Prometheus metrics. Event counts are added
+// only once their transaction commits, so they never count work that was
+// rolled back and redone.
+type Metrics struct {
+	events, duplicates, statuses prometheus.Counter
+	rejected                     *prometheus.CounterVec
+	commits, aborts              prometheus.Counter
+	sessionRestarts, loads       prometheus.Counter
+	txnSeconds, loadSeconds      prometheus.Histogram
+}
+
+// NewMetrics registers the processors' metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	c := func(name, help string) prometheus.Counter {
+		m := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "process", Name: name, Help: help})
+		reg.MustRegister(m)
+		return m
+	}
+	m := &Metrics{
+		events:          c("events_total", "Deduplicated valid events folded and written to the clean topic."),
+		duplicates:      c("duplicates_total", "Events dropped as duplicates of an earlier eventId."),
+		statuses:        c("statuses_total", "Status records emitted (a customer's status changed)."),
+		commits:         c("transactions_committed_total", "Transactions committed."),
+		aborts:          c("transactions_aborted_total", "Transactions aborted; their records are processed again."),
+		sessionRestarts: c("session_restarts_total", "Group sessions restarted after a fatal error."),
+		loads:           c("partition_loads_total", "Partition states rebuilt from Kafka."),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "process", Name: "rejected_total",
+			Help: "Records sent to the DLQ, by the field that broke the contract."}, []string{"field"}),
+		txnSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "walletsync", Subsystem: "process", Name: "transaction_end_seconds",
+			Help: "Time to flush and end a transaction.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		loadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "walletsync", Subsystem: "process", Name: "partition_load_seconds",
+			Help: "Time to rebuild a partition's state.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
+	}
+	reg.MustRegister(m.rejected, m.txnSeconds, m.loadSeconds)
+	return m
+}

@@ -1,0 +1,119 @@
+// Package queries answers questions about the pipeline's output: the
+// current status of customers (from wallet.status), how far behind the
+// pipeline is, and (later) the insight queries of SPEC §7.
+package queries
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/kafka"
+)
+
+// StatusView keeps the current status of every customer in memory by
+// reading the compacted wallet.status topic from its start, and follows it.
+type StatusView struct {
+	brokers []string
+	topic   string
+	log     *slog.Logger
+
+	mu     sync.RWMutex
+	byID   map[string]walletsync.Status
+	next   map[int32]int64 // the next offset to read, per partition
+	loaded atomic.Bool
+}
+
+// NewStatusView reads topic (wallet.status) from brokers.
+func NewStatusView(brokers []string, topic string, log *slog.Logger) *StatusView {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &StatusView{brokers: brokers, topic: topic, log: log, byID: map[string]walletsync.Status{}, next: map[int32]int64{}}
+}
+
+// Run follows the topic until ctx ends.
+func (v *StatusView) Run(ctx context.Context) error {
+	cl, err := kgo.NewClient(append(kafka.ClientOpts(v.brokers, "walletsync-status-view"),
+		kgo.ConsumeTopics(v.topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Transaction markers are kept so that the view's position is
+		// exact, and so is the lag computed from it.
+		kgo.KeepControlRecords(),
+	)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				v.log.Warn("status view fetch error", "topic", t, "partition", p, "err", err)
+			}
+		})
+		v.mu.Lock()
+		fs.EachRecord(func(r *kgo.Record) {
+			v.next[r.Partition] = r.Offset + 1
+			if r.Attrs.IsControl() {
+				return
+			}
+			if r.Value == nil {
+				delete(v.byID, string(r.Key))
+				return
+			}
+			id, version, regs, err := walletsync.ParseStatusRecord(r.Value)
+			if err != nil {
+				v.log.Warn("unreadable status record", "partition", r.Partition, "offset", r.Offset, "err", err)
+				return
+			}
+			v.byID[id] = walletsync.Status{CustomerID: id, Fields: walletsync.FieldsOf(regs), Version: version}
+		})
+		v.mu.Unlock()
+	}
+}
+
+// Get returns one customer's status.
+func (v *StatusView) Get(id string) (walletsync.Status, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	s, ok := v.byID[id]
+	return s, ok
+}
+
+// All returns every status sorted by customerId bytes.
+func (v *StatusView) All() []walletsync.Status {
+	v.mu.RLock()
+	out := make([]walletsync.Status, 0, len(v.byID))
+	for _, s := range v.byID {
+		out = append(out, s)
+	}
+	v.mu.RUnlock()
+	slices.SortFunc(out, func(a, b walletsync.Status) int { return strings.Compare(a.CustomerID, b.CustomerID) })
+	return out
+}
+
+// Positions returns the next offset to read per partition.
+func (v *StatusView) Positions() map[int32]int64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make(map[int32]int64, len(v.next))
+	for p, o := range v.next {
+		out[p] = o
+	}
+	return out
+}
+
+func (v *StatusView) String() string { return fmt.Sprintf("status view of %s", v.topic) }
