@@ -65,4 +65,3 @@ func (a *API) pipeline(w http.ResponseWriter, r *http.Request) {
 	}
 	ingest.WriteJSON(w, http.StatusOK, rep)
 }
-

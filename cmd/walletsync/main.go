@@ -4,11 +4,11 @@ package main
 
 import (
 	"context"
-	"net"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"sort"
