@@ -165,7 +165,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, evs []walletsyn
 	w.Header().Set("Retry-After", "5")
 	WriteJSON(w, http.StatusServiceUnavailable, map[string]any{
 		"error":   "Kafka did not acknowledge every event; retry the request (events already written are deduplicated): " + first.Error(),
-		"written": nonNil(written), "notWritten": failed,
+		"written": nonNil(written), "unconfirmed": failed,
 	})
 	return false
 }

@@ -2,6 +2,9 @@ package ingest
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -14,18 +17,25 @@ import (
 // (franz-go's defaults, kept on purpose), so a retried produce never
 // duplicates a record and an acknowledged one is durable.
 type KafkaPublisher struct {
-	cl    *kgo.Client
-	topic string
+	cl      *kgo.Client
+	topic   string
+	timeout time.Duration
 }
 
-// NewKafkaPublisher publishes to topic through cl. The client should be made
-// with a record delivery timeout, so that a broker outage answers the HTTP
-// caller with 503 in bounded time rather than holding it.
-func NewKafkaPublisher(cl *kgo.Client, topic string) *KafkaPublisher {
-	return &KafkaPublisher{cl: cl, topic: topic}
+// ErrUnconfirmed is the error of an event Kafka had not acknowledged when the
+// publish deadline passed: it may or may not be written. Retrying is safe,
+// since a written event's retry is dropped as a duplicate by eventId.
+var ErrUnconfirmed = errors.New("not acknowledged by Kafka in time")
+
+// NewKafkaPublisher publishes to topic through cl, answering within timeout.
+func NewKafkaPublisher(cl *kgo.Client, topic string, timeout time.Duration) *KafkaPublisher {
+	return &KafkaPublisher{cl: cl, topic: topic, timeout: timeout}
 }
 
 // ProducerOpts are the client options ingest needs on top of the shared ones.
+// The delivery timeout fails records that never reached a broker; the
+// publisher's own deadline covers those whose request was in flight, which
+// franz-go keeps retrying to keep idempotent sequence numbers valid.
 func ProducerOpts(deliveryTimeout time.Duration) []kgo.Opt {
 	return []kgo.Opt{
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -38,15 +48,40 @@ func ProducerOpts(deliveryTimeout time.Duration) []kgo.Opt {
 // when Kafka acknowledged it). Records of one customer share a partition and
 // keep their order.
 func (p *KafkaPublisher) Publish(ctx context.Context, evs []walletsync.Event) []error {
-	recs := make([]*kgo.Record, len(evs))
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		errs    = make([]error, len(evs))
+		pending = len(evs)
+		done    = make(chan struct{})
+	)
+	for i := range errs {
+		errs[i] = ErrUnconfirmed
+	}
 	now := time.Now()
 	for i := range evs {
-		recs[i] = &kgo.Record{Topic: p.topic, Key: []byte(evs[i].CustomerID), Value: evs[i].AppendJSON(nil), Timestamp: now}
+		rec := &kgo.Record{Topic: p.topic, Key: []byte(evs[i].CustomerID), Value: evs[i].AppendJSON(nil), Timestamp: now}
+		// With the deadline in its context, franz-go fails the record
+		// when the deadline passes, wherever that is safe for idempotent
+		// sequencing (not written, or answered); only a record whose
+		// request is truly in flight stays unconfirmed.
+		p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if ctx.Err() == nil {
+				errs[i] = err
+			}
+			if pending--; pending == 0 {
+				close(done)
+			}
+		})
 	}
-	res := p.cl.ProduceSync(ctx, recs...)
-	errs := make([]error, len(evs))
-	for i, r := range res {
-		errs[i] = r.Err
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
-	return errs
+	mu.Lock()
+	defer mu.Unlock()
+	return slices.Clone(errs)
 }

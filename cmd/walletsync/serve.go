@@ -179,7 +179,7 @@ func (n *node) addIngest(f *roleFlags) error {
 	if err != nil {
 		return fmt.Errorf("--api-token: %w", err)
 	}
-	prod, err := kgo.NewClient(append(kafka.ClientOpts(n.brokers, "walletsync-ingest"), ingest.ProducerOpts(f.produceTimeout)...)...)
+	prod, err := kgo.NewClient(append(kafka.ClientOpts(n.brokers, "walletsync-ingest"), ingest.ProducerOpts(max(f.produceTimeout-time.Second, time.Second))...)...)
 	if err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func (n *node) addIngest(f *roleFlags) error {
 	srv := ingest.NewServer(ingest.Config{
 		CustomerKey: f.customerKey, WebhookSecrets: secrets, ConnectorAPIKey: connKey, APIToken: token,
 		MaxSkew: f.skew, Logger: n.log, Metrics: ingest.NewMetrics(n.reg),
-	}, ingest.NewKafkaPublisher(prod, kafka.DefaultTopics().Events))
+	}, ingest.NewKafkaPublisher(prod, kafka.DefaultTopics().Events, f.produceTimeout))
 	srv.Register(n.mux)
 	f.apiToken = token
 	return nil
