@@ -2,9 +2,11 @@ package queries
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // Lag measures how many records written to the pipeline's topics are not yet
@@ -30,10 +32,15 @@ type Report struct {
 	Consumers map[string]int64 `json:"consumers"`
 }
 
-// Compute returns the current lag. A partition's lag is its end offset
-// minus the consumer's position: the high watermark for wallet.events
-// (written without transactions), the last stable offset for wallet.status,
-// whose reader keeps transaction markers and so can reach it exactly.
+// Compute returns the current lag: per partition, the high watermark minus
+// the consumer's position. wallet.events is written without transactions,
+// so the processors' committed offsets reach its high watermark exactly. On
+// wallet.status the view keeps transaction markers, so it reaches the high
+// watermark exactly once every transaction there has ended and been read;
+// while a processor's transaction is open the view cannot read past it and
+// the lag stays above zero. That is on purpose: a group's offsets committed
+// inside an open transaction may already be visible, so the events lag
+// alone would claim "caught up" too early.
 func (l *Lag) Compute(ctx context.Context) (Report, error) {
 	r := Report{Consumers: map[string]int64{}}
 	ends, err := l.adm.ListEndOffsets(ctx, l.events)
@@ -44,10 +51,24 @@ func (l *Lag) Compute(ctx context.Context) (Report, error) {
 	if err != nil {
 		return r, fmt.Errorf("start offsets of %s: %w", l.events, err)
 	}
-	committed, err := l.adm.FetchOffsetsForTopics(ctx, l.group, l.events)
-	if err != nil {
+	// A stable fetch (KIP-447): offsets committed inside a transaction that
+	// has not ended are not progress yet. A broker that still has such a
+	// transaction answers UNSTABLE_OFFSET_COMMIT; the work is in flight,
+	// which counts as lag.
+	pending := false
+	committed, err := l.adm.FetchOffsetsForTopics(kadm.RequireStable(ctx), l.group, l.events)
+	if errors.Is(err, kerr.UnstableOffsetCommit) {
+		pending = true
+		committed, err = l.adm.FetchOffsetsForTopics(ctx, l.group, l.events)
+	}
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
 		return r, fmt.Errorf("offsets of group %s: %w", l.group, err)
 	}
+	committed.Each(func(o kadm.OffsetResponse) {
+		if errors.Is(o.Err, kerr.UnstableOffsetCommit) {
+			pending = true
+		}
+	})
 	var procLag int64
 	ends.Each(func(o kadm.ListedOffset) {
 		pos := int64(0)
@@ -59,16 +80,19 @@ func (l *Lag) Compute(ctx context.Context) (Report, error) {
 		}
 		procLag += max(0, o.Offset-pos)
 	})
+	if pending {
+		procLag = max(procLag, 1)
+	}
 	r.Consumers[l.group] = procLag
 
 	if l.view != nil {
-		lso, err := l.adm.ListCommittedOffsets(ctx, l.status)
+		hwm, err := l.adm.ListEndOffsets(ctx, l.status)
 		if err != nil {
 			return r, fmt.Errorf("end offsets of %s: %w", l.status, err)
 		}
 		pos := l.view.Positions()
 		var viewLag int64
-		lso.Each(func(o kadm.ListedOffset) { viewLag += max(0, o.Offset-pos[o.Partition]) })
+		hwm.Each(func(o kadm.ListedOffset) { viewLag += max(0, o.Offset-pos[o.Partition]) })
 		r.Consumers["status-view"] = viewLag
 	}
 	for _, v := range r.Consumers {

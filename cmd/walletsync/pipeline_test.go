@@ -1,0 +1,342 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/internal/synth"
+	"github.com/walletsync/walletsync/processors"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type role struct {
+	url    string
+	stop   func() int
+	stderr *syncBuffer
+}
+
+// startRole runs a subcommand in process, on a free port, until stopped.
+func startRole(t *testing.T, args ...string) *role {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan net.Addr, 1)
+	done := make(chan int, 1)
+	r := &role{stderr: &syncBuffer{}}
+	go func() {
+		done <- run(ctx, args, env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: r.stderr,
+			getenv: func(string) string { return "" }, ready: func(a net.Addr) { addr <- a }})
+	}()
+	select {
+	case a := <-addr:
+		r.url = "http://" + a.String()
+	case code := <-done:
+		cancel()
+		t.Fatalf("%v exited %d: %s", args, code, r.stderr)
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatalf("%v did not start: %s", args, r.stderr)
+	}
+	var once sync.Once
+	code := 0
+	r.stop = func() int {
+		once.Do(func() { cancel(); code = <-done })
+		return code
+	}
+	t.Cleanup(func() { r.stop() })
+	return r
+}
+
+func httpDo(t *testing.T, method, url, ctype string, body []byte) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// waitCaughtUp polls /v1/pipeline until the lag is zero.
+func waitCaughtUp(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	var last []byte
+	for time.Now().Before(deadline) {
+		code, b := httpDo(t, "GET", url+"/v1/pipeline", "", nil)
+		last = b
+		var rep struct{ Lag int64 }
+		if code == 200 && json.Unmarshal(b, &rep) == nil && rep.Lag == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("pipeline never caught up: %s", last)
+}
+
+func postLines(t *testing.T, url string, lines [][]byte, batch int) {
+	t.Helper()
+	for i := 0; i < len(lines); i += batch {
+		body := bytes.Join(lines[i:min(i+batch, len(lines))], []byte("\n"))
+		code, b := httpDo(t, "POST", url+"/v1/events", "application/x-ndjson", body)
+		if code != 200 {
+			t.Fatalf("POST /v1/events: %d %s", code, b)
+		}
+	}
+}
+
+// testStream is a few thousand events with everything the fold must get
+// right: duplicates (some with other content), late events, observations
+// that agree and that repair, same-millisecond ties, several passes.
+func testStream() [][]byte {
+	cfg := synth.Default(4000)
+	cfg.Customers, cfg.Seed = 150, 42
+	lines := synth.Lines(cfg)
+	ties := []string{
+		`{"eventId":"tie-b","type":"installed","platform":"apple","customerId":"tie","occurredAt":"2026-03-01T11:00:00.500Z"}`,
+		`{"eventId":"tie-a","type":"uninstalled","platform":"apple","customerId":"tie","occurredAt":"2026-03-01T12:00:00.500999+01:00"}`,
+		`{"eventId":"tie-a","type":"installed","platform":"apple","customerId":"tie","occurredAt":"2026-03-02T00:00:00Z"}`,
+		`{"eventId":"obs-1","type":"observed","installed":true,"installedAt":"2025-12-24T08:00:00Z","platform":"google","customerId":"tie","passId":"gift","occurredAt":"2026-03-09T00:00:00Z"}`,
+	}
+	for _, l := range ties {
+		lines = append(lines, []byte(l))
+	}
+	return lines
+}
+
+// foldOf is `walletsync fold` of the lines, reduced to the six fields.
+func foldOf(t *testing.T, lines [][]byte) string {
+	t.Helper()
+	r := runCLI(t, string(bytes.Join(lines, []byte("\n"))), nil, "fold")
+	if r.code != 0 {
+		t.Fatalf("fold: %d %s", r.code, r.stderr)
+	}
+	return normalise(t, r.stdout)
+}
+
+// readTopic returns every committed record of a topic.
+func readTopic(t *testing.T, brokers []string, topic string) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kafka.ClientOpts(brokers, "test-reader")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	parts, err := adm.ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*kgo.Record
+	parts.Each(func(o kadm.ListedOffset) {
+		if _, err := kafka.ReadPartition(ctx, brokers, adm, topic, o.Partition, -1, func(r *kgo.Record) { out = append(out, r) }); err != nil {
+			t.Fatal(err)
+		}
+	})
+	return out
+}
+
+// checkCleanTopic: each eventId of the input is on the clean topic exactly
+// once, and nothing else is.
+func checkCleanTopic(t *testing.T, brokers []string, lines [][]byte) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, l := range lines {
+		if e, err := walletsync.ParseEvent(l); err == nil {
+			want[e.ID] = true
+		}
+	}
+	got := map[string]int{}
+	for _, r := range readTopic(t, brokers, kafka.DefaultTopics().Clean) {
+		e, err := walletsync.ParseEvent(r.Value)
+		if err != nil {
+			t.Fatalf("clean topic holds an invalid event %s: %v", r.Value, err)
+		}
+		got[e.ID]++
+	}
+	for id, n := range got {
+		if n != 1 {
+			t.Errorf("eventId %q is on the clean topic %d times", id, n)
+		}
+		if !want[id] {
+			t.Errorf("eventId %q on the clean topic was never sent", id)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("clean topic holds %d distinct events, want %d", len(got), len(want))
+	}
+}
+
+func TestPipelineEndToEnd(t *testing.T) {
+	emb, err := kafka.StartEmbedded("", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	brokers := strings.Join(emb.Brokers(), ",")
+	r := startRole(t, "run", "--brokers", brokers, "--partitions", "4", "--http", "127.0.0.1:0", "--log-level", "warn", "--transactional-id", "e2e")
+
+	lines := testStream()
+	postLines(t, r.url, lines, 500)
+	// A client retrying a whole batch changes nothing.
+	postLines(t, r.url, lines[:300], 300)
+
+	// Records that break the contract straight on the topic go to the DLQ.
+	cl, err := kgo.NewClient(kafka.ClientOpts(emb.Brokers(), "rogue")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []*kgo.Record{
+		{Topic: "wallet.events", Key: []byte("x"), Value: []byte("garbage")},
+		{Topic: "wallet.events", Key: []byte("someone-else"), Value: lines[0]},
+	}
+	if err := cl.ProduceSync(context.Background(), bad...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+
+	waitCaughtUp(t, r.url)
+	code, body := httpDo(t, "GET", r.url+"/v1/status", "", nil)
+	if code != 200 {
+		t.Fatalf("/v1/status: %d", code)
+	}
+	if got, want := normalise(t, string(body)), foldOf(t, lines); got != want {
+		t.Fatalf("/v1/status differs from walletsync fold of the same events:\n%s", diffLines(got, want))
+	}
+	checkCleanTopic(t, emb.Brokers(), lines)
+
+	dlq := readTopic(t, emb.Brokers(), "wallet.events.dlq")
+	if len(dlq) != 2 {
+		t.Fatalf("DLQ holds %d records, want 2", len(dlq))
+	}
+	h := map[string]string{}
+	for _, hd := range dlq[0].Headers {
+		h[hd.Key] = string(hd.Value)
+	}
+	if string(dlq[0].Value) != "garbage" && string(dlq[1].Value) != "garbage" || h[processors.HeaderTopic] != "wallet.events" || h[processors.HeaderOffset] == "" || h[processors.HeaderError] == "" {
+		t.Errorf("DLQ record: %s %v", dlq[0].Value, h)
+	}
+
+	code, body = httpDo(t, "GET", r.url+"/v1/customers/tie", "", nil)
+	if code != 200 || !strings.Contains(string(body), `"walletStatus":"google"`) {
+		t.Errorf("/v1/customers/tie: %d %s", code, body)
+	}
+	if code, _ := httpDo(t, "GET", r.url+"/v1/customers/nobody", "", nil); code != 404 {
+		t.Errorf("unknown customer: %d", code)
+	}
+	code, body = httpDo(t, "GET", r.url+"/metrics", "", nil)
+	for _, m := range []string{"walletsync_process_duplicates_total", "walletsync_ingest_events_accepted_total", `walletsync_process_rejected_total{field="json"} 1`, `walletsync_process_rejected_total{field="key"} 1`} {
+		if !strings.Contains(string(body), m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+	if code, _ := httpDo(t, "GET", r.url+"/readyz", "", nil); code != 200 {
+		t.Errorf("/readyz: %d", code)
+	}
+	if c := r.stop(); c != 0 {
+		t.Errorf("run exited %d: %s", c, r.stderr)
+	}
+}
+
+func diffLines(got, want string) string {
+	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d lines, want %d\n", len(g), len(w))
+	for i := 0; i < max(len(g), len(w)) && b.Len() < 3000; i++ {
+		var gl, wl string
+		if i < len(g) {
+			gl = g[i]
+		}
+		if i < len(w) {
+			wl = w[i]
+		}
+		if gl != wl {
+			fmt.Fprintf(&b, "got  %s\nwant %s\n", gl, wl)
+		}
+	}
+	return b.String()
+}
+
+// Stop and start `walletsync run` on the same data dir: every status is
+// still there with its version, and the dedupe memory too.
+func TestRunRestartKeepsEverything(t *testing.T) {
+	dir := t.TempDir()
+	args := []string{"run", "--data-dir", dir, "--partitions", "3", "--http", "127.0.0.1:0", "--log-level", "warn", "--transactional-id", "restart"}
+	lines := testStream()[:1500]
+	r := startRole(t, args...)
+	// Known issue, kept open in issue 3: with kfake's DataDir, events
+	// posted within the first moments of a fresh data directory were
+	// sometimes committed as consumed while their outputs never became
+	// visible, and the offsets were missing after the restart (about 3 runs
+	// in 10 without this pause, none in 8 with it; never without DataDir).
+	time.Sleep(2 * time.Second)
+	postLines(t, r.url, lines, 500)
+	waitCaughtUp(t, r.url)
+	_, before := httpDo(t, "GET", r.url+"/v1/status", "", nil)
+	if c := r.stop(); c != 0 {
+		t.Fatalf("run exited %d: %s", c, r.stderr)
+	}
+
+	r = startRole(t, args...)
+	waitCaughtUp(t, r.url)
+	_, after := httpDo(t, "GET", r.url+"/v1/status", "", nil)
+	if string(after) != string(before) || len(after) == 0 {
+		t.Fatalf("statuses changed across a restart:\n%s", diffLines(string(after), string(before)))
+	}
+	// The same events again are all duplicates: no status moves, no version.
+	postLines(t, r.url, lines, 500)
+	waitCaughtUp(t, r.url)
+	_, again := httpDo(t, "GET", r.url+"/v1/status", "", nil)
+	if string(again) != string(before) {
+		t.Fatalf("re-sent events changed statuses:\n%s", diffLines(string(again), string(before)))
+	}
+	_, m := httpDo(t, "GET", r.url+"/metrics", "", nil)
+	if !strings.Contains(string(m), fmt.Sprintf("walletsync_process_duplicates_total %d", len(lines))) {
+		t.Errorf("after the restart every re-sent event should be a duplicate; metrics:\n%s", grepLines(string(m), "walletsync_process_"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
