@@ -160,6 +160,15 @@ func NewFold() *Fold { return &Fold{customers: make(map[string]*customer)} }
 // status and whether its fields changed (and so its version went up). An
 // event that loses to what the register holds changes nothing.
 func (f *Fold) Apply(e *Event) (Status, bool) {
+	st, _, changed := f.ApplyDetail(e)
+	return st, changed
+}
+
+// ApplyDetail is Apply that also reports whether the customer's registers
+// changed. They can change while the status does not (a second pass
+// installed where one already is): whoever persists state for recovery must
+// persist it then too.
+func (f *Fold) ApplyDetail(e *Event) (st Status, registersChanged, statusChanged bool) {
 	c := f.customers[e.CustomerID]
 	if c == nil {
 		var key string
@@ -177,15 +186,15 @@ func (f *Fold) Apply(e *Event) (Status, bool) {
 		c.regs = append(c.regs, Register{PassID: e.PassID, Platform: e.Platform})
 		r = &c.regs[len(c.regs)-1]
 	}
-	changed := false
 	if r.apply(e) {
+		registersChanged = true
 		if nf := FieldsOf(c.regs); nf != c.fields {
 			c.fields = nf
 			c.version++
-			changed = true
+			statusChanged = true
 		}
 	}
-	return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, changed
+	return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, registersChanged, statusChanged
 }
 
 // Status returns a customer's current status.

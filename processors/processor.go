@@ -47,8 +47,13 @@ type Config struct {
 	// predecessor at once instead of waiting for its transaction to time out.
 	TransactionalID string
 	DedupeWindow    time.Duration
-	Logger          *slog.Logger
-	Metrics         *Metrics
+	// SessionTimeout is how long a silent member keeps its partitions
+	// (default 10s); RebalanceTimeout how long a rebalance waits for
+	// members to rejoin (default 30s).
+	SessionTimeout   time.Duration
+	RebalanceTimeout time.Duration
+	Logger           *slog.Logger
+	Metrics          *Metrics
 }
 
 // DefaultTransactionalID is stable per host, which suits one member a host.
@@ -95,6 +100,12 @@ func New(cfg Config) (*Processor, error) {
 	if cfg.DedupeWindow <= 0 {
 		cfg.DedupeWindow = walletsync.DefaultDedupeWindow
 	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 10 * time.Second
+	}
+	if cfg.RebalanceTimeout <= 0 {
+		cfg.RebalanceTimeout = 30 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -121,6 +132,10 @@ func (p *Processor) dropAll() {
 	p.mu.Unlock()
 }
 
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+
 // Run processes until ctx ends. A session that fails (fenced, broker gone for
 // longer than the client retries) is closed and a new one started, with
 // state reloaded from Kafka, so transient failures never lose work.
@@ -129,6 +144,10 @@ func (p *Processor) Run(ctx context.Context) error {
 		err := p.session(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		var fe *fatalError
+		if errors.As(err, &fe) {
+			return fe.err
 		}
 		p.log.Error("processing session failed; restarting it", "err", err)
 		p.m.sessionRestarts.Inc()
@@ -152,12 +171,16 @@ func (p *Processor) session(ctx context.Context) error {
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.OnPartitionsRevoked(p.dropParts),
 		kgo.OnPartitionsLost(p.dropParts),
-		kgo.SessionTimeout(10*time.Second),
+		kgo.SessionTimeout(p.cfg.SessionTimeout),
+		kgo.HeartbeatInterval(min(3*time.Second, p.cfg.SessionTimeout/3)),
+		kgo.RebalanceTimeout(p.cfg.RebalanceTimeout),
 		kgo.TransactionTimeout(30*time.Second),
 		kgo.ProducerLinger(0),
 	)...)
 	if err != nil {
-		return err
+		// A client that cannot be built is a configuration error: no
+		// retry will fix it.
+		return &fatalError{err}
 	}
 	defer sess.Close()
 	adm := kadm.NewClient(sess.Client())
@@ -271,9 +294,10 @@ func (p *Processor) state(ctx context.Context, adm *kadm.Client, part int32) (*p
 	return st, nil
 }
 
-// Load rebuilds one partition's state: the fold from the status records
-// (their registers), the dedupe memory from the clean records of the last
-// window (their id-key headers).
+// Load rebuilds one partition's state: the fold from the state records
+// (registers and version), the dedupe memory from the clean records of the
+// last window (their id-key headers). wallet.status cannot serve: it gets a
+// record only when the six fields change, and registers change more often.
 func Load(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, int, int, error) {
 	st := &partState{fold: walletsync.NewFold(), dedupe: walletsync.NewDeduper(window)}
 	var (
@@ -285,7 +309,7 @@ func Load(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.Topic
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		_, errS = kafka.ReadPartition(ctx, brokers, adm, t.Status, part, -1, func(r *kgo.Record) {
+		_, errS = kafka.ReadPartition(ctx, brokers, adm, t.State, part, -1, func(r *kgo.Record) {
 			if r.Value == nil { // a tombstone forgets the customer
 				st.fold.Restore(string(r.Key), 0, nil)
 				return
@@ -325,7 +349,7 @@ func Load(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.Topic
 		return nil, 0, 0, fmt.Errorf("loading partition %d: %w", part, err)
 	}
 	if badRecords > 0 {
-		slog.Warn("unreadable status records skipped while loading", "partition", part, "records", badRecords)
+		slog.Warn("unreadable state records skipped while loading", "partition", part, "records", badRecords)
 	}
 	st.lastExpire = st.maxTS
 	return st, st.fold.Len(), cleanRecords, nil
@@ -384,17 +408,19 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 		return buf
 	}
 	batch.events++
-	status, changed := st.fold.Apply(&ev)
+	status, regsChanged, changed := st.fold.ApplyDetail(&ev)
 	sess.Produce(ctx, &kgo.Record{
 		Topic: t.Clean, Partition: r.Partition, Key: r.Key, Value: ev.AppendJSON(nil), Timestamp: r.Timestamp,
 		Headers: []kgo.RecordHeader{{Key: HeaderIDKey, Value: key[:]}},
 	}, promise)
-	if changed {
-		batch.statuses++
+	if regsChanged {
 		buf = walletsync.AppendStatusRecord(buf[:0], &status, st.fold.Registers(status.CustomerID))
-		sess.Produce(ctx, &kgo.Record{
-			Topic: t.Status, Partition: r.Partition, Key: r.Key, Value: append([]byte(nil), buf...),
-		}, promise)
+		rec := append([]byte(nil), buf...)
+		sess.Produce(ctx, &kgo.Record{Topic: t.State, Partition: r.Partition, Key: r.Key, Value: rec}, promise)
+		if changed {
+			batch.statuses++
+			sess.Produce(ctx, &kgo.Record{Topic: t.Status, Partition: r.Partition, Key: r.Key, Value: rec}, promise)
+		}
 	}
 	// Forget ids past the window now and then; the rebuild costs a pass
 	// over the table, so not on every record.

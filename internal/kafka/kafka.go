@@ -20,17 +20,18 @@ import (
 type Topics struct {
 	Events string // wallet.events: canonical events, key customerId
 	Clean  string // wallet.events.clean: deduplicated valid events
-	Status string // wallet.status: compacted status records with registers
+	Status string // wallet.status: compacted status records, one per change of the six fields
+	State  string // wallet.state: compacted registers and version, one per change of a register
 	DLQ    string // wallet.events.dlq: rejects with reason and origin
 }
 
 // DefaultTopics are the names of the contract.
 func DefaultTopics() Topics {
-	return Topics{Events: "wallet.events", Clean: "wallet.events.clean", Status: "wallet.status", DLQ: "wallet.events.dlq"}
+	return Topics{Events: "wallet.events", Clean: "wallet.events.clean", Status: "wallet.status", State: "wallet.state", DLQ: "wallet.events.dlq"}
 }
 
 // All lists the topics in creation order.
-func (t Topics) All() []string { return []string{t.Events, t.Clean, t.Status, t.DLQ} }
+func (t Topics) All() []string { return []string{t.Events, t.Clean, t.Status, t.State, t.DLQ} }
 
 // Layout is how topics are created when missing.
 type Layout struct {
@@ -59,7 +60,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, t Topics, l Layout) err
 			continue
 		}
 		configs := map[string]*string{}
-		if name == t.Status {
+		if name == t.Status || name == t.State {
 			compact := "compact"
 			configs["cleanup.policy"] = &compact
 		}
@@ -100,9 +101,10 @@ type Embedded struct {
 }
 
 // StartEmbedded starts an embedded cluster of n brokers (n ≥ 1) listening on
-// loopback. dataDir "" keeps everything in memory.
-func StartEmbedded(dataDir string, n int) (*Embedded, error) {
-	opts := []kfake.Opt{kfake.NumBrokers(max(n, 1))} // kfake listens on loopback only
+// loopback. dataDir "" keeps everything in memory; extra options are for
+// tests (shorter group timeouts, faults).
+func StartEmbedded(dataDir string, n int, extra ...kfake.Opt) (*Embedded, error) {
+	opts := append([]kfake.Opt{kfake.NumBrokers(max(n, 1))}, extra...) // kfake listens on loopback only
 	if dataDir != "" {
 		opts = append(opts, kfake.DataDir(dataDir))
 	}
