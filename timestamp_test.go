@@ -73,6 +73,25 @@ func TestParseTime(t *testing.T) {
 	}
 }
 
+// AppendTime agrees with the time package across the whole range, at
+// random instants and at every day boundary.
+func TestAppendTimeAgreesWithTimePackage(t *testing.T) {
+	check := func(ms int64) {
+		want := time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z")
+		if got := FormatTime(ms); got != want {
+			t.Fatalf("FormatTime(%d) = %s, want %s", ms, got, want)
+		}
+	}
+	for d := time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC); d.Year() < 2100; d = d.AddDate(0, 0, 1) {
+		check(d.UnixMilli())
+		check(d.UnixMilli() + 86_399_999)
+	}
+	for ms := int64(0); ms < MaxTime; ms += 9_876_543_211 {
+		check(ms)
+	}
+	check(MaxTime) // outside: falls back to the time package
+}
+
 // Every day of the accepted range parses to what the standard library says.
 func TestParseTimeAgreesWithTimePackage(t *testing.T) {
 	for d := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC); d.Year() < 2100; d = d.AddDate(0, 0, 1) {

@@ -281,7 +281,7 @@ func (p *Processor) state(ctx context.Context, adm *kadm.Client, part int32) (*p
 		return st, nil
 	}
 	start := time.Now()
-	st, customers, ids, err := Load(ctx, p.cfg.Brokers, adm, p.cfg.Topics, part, p.cfg.DedupeWindow)
+	st, customers, ids, err := load(ctx, p.cfg.Brokers, adm, p.cfg.Topics, part, p.cfg.DedupeWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -294,11 +294,11 @@ func (p *Processor) state(ctx context.Context, adm *kadm.Client, part int32) (*p
 	return st, nil
 }
 
-// Load rebuilds one partition's state: the fold from the state records
+// load rebuilds one partition's state: the fold from the state records
 // (registers and version), the dedupe memory from the clean records of the
 // last window (their id-key headers). wallet.status cannot serve: it gets a
 // record only when the six fields change, and registers change more often.
-func Load(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, int, int, error) {
+func load(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, int, int, error) {
 	st := &partState{fold: walletsync.NewFold(), dedupe: walletsync.NewDeduper(window)}
 	var (
 		wg           sync.WaitGroup

@@ -1,0 +1,192 @@
+package processors_test
+
+import (
+	"context"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/internal/synth"
+	"github.com/walletsync/walletsync/processors"
+)
+
+const benchPartitions = 6
+
+// benchCluster starts a broker with the pipeline's topics and n synthetic
+// events already on wallet.events.
+func benchCluster(b *testing.B, n int) (*kafka.Embedded, *kgo.Client, *kadm.Client) {
+	b.Helper()
+	emb, err := kafka.StartEmbedded("", 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kafka.ClientOpts(emb.Brokers(), "bench")...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	if err := kafka.EnsureTopics(ctx, adm, kafka.DefaultTopics(), kafka.Layout{Partitions: benchPartitions, Replication: 1}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := adm.CreateTopic(ctx, benchPartitions, 1, nil, "bench.copy"); err != nil {
+		b.Fatal(err)
+	}
+	evs := synth.Events(synth.Default(n))
+	recs := make([]*kgo.Record, 0, 10_000)
+	for i := range evs {
+		recs = append(recs, &kgo.Record{Topic: "wallet.events", Key: []byte(evs[i].CustomerID), Value: evs[i].AppendJSON(nil)})
+		if len(recs) == cap(recs) || i == len(evs)-1 {
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				b.Fatal(err)
+			}
+			recs = recs[:0]
+		}
+	}
+	return emb, cl, adm
+}
+
+// plainCopy is the baseline: the simplest franz-go consume→produce loop
+// over the same records, without dedupe, fold or transactions.
+func plainCopy(b *testing.B, brokers []string, n int) {
+	cl, err := kgo.NewClient(append(kafka.ClientOpts(brokers, "copy"),
+		kgo.ConsumeTopics("wallet.events"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	seen := 0
+	for seen < n {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) {
+			seen++
+			cl.Produce(ctx, &kgo.Record{Topic: "bench.copy", Key: r.Key, Value: r.Value}, nil)
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// runProcessor runs one walletsync processor until its group has committed
+// every record of wallet.events.
+func runProcessor(b *testing.B, brokers []string, adm *kadm.Client, n int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := processors.New(processors.Config{Brokers: brokers, TransactionalID: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = p.Run(ctx) }()
+	for {
+		offs, err := adm.FetchOffsetsForTopics(kadm.RequireStable(ctx), processors.DefaultGroup, "wallet.events")
+		if err == nil {
+			var sum int64
+			offs.Each(func(o kadm.OffsetResponse) { sum += max(o.At, 0) })
+			if sum >= int64(n) {
+				break
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+}
+
+// BenchmarkPipeline: events/s of the exactly-once processor against the
+// plain consume→produce loop over the same 200k records on the same kind of
+// in-process broker (goal: ≥ 0.5 of it and ≥ 200,000 events/s).
+func BenchmarkPipeline(b *testing.B) {
+	const n = 200_000
+	for _, c := range []struct {
+		name string
+		run  func(*testing.B, []string, *kadm.Client)
+	}{
+		{"plain_consume_produce_baseline", func(b *testing.B, br []string, _ *kadm.Client) { plainCopy(b, br, n) }},
+		{"walletsync_processor", func(b *testing.B, br []string, adm *kadm.Client) { runProcessor(b, br, adm, n) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var total time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				emb, cl, adm := benchCluster(b, n)
+				b.StartTimer()
+				start := time.Now()
+				c.run(b, emb.Brokers(), adm)
+				total += time.Since(start)
+				b.StopTimer()
+				cl.Close()
+				emb.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/total.Seconds(), "events/s")
+		})
+	}
+}
+
+// BenchmarkRestartRecovery: rebuilding the state of 1M customers from
+// wallet.state, all partitions at once as after a restart (goal < 5 s),
+// and the heap the rebuilt state takes per customer.
+func BenchmarkRestartRecovery(b *testing.B) {
+	const customers = 1_000_000
+	emb, err := kafka.StartEmbedded("", 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer emb.Close()
+	cl, err := kgo.NewClient(append(kafka.ClientOpts(emb.Brokers(), "bench"), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	topics := kafka.DefaultTopics()
+	if err := kafka.EnsureTopics(ctx, adm, topics, kafka.Layout{Partitions: benchPartitions, Replication: 1}); err != nil {
+		b.Fatal(err)
+	}
+	f := walletsync.NewFold()
+	recs := make([]*kgo.Record, 0, 10_000)
+	for i := range customers {
+		id := "cust-" + strconv.Itoa(1_000_000+i)
+		e := walletsync.Event{ID: "evt-" + strconv.Itoa(i), Type: walletsync.TypeInstalled, Platform: walletsync.Platform(1 + i%2),
+			CustomerID: id, PassID: "pass-" + strconv.Itoa(i), OccurredAt: walletsync.MinTime + int64(i)}
+		st, _ := f.Apply(&e)
+		recs = append(recs, &kgo.Record{Topic: topics.State, Partition: int32(i % benchPartitions), Key: []byte(id),
+			Value: walletsync.AppendStatusRecord(nil, &st, f.Registers(id))})
+		if len(recs) == cap(recs) || i == customers-1 {
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				b.Fatal(err)
+			}
+			recs = recs[:0]
+		}
+	}
+	f = nil
+	var perCustomer float64
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		states, total := processors.LoadAll(ctx, emb.Brokers(), adm, topics, benchPartitions)
+		if total != customers {
+			b.Fatalf("loaded %d customers, want %d", total, customers)
+		}
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perCustomer = float64(after.HeapAlloc-before.HeapAlloc) / customers
+		runtime.KeepAlive(states)
+		b.StartTimer()
+	}
+	b.ReportMetric(perCustomer, "heap-bytes/customer")
+}
