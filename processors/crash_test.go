@@ -146,7 +146,7 @@ func TestCrashedProcessorsStayExact(t *testing.T) {
 	close(stopKiller)
 	wg.Wait()
 
-	lag := queries.NewLag(adm, topics.Events, topics.Status, processors.DefaultGroup, nil)
+	lag := queries.NewLag(adm, topics.Events, topics.Status, processors.DefaultGroup, nil, topics.Clean, topics.Status, topics.State, topics.DLQ)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		rep, err := lag.Compute(ctx)

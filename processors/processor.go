@@ -238,15 +238,23 @@ func (p *Processor) session(ctx context.Context) error {
 			touched[r.Partition] = true
 			buf = p.process(ctx, sess, st, r, buf, &batch, promise)
 		})
+		// Flush before deciding, so that a record that failed is known
+		// and the transaction is aborted, not committed without it.
+		if err := sess.Client().Flush(ctx); err != nil && ctx.Err() != nil {
+			return nil
+		}
+		prodMu.Lock()
+		failed := prodErr
+		prodMu.Unlock()
 		commit := kgo.TryCommit
-		if loadFail != nil || prodErr != nil {
+		if loadFail != nil || failed != nil {
 			commit = kgo.TryAbort
 		}
 		start := time.Now()
 		committed, err := sess.End(ctx, commit)
 		p.m.txnSeconds.Observe(time.Since(start).Seconds())
-		if prodErr != nil {
-			p.log.Warn("producing failed; transaction aborted", "err", prodErr)
+		if failed != nil {
+			p.log.Warn("producing failed; transaction aborted", "err", failed)
 		}
 		if loadFail != nil {
 			p.log.Warn("loading partition state failed; transaction aborted", "err", loadFail)

@@ -17,19 +17,34 @@ type Lag struct {
 	status string // followed by the status view
 	group  string
 	view   *StatusView
-	// more groups (sinks) register here in later issues: group → topic
-	groups map[string]string
+	// outputs are the topics the processors write in transactions.
+	outputs []string
 }
 
-// NewLag measures the processors' group on events and the view on status.
-func NewLag(adm *kadm.Client, eventsTopic, statusTopic, processGroup string, view *StatusView) *Lag {
-	return &Lag{adm: adm, events: eventsTopic, status: statusTopic, group: processGroup, view: view, groups: map[string]string{}}
+// NewLag measures the processors' group on events (with the topics it writes
+// transactionally, outputs) and the view on status.
+func NewLag(adm *kadm.Client, eventsTopic, statusTopic, processGroup string, view *StatusView, outputs ...string) *Lag {
+	return &Lag{adm: adm, events: eventsTopic, status: statusTopic, group: processGroup, view: view, outputs: outputs}
 }
 
 // Report is the body of GET /v1/pipeline.
 type Report struct {
 	Lag       int64            `json:"lag"`
 	Consumers map[string]int64 `json:"consumers"`
+}
+
+// listed fails on any partition that could not be listed: a topic the
+// broker does not (yet) report comes back as a placeholder partition with an
+// error, and counting it as zero would claim "caught up" for work not even
+// measured.
+func listed(lo kadm.ListedOffsets, err error) (kadm.ListedOffsets, error) {
+	if err != nil {
+		return nil, err
+	}
+	if err := lo.Error(); err != nil {
+		return nil, err
+	}
+	return lo, nil
 }
 
 // Compute returns the current lag: per partition, the high watermark minus
@@ -43,11 +58,11 @@ type Report struct {
 // alone would claim "caught up" too early.
 func (l *Lag) Compute(ctx context.Context) (Report, error) {
 	r := Report{Consumers: map[string]int64{}}
-	ends, err := l.adm.ListEndOffsets(ctx, l.events)
+	ends, err := listed(l.adm.ListEndOffsets(ctx, l.events))
 	if err != nil {
 		return r, fmt.Errorf("end offsets of %s: %w", l.events, err)
 	}
-	starts, err := l.adm.ListStartOffsets(ctx, l.events)
+	starts, err := listed(l.adm.ListStartOffsets(ctx, l.events))
 	if err != nil {
 		return r, fmt.Errorf("start offsets of %s: %w", l.events, err)
 	}
@@ -83,10 +98,29 @@ func (l *Lag) Compute(ctx context.Context) (Report, error) {
 	if pending {
 		procLag = max(procLag, 1)
 	}
+	// Records of a transaction that has not ended sit between the last
+	// stable offset and the high watermark of the output topics: work in
+	// flight whatever the group's offsets say (some brokers, kfake with a
+	// data dir among them, show a transaction's offsets before it ends).
+	if len(l.outputs) > 0 {
+		hwm, err := listed(l.adm.ListEndOffsets(ctx, l.outputs...))
+		if err != nil {
+			return r, fmt.Errorf("end offsets: %w", err)
+		}
+		lso, err := listed(l.adm.ListCommittedOffsets(ctx, l.outputs...))
+		if err != nil {
+			return r, fmt.Errorf("stable offsets: %w", err)
+		}
+		hwm.Each(func(o kadm.ListedOffset) {
+			if s, ok := lso.Lookup(o.Topic, o.Partition); ok {
+				procLag += max(0, o.Offset-s.Offset)
+			}
+		})
+	}
 	r.Consumers[l.group] = procLag
 
 	if l.view != nil {
-		hwm, err := l.adm.ListEndOffsets(ctx, l.status)
+		hwm, err := listed(l.adm.ListEndOffsets(ctx, l.status))
 		if err != nil {
 			return r, fmt.Errorf("end offsets of %s: %w", l.status, err)
 		}

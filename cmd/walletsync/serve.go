@@ -217,7 +217,7 @@ func (n *node) addQuery(f *roleFlags) error {
 	if group == "" {
 		group = processors.DefaultGroup
 	}
-	api := &queries.API{View: view, Lag: queries.NewLag(n.adm, t.Events, t.Status, group, view), APIToken: token}
+	api := &queries.API{View: view, Lag: queries.NewLag(n.adm, t.Events, t.Status, group, view, t.Clean, t.Status, t.State, t.DLQ), APIToken: token}
 	api.Register(n.mux)
 	return nil
 }
