@@ -184,7 +184,7 @@ func BenchmarkRestartRecovery(b *testing.B) {
 		b.StopTimer()
 		runtime.GC()
 		runtime.ReadMemStats(&after)
-		perCustomer = float64(after.HeapAlloc-before.HeapAlloc) / customers
+		perCustomer = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / customers
 		runtime.KeepAlive(states)
 		b.StartTimer()
 	}

@@ -10,11 +10,14 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
@@ -209,12 +212,48 @@ func TestPipelineEndToEnd(t *testing.T) {
 	}
 	defer emb.Close()
 	brokers := strings.Join(emb.Brokers(), ",")
-	r := startRole(t, "run", "--brokers", brokers, "--partitions", "4", "--http", "127.0.0.1:0", "--log-level", "warn", "--transactional-id", "e2e")
+	r := startRole(t, "run", "--brokers", brokers, "--partitions", "4", "--http", "127.0.0.1:0", "--log-level", "warn", "--transactional-id", "e2e", "--produce-timeout", "2s")
 
 	lines := testStream()
 	postLines(t, r.url, lines, 500)
 	// A client retrying a whole batch changes nothing.
 	postLines(t, r.url, lines[:300], 300)
+
+	// Broker unavailable: every produce is answered NOT_ENOUGH_REPLICAS.
+	// The client gets 503 and retries once the broker is back; the events
+	// reach the clean topic once (checked below with all the others).
+	var down atomic.Bool
+	emb.Cluster().ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		emb.Cluster().KeepControl()
+		if !down.Load() {
+			return nil, nil, false
+		}
+		req := kr.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			tr := kmsg.NewProduceResponseTopic()
+			tr.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				pr := kmsg.NewProduceResponseTopicPartition()
+				pr.Partition, pr.ErrorCode = rp.Partition, kerr.NotEnoughReplicas.Code
+				tr.Partitions = append(tr.Partitions, pr)
+			}
+			resp.Topics = append(resp.Topics, tr)
+		}
+		return resp, nil, true
+	})
+	late := [][]byte{
+		[]byte(`{"eventId":"during-outage-1","type":"installed","platform":"google","customerId":"outage","occurredAt":"2026-03-05T10:00:00Z"}`),
+		[]byte(`{"eventId":"during-outage-2","type":"uninstalled","platform":"google","customerId":"outage","occurredAt":"2026-03-05T11:00:00Z"}`),
+	}
+	down.Store(true)
+	code, body := httpDo(t, "POST", r.url+"/v1/events", "application/x-ndjson", bytes.Join(late, []byte("\n")))
+	down.Store(false)
+	if code != 503 {
+		t.Fatalf("POST with the broker down: %d %s", code, body)
+	}
+	postLines(t, r.url, late, 2)
+	lines = append(lines, late...)
 
 	// Records that break the contract straight on the topic go to the DLQ.
 	cl, err := kgo.NewClient(kafka.ClientOpts(emb.Brokers(), "rogue")...)
@@ -231,7 +270,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	cl.Close()
 
 	waitCaughtUp(t, r.url)
-	code, body := httpDo(t, "GET", r.url+"/v1/status", "", nil)
+	code, body = httpDo(t, "GET", r.url+"/v1/status", "", nil)
 	if code != 200 {
 		t.Fatalf("/v1/status: %d", code)
 	}
