@@ -12,15 +12,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
@@ -28,9 +24,8 @@ import (
 
 type fixture struct {
 	url     string
-	cluster *kfake.Cluster
+	emb     *kafka.Embedded
 	brokers []string
-	down    *atomic.Bool
 	now     time.Time
 }
 
@@ -42,7 +37,7 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(emb.Close)
-	f := &fixture{cluster: emb.Cluster(), brokers: emb.Brokers(), down: &atomic.Bool{}, now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	f := &fixture{emb: emb, brokers: emb.Brokers(), now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	adm, err := kgo.NewClient(kafka.ClientOpts(f.brokers, "test")...)
 	if err != nil {
 		t.Fatal(err)
@@ -51,28 +46,6 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 	if err := kafka.EnsureTopics(context.Background(), kadm.NewClient(adm), kafka.DefaultTopics(), kafka.Layout{Partitions: 3, Replication: 1}); err != nil {
 		t.Fatal(err)
 	}
-	// "Broker down": while down is set, every produce is answered
-	// NOT_ENOUGH_REPLICAS, as by a cluster that lost its in-sync replicas.
-	f.cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		f.cluster.KeepControl()
-		if !f.down.Load() {
-			return nil, nil, false
-		}
-		req := kr.(*kmsg.ProduceRequest)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range req.Topics {
-			t := kmsg.NewProduceResponseTopic()
-			t.Topic = rt.Topic
-			for _, rp := range rt.Partitions {
-				p := kmsg.NewProduceResponseTopicPartition()
-				p.Partition = rp.Partition
-				p.ErrorCode = kerr.NotEnoughReplicas.Code
-				t.Partitions = append(t.Partitions, p)
-			}
-			resp.Topics = append(resp.Topics, t)
-		}
-		return resp, nil, true
-	})
 	prod, err := kgo.NewClient(append(kafka.ClientOpts(f.brokers, "ingest-test"), ProducerOpts(1500*time.Millisecond)...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -317,12 +290,12 @@ func TestConnectorEndpoint(t *testing.T) {
 func TestBrokerDown(t *testing.T) {
 	f := newFixture(t, Config{})
 	body := []byte(ev("r1", "c1", "2026-03-01T10:00:00Z") + "\n" + ev("r2", "c2", "2026-03-01T10:00:00Z") + "\n")
-	f.down.Store(true)
+	f.emb.SetProduceUnavailable(true)
 	r := f.post(t, "/v1/events", "application/x-ndjson", body, nil)
 	if r.code != 503 || r.hdr.Get("Retry-After") == "" || fmt.Sprint(r.body["unconfirmed"]) != "[1 2]" {
 		t.Fatalf("broker down: %d %v %v", r.code, r.hdr, r.body)
 	}
-	f.down.Store(false)
+	f.emb.SetProduceUnavailable(false)
 	r = f.post(t, "/v1/events", "application/x-ndjson", body, nil)
 	if r.code != 200 || r.body["accepted"] != 2.0 {
 		t.Fatalf("retry: %+v", r)

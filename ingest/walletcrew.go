@@ -51,21 +51,14 @@ func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (w
 		}
 	}
 
-	switch d := strings.ToLower(firstString(data, "device", "platform")); d {
-	case "apple", "ios", "applewallet", "apple wallet":
-		e.Platform = walletsync.PlatformApple
-	case "google", "android", "googlewallet", "google wallet", "googlepay":
-		e.Platform = walletsync.PlatformGoogle
-	case "":
-		return e, errors.New(`device: required ("apple" or "google")`)
-	default:
-		return e, fmt.Errorf(`device: must be "apple" or "google", got %q`, d)
+	var err error
+	if e.Platform, err = parseDevice(firstString(data, "device", "platform")); err != nil {
+		return e, err
 	}
 	ids, _ := data["identifiers"].(map[string]any)
 	if ids == nil {
 		ids = data
 	}
-	var err error
 	if e.CustomerID, err = resolveCustomer(ids, customerKey); err != nil {
 		return e, err
 	}
@@ -93,6 +86,21 @@ func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (w
 		e.ID = "twc-" + hex.EncodeToString(sum[:16])
 	}
 	return e, nil
+}
+
+// parseDevice reads the hooks' device parameter ("apple" or "google"),
+// tolerating the spellings a hand-written script might send.
+func parseDevice(v string) (walletsync.Platform, error) {
+	switch d := strings.ToLower(strings.TrimSpace(v)); d {
+	case "apple", "ios", "applewallet", "apple wallet":
+		return walletsync.PlatformApple, nil
+	case "google", "android", "googlewallet", "google wallet", "googlepay":
+		return walletsync.PlatformGoogle, nil
+	case "":
+		return 0, errors.New(`device: required ("apple" or "google")`)
+	default:
+		return 0, fmt.Errorf(`device: must be "apple" or "google", got %q`, d)
+	}
 }
 
 func registrationOf(info map[string]any) *walletsync.Registration {
@@ -147,15 +155,9 @@ func connectorEvent(form url.Values, customerKey string, now time.Time) (wallets
 	default:
 		return e, fmt.Errorf("isInstalled: must be true or false, got %q", v)
 	}
-	switch d := strings.ToLower(strings.TrimSpace(form.Get("device"))); d {
-	case "apple":
-		e.Platform = walletsync.PlatformApple
-	case "google":
-		e.Platform = walletsync.PlatformGoogle
-	case "":
-		return e, errors.New(`device: required ("apple" or "google")`)
-	default:
-		return e, fmt.Errorf(`device: must be "apple" or "google", got %q`, d)
+	var err error
+	if e.Platform, err = parseDevice(form.Get("device")); err != nil {
+		return e, err
 	}
 	ids := map[string]any{}
 	for k, v := range form {
@@ -163,7 +165,6 @@ func connectorEvent(form url.Values, customerKey string, now time.Time) (wallets
 			ids[k] = v[0]
 		}
 	}
-	var err error
 	if e.CustomerID, err = resolveCustomer(ids, customerKey); err != nil {
 		return e, fmt.Errorf("form field %s", strings.TrimPrefix(err.Error(), "identifiers: "))
 	}

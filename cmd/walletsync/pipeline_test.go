@@ -10,14 +10,11 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
@@ -222,33 +219,13 @@ func TestPipelineEndToEnd(t *testing.T) {
 	// Broker unavailable: every produce is answered NOT_ENOUGH_REPLICAS.
 	// The client gets 503 and retries once the broker is back; the events
 	// reach the clean topic once (checked below with all the others).
-	var down atomic.Bool
-	emb.Cluster().ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		emb.Cluster().KeepControl()
-		if !down.Load() {
-			return nil, nil, false
-		}
-		req := kr.(*kmsg.ProduceRequest)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range req.Topics {
-			tr := kmsg.NewProduceResponseTopic()
-			tr.Topic = rt.Topic
-			for _, rp := range rt.Partitions {
-				pr := kmsg.NewProduceResponseTopicPartition()
-				pr.Partition, pr.ErrorCode = rp.Partition, kerr.NotEnoughReplicas.Code
-				tr.Partitions = append(tr.Partitions, pr)
-			}
-			resp.Topics = append(resp.Topics, tr)
-		}
-		return resp, nil, true
-	})
 	late := [][]byte{
 		[]byte(`{"eventId":"during-outage-1","type":"installed","platform":"google","customerId":"outage","occurredAt":"2026-03-05T10:00:00Z"}`),
 		[]byte(`{"eventId":"during-outage-2","type":"uninstalled","platform":"google","customerId":"outage","occurredAt":"2026-03-05T11:00:00Z"}`),
 	}
-	down.Store(true)
+	emb.SetProduceUnavailable(true)
 	code, body := httpDo(t, "POST", r.url+"/v1/events", "application/x-ndjson", bytes.Join(late, []byte("\n")))
-	down.Store(false)
+	emb.SetProduceUnavailable(false)
 	if code != 503 {
 		t.Fatalf("POST with the broker down: %d %s", code, body)
 	}

@@ -8,12 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Topics names the pipeline's topics (SPEC diagram and §4).
@@ -97,7 +100,37 @@ func ClientOpts(brokers []string, clientID string) []kgo.Opt {
 // directory when one is given, so that `walletsync run` keeps its data across
 // restarts.
 type Embedded struct {
-	cluster *kfake.Cluster
+	cluster     *kfake.Cluster
+	unavailable atomic.Bool
+	faultOnce   sync.Once
+}
+
+// SetProduceUnavailable makes the cluster answer every produce request with
+// NOT_ENOUGH_REPLICAS, as a cluster that lost its in-sync replicas does, until
+// called with false. It is how tests take "the broker" away.
+func (e *Embedded) SetProduceUnavailable(down bool) {
+	e.faultOnce.Do(func() {
+		e.cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+			e.cluster.KeepControl()
+			if !e.unavailable.Load() {
+				return nil, nil, false
+			}
+			req := kr.(*kmsg.ProduceRequest)
+			resp := req.ResponseKind().(*kmsg.ProduceResponse)
+			for _, rt := range req.Topics {
+				t := kmsg.NewProduceResponseTopic()
+				t.Topic = rt.Topic
+				for _, rp := range rt.Partitions {
+					p := kmsg.NewProduceResponseTopicPartition()
+					p.Partition, p.ErrorCode = rp.Partition, kerr.NotEnoughReplicas.Code
+					t.Partitions = append(t.Partitions, p)
+				}
+				resp.Topics = append(resp.Topics, t)
+			}
+			return resp, nil, true
+		})
+	})
+	e.unavailable.Store(down)
 }
 
 // StartEmbedded starts an embedded cluster of n brokers (n ≥ 1) listening on
