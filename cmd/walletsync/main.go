@@ -120,10 +120,20 @@ func runCommand(ctx context.Context, c command, args []string, e env) int {
 		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", c.name, envErr)
 		return exitUsage
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+	// Asked-for help goes to standard output, once; the flag package would
+	// print it to the error output itself.
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
 			fs.SetOutput(e.stdout)
 			fs.Usage()
+			return exitOK
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage

@@ -185,7 +185,7 @@ func TestHelp(t *testing.T) {
 	}
 	for _, args := range [][]string{{"help", "fold"}, {"fold", "-h"}} {
 		r := runCLI(t, "", nil, args...)
-		if r.code != 0 || !strings.Contains(r.stdout, "Usage: walletsync fold") ||
+		if r.code != 0 || strings.Count(r.stdout, "Usage: walletsync fold") != 1 || r.stderr != "" ||
 			!strings.Contains(r.stdout, "--max-line bytes") || !strings.Contains(r.stdout, "env WALLETSYNC_MAX_LINE") {
 			t.Errorf("%v: %+v", args, r)
 		}
@@ -196,8 +196,25 @@ func TestHelp(t *testing.T) {
 	if r := runCLI(t, "", nil, "frobnicate"); r.code != exitUsage || !strings.Contains(r.stderr, `unknown command "frobnicate"`) {
 		t.Errorf("unknown command: %+v", r)
 	}
-	if r := runCLI(t, "", nil, "fold", "--nope"); r.code != exitUsage {
+	if r := runCLI(t, "", nil, "fold", "--nope"); r.code != exitUsage || !strings.Contains(r.stderr, "flag provided but not defined") {
 		t.Errorf("bad flag: %+v", r)
+	}
+	// Every role documents its flags with their environment variables.
+	for role, flags := range map[string][]string{
+		"run":     {"--data-dir directory", "--brokers brokers", "--webhook-secret secret", "--api-token", "--transactional-id", "env WALLETSYNC_PARTITIONS"},
+		"ingest":  {"--customer-key", "--connector-api-key", "--produce-timeout", "--max-skew"},
+		"process": {"--dedupe-window", "--group", "--transactional-id"},
+		"query":   {"--api-token", "--http address"},
+	} {
+		r := runCLI(t, "", nil, "help", role)
+		for _, f := range flags {
+			if r.code != 0 || !strings.Contains(r.stdout, f) {
+				t.Errorf("help %s lacks %q:\n%s", role, f, r.stdout)
+			}
+		}
+	}
+	if r := runCLI(t, "", nil, "process"); r.code != exitUsage || !strings.Contains(r.stderr, "--brokers is required") {
+		t.Errorf("process without brokers: %+v", r)
 	}
 }
 

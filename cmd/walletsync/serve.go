@@ -81,7 +81,7 @@ func (f *roleFlags) common(fs *flag.FlagSet, defaultHTTP string) {
 
 func (f *roleFlags) ingestFlags(fs *flag.FlagSet) {
 	fs.StringVar(&f.customerKey, "customer-key", "customerId", "identifier that names the customer in webhook and connector payloads (e.g. y2.customerId, or email: trimmed and lower-cased)")
-	fs.Var(&f.webhookSecrets, "webhook-secret", "signatureSecret of the Wallet Crew webhook; repeat (or separate by commas) during a rotation; @FILE reads one per line")
+	fs.Var(&f.webhookSecrets, "webhook-secret", "the `secret` (signatureSecret) of the Wallet Crew webhook; repeat, or separate by commas, to accept several during a rotation; @FILE reads one per line")
 	fs.StringVar(&f.connectorKey, "connector-api-key", "", "X-API-KEY the Wallet Crew custom connector sends; @FILE reads it from a file")
 	fs.DurationVar(&f.produceTimeout, "produce-timeout", 10*time.Second, "how long a request waits for Kafka's acknowledgement before answering 503")
 	fs.DurationVar(&f.skew, "max-skew", ingest.DefaultSkew, "how far in the future an occurredAt may be (clock skew) before the event is rejected")
