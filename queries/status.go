@@ -105,6 +105,13 @@ func (v *StatusView) All() []walletsync.Status {
 	return out
 }
 
+// Len is the number of customers with a status.
+func (v *StatusView) Len() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.byID)
+}
+
 // Positions returns the next offset to read per partition.
 func (v *StatusView) Positions() map[int32]int64 {
 	v.mu.RLock()

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -217,8 +218,27 @@ func (n *node) addQuery(f *roleFlags) error {
 	if group == "" {
 		group = processors.DefaultGroup
 	}
-	api := &queries.API{View: view, Lag: queries.NewLag(n.adm, t.Events, t.Status, group, view, t.Clean, t.Status, t.State, t.DLQ), APIToken: token}
+	lag := queries.NewLag(n.adm, t.Events, t.Status, group, view, t.Clean, t.Status, t.State, t.DLQ)
+	api := &queries.API{View: view, Lag: lag, APIToken: token}
 	api.Register(n.mux)
+	// Measured when scraped, so the figure is never older than the scrape;
+	// NaN when Kafka cannot be asked.
+	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "walletsync", Name: "pipeline_lag",
+		Help: "Records written to the pipeline's topics and not yet processed by all its consumers (as GET /v1/pipeline).",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		rep, err := lag.Compute(ctx)
+		if err != nil {
+			return math.NaN()
+		}
+		return float64(rep.Lag)
+	}))
+	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "walletsync", Name: "status_view_customers",
+		Help: "Customers known to the status view.",
+	}, func() float64 { return float64(view.Len()) }))
 	return nil
 }
 
