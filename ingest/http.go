@@ -205,6 +205,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		evs      = make([]walletsync.Event, 0, len(lines))
 		evLines  = make([]int, 0, len(lines))
 		rejected = []lineError{}
+		// syntaxOnly: every rejected line failed as JSON, not as an event.
+		syntaxOnly = true
 	)
 	for i, l := range lines {
 		if len(bytes.TrimSpace(l)) == 0 {
@@ -217,6 +219,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			rejected = append(rejected, lineError{i + 1, err.Error()})
 			s.m.reject(src, err)
+			var ve *walletsync.ValidationError
+			if !errors.As(err, &ve) || ve.Field != "json" {
+				syntaxOnly = false
+			}
 			continue
 		}
 		evs = append(evs, ev)
@@ -225,6 +231,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case len(evs) == 0 && len(rejected) == 0:
 		WriteError(w, http.StatusBadRequest, "no events in the body")
+		return
+	case len(evs) == 0 && syntaxOnly:
+		WriteJSON(w, http.StatusBadRequest, map[string]any{"error": "unparseable: no line is a JSON object", "accepted": 0, "rejected": rejected})
 		return
 	case len(evs) == 0:
 		WriteJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "no valid event", "accepted": 0, "rejected": rejected})
@@ -304,7 +313,11 @@ func (s *Server) single(w http.ResponseWriter, r *http.Request, src string, ev w
 	}
 	if err != nil {
 		s.m.reject(src, err)
-		WriteError(w, http.StatusUnprocessableEntity, err.Error())
+		code := http.StatusUnprocessableEntity
+		if errors.Is(err, errUnparseable) {
+			code = http.StatusBadRequest
+		}
+		WriteError(w, code, err.Error())
 		return
 	}
 	if !s.publish(w, r, []walletsync.Event{ev}, []int{1}) {

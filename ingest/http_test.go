@@ -148,7 +148,10 @@ func TestEventsEndpoint(t *testing.T) {
 		string(rej) != `[{"error":"invalid JSON: expected an object at offset 0","line":3},{"error":"occurredAt: 2026-03-01T12:06:00.000Z is more than 5m0s in the future","line":4}]` {
 		t.Errorf("mixed batch: %d %v %s", r.code, r.body, rej)
 	}
-	if r := f.post(t, "/v1/events", ndjson, []byte("nope\n"), auth); r.code != 422 || r.body["error"] != "no valid event" {
+	if r := f.post(t, "/v1/events", ndjson, []byte("nope\n{\"a\":\n"), auth); r.code != 400 || !strings.HasPrefix(r.body["error"].(string), "unparseable") {
+		t.Errorf("nothing parseable: %+v", r)
+	}
+	if r := f.post(t, "/v1/events", ndjson, []byte("nope\n{}\n"), auth); r.code != 422 || r.body["error"] != "no valid event" {
 		t.Errorf("all invalid: %+v", r)
 	}
 	if r := f.post(t, "/v1/events", ndjson, []byte("\n\n"), auth); r.code != 400 {
@@ -219,7 +222,7 @@ func TestWebhookEndpoint(t *testing.T) {
 		!strings.Contains(r.body["error"].(string), "in the future") {
 		t.Errorf("future date: %+v", r)
 	}
-	if r := signed([]byte(`not json`)); r.code != 422 {
+	if r := signed([]byte(`not json`)); r.code != 400 || !strings.Contains(r.body["error"].(string), "not a JSON object") {
 		t.Errorf("not JSON: %+v", r)
 	}
 	if r := signed(bytes.Repeat([]byte(" "), MaxHookBytes+1)); r.code != 413 {

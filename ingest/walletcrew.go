@@ -14,6 +14,10 @@ import (
 	"github.com/walletsync/walletsync"
 )
 
+// errUnparseable marks a body that is not JSON at all: 400, where a
+// well-formed payload that breaks the contract is 422.
+var errUnparseable = errors.New("unparseable")
+
 // errIgnored marks a webhook of an event type walletsync does not consume
 // (Pass:Created, Customer:*…): it is acknowledged, not rejected, so that The
 // Wallet Crew does not retry it.
@@ -29,7 +33,7 @@ var errIgnored = errors.New("ignored")
 func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (walletsync.Event, error) {
 	var root map[string]any
 	if err := json.Unmarshal(body, &root); err != nil {
-		return walletsync.Event{}, fmt.Errorf("body: not a JSON object: %v", err)
+		return walletsync.Event{}, fmt.Errorf("%w: body is not a JSON object: %v", errUnparseable, err)
 	}
 	name := firstString(root, "type", "event", "eventType", "name")
 	var e walletsync.Event
