@@ -54,8 +54,10 @@ func benchCluster(b *testing.B, n int) (*kafka.Embedded, *kgo.Client, *kadm.Clie
 }
 
 // plainCopy is the baseline: the simplest franz-go consume→produce loop
-// over the same records, without dedupe, fold or transactions.
-func plainCopy(b *testing.B, brokers []string, n int) {
+// over the same records, without dedupe, fold or transactions, writing
+// copies of each record (1 for the baseline; 3, the processor's
+// output volume of clean, state and status records, to tell I/O from work).
+func plainCopy(b *testing.B, brokers []string, n, copies int) {
 	cl, err := kgo.NewClient(append(kafka.ClientOpts(brokers, "copy"),
 		kgo.ConsumeTopics("wallet.events"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
@@ -68,7 +70,9 @@ func plainCopy(b *testing.B, brokers []string, n int) {
 		fs := cl.PollFetches(ctx)
 		fs.EachRecord(func(r *kgo.Record) {
 			seen++
-			cl.Produce(ctx, &kgo.Record{Topic: "bench.copy", Key: r.Key, Value: r.Value}, nil)
+			for range copies {
+				cl.Produce(ctx, &kgo.Record{Topic: "bench.copy", Key: r.Key, Value: r.Value}, nil)
+			}
 		})
 	}
 	if err := cl.Flush(ctx); err != nil {
@@ -112,7 +116,8 @@ func BenchmarkPipeline(b *testing.B) {
 		name string
 		run  func(*testing.B, []string, *kadm.Client)
 	}{
-		{"plain_consume_produce_baseline", func(b *testing.B, br []string, _ *kadm.Client) { plainCopy(b, br, n) }},
+		{"plain_consume_produce_baseline", func(b *testing.B, br []string, _ *kadm.Client) { plainCopy(b, br, n, 1) }},
+		{"plain_consume_produce_3_outputs", func(b *testing.B, br []string, _ *kadm.Client) { plainCopy(b, br, n, 3) }},
 		{"walletsync_processor", func(b *testing.B, br []string, adm *kadm.Client) { runProcessor(b, br, adm, n) }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
