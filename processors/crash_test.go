@@ -63,6 +63,8 @@ func startChild(t *testing.T, id string, brokers []string) *child {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+id, brokersEnv+"="+strings.Join(brokers, ","))
 	cmd.Stderr = os.Stderr
+	// A child must not outlive a test that failed or panicked.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
