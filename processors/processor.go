@@ -167,7 +167,6 @@ func (p *Processor) session(ctx context.Context) error {
 		kgo.ConsumeTopics(t.Events),
 		kgo.TransactionalID(p.cfg.TransactionalID),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.OnPartitionsRevoked(p.dropParts),
 		kgo.OnPartitionsLost(p.dropParts),

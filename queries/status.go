@@ -6,12 +6,10 @@ package queries
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -26,10 +24,9 @@ type StatusView struct {
 	topic   string
 	log     *slog.Logger
 
-	mu     sync.RWMutex
-	byID   map[string]walletsync.Status
-	next   map[int32]int64 // the next offset to read, per partition
-	loaded atomic.Bool
+	mu   sync.RWMutex
+	byID map[string]walletsync.Status
+	next map[int32]int64 // the next offset to read, per partition
 }
 
 // NewStatusView reads topic (wallet.status) from brokers.
@@ -122,5 +119,3 @@ func (v *StatusView) Positions() map[int32]int64 {
 	}
 	return out
 }
-
-func (v *StatusView) String() string { return fmt.Sprintf("status view of %s", v.topic) }

@@ -276,6 +276,9 @@ func TestPipelineEndToEnd(t *testing.T) {
 		t.Errorf("unknown customer: %d", code)
 	}
 	code, body = httpDo(t, "GET", r.url+"/metrics", "", nil)
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
 	for _, m := range []string{"walletsync_process_duplicates_total", "walletsync_ingest_events_accepted_total", `walletsync_process_rejected_total{field="json"} 1`, `walletsync_process_rejected_total{field="key"} 1`, "walletsync_pipeline_lag 0", "walletsync_status_view_customers 152", "walletsync_ingest_produce_failures_total 2"} {
 		if !strings.Contains(string(body), m) {
 			t.Errorf("/metrics lacks %s", m)
