@@ -36,7 +36,7 @@ type command struct {
 }
 
 func commands() []command {
-	return []command{foldCommand(), runRoleCommand(), ingestCommand(), processCommand(), queryCommand()}
+	return []command{foldCommand(), runRoleCommand(), ingestCommand(), processCommand(), queryCommand(), migrateCommand()}
 }
 
 func main() {

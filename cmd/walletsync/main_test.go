@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/walletsync/walletsync/internal/chtest"
 )
 
 type result struct {
@@ -232,5 +234,23 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	r = runCLI(t, long, map[string]string{"WALLETSYNC_MAX_LINE": "lots"}, "fold")
 	if r.code != exitUsage || !strings.Contains(r.stderr, "WALLETSYNC_MAX_LINE") {
 		t.Errorf("bad env value: %+v", r)
+	}
+}
+
+func TestMigrateCommand(t *testing.T) {
+	srv := chtest.Start(t)
+	r := runCLI(t, "", nil, "migrate", "--clickhouse", srv.DSN())
+	if r.code != 0 || !strings.Contains(r.stdout, "applied 001_wallet_events") {
+		t.Fatalf("first migrate: %+v", r)
+	}
+	r = runCLI(t, "", map[string]string{"WALLETSYNC_CLICKHOUSE": srv.DSN()}, "migrate")
+	if r.code != 0 || r.stdout != "schema up to date\n" {
+		t.Fatalf("second migrate: %+v", r)
+	}
+	if r := runCLI(t, "", nil, "migrate"); r.code != exitUsage {
+		t.Errorf("no DSN: %+v", r)
+	}
+	if r := runCLI(t, "", nil, "migrate", "--clickhouse", "clickhouse://127.0.0.1:1/x"); r.code != exitFail {
+		t.Errorf("unreachable server: %+v", r)
 	}
 }

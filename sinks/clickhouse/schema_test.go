@@ -1,0 +1,74 @@
+package clickhouse_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/walletsync/walletsync/internal/chtest"
+	"github.com/walletsync/walletsync/sinks/clickhouse"
+)
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	srv := chtest.Start(t)
+	conn := srv.Conn(t)
+	ctx := context.Background()
+	done, err := clickhouse.Migrate(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"001_wallet_events", "002_wallet_status_versions", "003_wallet_status_current"}
+	if !slices.Equal(done, want) {
+		t.Fatalf("first run applied %v, want %v", done, want)
+	}
+	if again, err := clickhouse.Migrate(ctx, conn); err != nil || len(again) != 0 {
+		t.Fatalf("second run applied %v, %v; want nothing", again, err)
+	}
+	for _, table := range []string{"wallet_events", "wallet_status_versions", "wallet_status_current"} {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&n); err != nil || n != 1 {
+			t.Errorf("table %s: %d, %v", table, n, err)
+		}
+	}
+}
+
+// A batch inserted twice, as a sink does when it crashes after the insert
+// and before committing its offsets, counts once.
+func TestEventsInsertedTwiceCountOnce(t *testing.T) {
+	srv := chtest.Start(t)
+	conn := srv.Conn(t)
+	ctx := context.Background()
+	if _, err := clickhouse.Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	for range 2 {
+		// An explicit column list: ClickHouse 18.16 needs it for batches.
+		b, err := conn.PrepareBatch(ctx, "INSERT INTO wallet_events (event_id, type, platform, customer_id, occurred_at, occurred_ms, tags)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, id := range []string{"e1", "e2", "e3"} {
+			if err := b.Append(id, "installed", "apple", "c1", at, at.UnixMilli()+int64(i), []string{"spring"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var raw, final, distinct uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM wallet_events").Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count() FROM wallet_events FINAL").Scan(&final); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count() FROM (SELECT event_id FROM wallet_events LIMIT 1 BY event_id)").Scan(&distinct); err != nil {
+		t.Fatal(err)
+	}
+	if raw != 6 || final != 3 || distinct != 3 {
+		t.Fatalf("rows %d, FINAL %d, one per event_id %d; want 6, 3, 3", raw, final, distinct)
+	}
+}
