@@ -21,8 +21,11 @@ import (
 
 // Server is a running ClickHouse.
 type Server struct {
-	Addr string // host:port of the native protocol
-	dir  string
+	Addr   string // host:port of the native protocol
+	dir    string
+	bin    string
+	cmd    *exec.Cmd
+	exited chan error
 }
 
 const config = `<yandex>
@@ -91,20 +94,24 @@ func Start(t testing.TB) *Server {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(bin, "--config-file="+filepath.Join(dir, "config.xml"))
-	cmd.Dir = dir
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", tcp), dir: dir, bin: bin}
+	t.Cleanup(s.Stop)
+	s.run(t)
+	return s
+}
+
+// run starts the server process and waits until it answers.
+func (s *Server) run(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(s.bin, "--config-file="+filepath.Join(s.dir, "config.xml"))
+	cmd.Dir = s.dir
 	// The server must not outlive a test that failed or panicked.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting clickhouse-server: %v", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", tcp), dir: dir}
+	s.cmd, s.exited = cmd, make(chan error, 1)
+	go func() { s.exited <- cmd.Wait() }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		conn, err := s.open()
@@ -112,12 +119,13 @@ func Start(t testing.TB) *Server {
 			err = conn.Ping(context.Background())
 			conn.Close()
 			if err == nil {
-				return s
+				return
 			}
 		}
 		select {
-		case werr := <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "server.err.log"))
+		case werr := <-s.exited:
+			s.cmd = nil
+			log, _ := os.ReadFile(filepath.Join(s.dir, "server.err.log"))
 			t.Fatalf("clickhouse-server exited (%v):\n%s", werr, log)
 		default:
 		}
@@ -127,6 +135,19 @@ func Start(t testing.TB) *Server {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// Stop kills the server (SIGKILL: no clean shutdown); Restart starts it again
+// on the same port and data.
+func (s *Server) Stop() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+		s.cmd = nil
+	}
+}
+
+// Restart starts a stopped server again.
+func (s *Server) Restart(t testing.TB) { s.run(t) }
 
 func (s *Server) open() (driver.Conn, error) {
 	return clickhouse.Open(&clickhouse.Options{Addr: []string{s.Addr}, Protocol: clickhouse.Native, DialTimeout: 2 * time.Second})

@@ -1,0 +1,282 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/kafka"
+)
+
+// DefaultGroup is the ClickHouse sink's consumer group.
+const DefaultGroup = "walletsync-clickhouse"
+
+// SinkConfig configures a Sink.
+type SinkConfig struct {
+	Brokers       []string
+	Topics        kafka.Topics
+	Group         string
+	BatchRows     int           // flush at this many records (default 50,000)
+	BatchInterval time.Duration // or this long after the first (default 1 s)
+	Logger        *slog.Logger
+	Metrics       *SinkMetrics
+}
+
+// Sink copies wallet.events.clean and wallet.status into ClickHouse. It is
+// at-least-once by construction — offsets are committed only after
+// ClickHouse acknowledged the rows — and exactly-once in query results,
+// because a re-inserted row has the same sorting key as its first copy
+// (see the migrations) and queries read one row per key.
+type Sink struct {
+	cfg  SinkConfig
+	conn driver.Conn
+	log  *slog.Logger
+	m    *SinkMetrics
+}
+
+// NewSink returns a sink writing through conn.
+func NewSink(cfg SinkConfig, conn driver.Conn) *Sink {
+	if cfg.Topics == (kafka.Topics{}) {
+		cfg.Topics = kafka.DefaultTopics()
+	}
+	if cfg.Group == "" {
+		cfg.Group = DefaultGroup
+	}
+	if cfg.BatchRows <= 0 {
+		cfg.BatchRows = 50_000
+	}
+	if cfg.BatchInterval <= 0 {
+		cfg.BatchInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewSinkMetrics(prometheus.NewRegistry())
+	}
+	return &Sink{cfg: cfg, conn: conn, log: cfg.Logger, m: cfg.Metrics}
+}
+
+// Run consumes until ctx ends.
+func (s *Sink) Run(ctx context.Context) error {
+	if _, err := Migrate(ctx, s.conn); err != nil {
+		return fmt.Errorf("clickhouse sink: %w", err)
+	}
+	t := s.cfg.Topics
+	cl, err := kgo.NewClient(append(kafka.ClientOpts(s.cfg.Brokers, "walletsync-clickhouse"),
+		kgo.ConsumerGroup(s.cfg.Group),
+		kgo.ConsumeTopics(t.Clean, t.Status),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.DisableAutoCommit(),
+		// A rebalance waits until the batch in hand is written and its
+		// offsets committed, so no other member writes it again.
+		kgo.BlockRebalanceOnPoll(),
+	)...)
+	if err != nil {
+		return fmt.Errorf("clickhouse sink: %w", err)
+	}
+	defer cl.Close()
+	// Runs before Close: leaving the group needs the rebalance that a
+	// poll left blocked.
+	defer cl.AllowRebalance()
+
+	var b batch
+	first := time.Time{}
+	for {
+		pollCtx := ctx
+		var cancel context.CancelFunc = func() {}
+		if !first.IsZero() {
+			pollCtx, cancel = context.WithDeadline(ctx, first.Add(s.cfg.BatchInterval))
+		}
+		fs := cl.PollRecords(pollCtx, s.cfg.BatchRows-b.len())
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		fs.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				s.log.Warn("clickhouse sink fetch error", "topic", topic, "partition", p, "err", err)
+			}
+		})
+		fs.EachRecord(func(r *kgo.Record) {
+			if first.IsZero() {
+				first = time.Now()
+			}
+			b.add(r, t, s.m)
+		})
+		if b.len() > 0 && (b.len() >= s.cfg.BatchRows || time.Since(first) >= s.cfg.BatchInterval) {
+			if err := s.flush(ctx, &b); err != nil {
+				return nil // ctx ended while retrying
+			}
+			if err := cl.CommitUncommittedOffsets(ctx); err != nil {
+				// The rows are in ClickHouse; if the commit is lost they
+				// are written again later and collapse with themselves.
+				s.log.Warn("clickhouse sink offset commit failed", "err", err)
+			}
+			b = batch{}
+			first = time.Time{}
+		}
+		cl.AllowRebalance()
+	}
+}
+
+// flush writes the batch, retrying with backoff until ClickHouse takes it or
+// ctx ends. While it retries nothing more is polled: that is the backpressure.
+func (s *Sink) flush(ctx context.Context, b *batch) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		err := s.write(ctx, b)
+		if err == nil {
+			s.m.rows.WithLabelValues("wallet_events").Add(float64(len(b.events)))
+			s.m.rows.WithLabelValues("wallet_status_versions").Add(float64(len(b.statuses)))
+			s.m.insertSeconds.Observe(time.Since(start).Seconds())
+			return nil
+		}
+		s.m.retries.Inc()
+		s.log.Warn("clickhouse insert failed; retrying", "attempt", attempt, "backoff", backoff.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (s *Sink) write(ctx context.Context, b *batch) error {
+	if len(b.events) > 0 {
+		ins, err := s.conn.PrepareBatch(ctx, insertEvents)
+		if err != nil {
+			return err
+		}
+		now := time.Now().UTC().Truncate(time.Second)
+		for i := range b.events {
+			e := &b.events[i]
+			var medium, origin, ua string
+			var tags []string
+			if r := e.Registration; r != nil {
+				medium, origin, ua, tags = r.Medium, r.Origin, r.UserAgent, r.Tags
+			}
+			if tags == nil {
+				tags = []string{}
+			}
+			installed := uint8(0)
+			if e.Installed {
+				installed = 1
+			}
+			if err := ins.Append(e.ID, e.Type.String(), e.Platform.String(), e.CustomerID, e.PassID, e.PassType,
+				time.UnixMilli(e.OccurredAt).UTC(), e.OccurredAt, installed, e.InstalledAt,
+				e.Source, medium, origin, ua, tags, now); err != nil {
+				return err
+			}
+		}
+		if err := ins.Send(); err != nil {
+			return err
+		}
+	}
+	if len(b.statuses) > 0 {
+		for _, q := range []string{insertVersions, insertCurrent} {
+			ins, err := s.conn.PrepareBatch(ctx, q)
+			if err != nil {
+				return err
+			}
+			for i := range b.statuses {
+				st := &b.statuses[i]
+				args := []any{st.CustomerID, st.Version, st.Wallet.String(), st.AppleInstalledAt, st.GoogleInstalledAt, st.LastChangedAt, lastEvent(st.LastEvent)}
+				if q == insertVersions {
+					args = append(args, time.UnixMilli(st.LastChangedAt).UTC())
+				}
+				if err := ins.Append(args...); err != nil {
+					return err
+				}
+			}
+			if err := ins.Send(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func lastEvent(l walletsync.LastEvent) string {
+	if l == walletsync.LastUninstalled {
+		return "uninstalled"
+	}
+	return "installed"
+}
+
+// Explicit column lists: ClickHouse 18.16 needs them for batches.
+const (
+	insertEvents = `INSERT INTO wallet_events (event_id, type, platform, customer_id, pass_id, pass_type,
+	occurred_at, occurred_ms, installed, installed_at_ms, source, medium, origin, user_agent, tags, ingested_at)`
+	insertVersions = `INSERT INTO wallet_status_versions (customer_id, version, wallet_status,
+	apple_installed_at_ms, google_installed_at_ms, last_changed_at_ms, last_event, last_changed_at)`
+	insertCurrent = `INSERT INTO wallet_status_current (customer_id, version, wallet_status,
+	apple_installed_at_ms, google_installed_at_ms, last_changed_at_ms, last_event)`
+)
+
+type batch struct {
+	events   []walletsync.Event
+	statuses []walletsync.Status
+	dec      walletsync.Decoder
+}
+
+func (b *batch) len() int { return len(b.events) + len(b.statuses) }
+
+// add turns a record into a row. Records that do not parse cannot come from
+// the processors; they are counted and skipped rather than blocking the sink
+// forever (the processors' DLQ is where bad input goes).
+func (b *batch) add(r *kgo.Record, t kafka.Topics, m *SinkMetrics) {
+	switch r.Topic {
+	case t.Clean:
+		e, err := b.dec.Parse(r.Value)
+		if err != nil {
+			m.skipped.Inc()
+			return
+		}
+		b.events = append(b.events, e)
+	case t.Status:
+		if r.Value == nil {
+			return
+		}
+		id, v, regs, err := walletsync.ParseStatusRecord(r.Value)
+		if err != nil {
+			m.skipped.Inc()
+			return
+		}
+		b.statuses = append(b.statuses, walletsync.Status{CustomerID: id, Fields: walletsync.FieldsOf(regs), Version: v})
+	}
+}
+
+// SinkMetrics are the ClickHouse sink's Prometheus metrics.
+type SinkMetrics struct {
+	rows          *prometheus.CounterVec
+	retries       prometheus.Counter
+	skipped       prometheus.Counter
+	insertSeconds prometheus.Histogram
+}
+
+// NewSinkMetrics registers the sink's metrics with reg.
+func NewSinkMetrics(reg prometheus.Registerer) *SinkMetrics {
+	m := &SinkMetrics{
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "rows_total",
+			Help: "Rows inserted into ClickHouse, by table."}, []string{"table"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "insert_retries_total",
+			Help: "Failed batch inserts, each retried with backoff."}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "records_skipped_total",
+			Help: "Records that did not parse and were skipped."}),
+		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "insert_seconds",
+			Help: "Time to insert one batch.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+	}
+	reg.MustRegister(m.rows, m.retries, m.skipped, m.insertSeconds)
+	return m
+}
