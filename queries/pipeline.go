@@ -19,6 +19,17 @@ type Lag struct {
 	view   *StatusView
 	// outputs are the topics the processors write in transactions.
 	outputs []string
+	// sinks are further consumer groups of the pipeline and their topics;
+	// they keep transaction markers, so their offsets reach the end.
+	sinks map[string][]string
+}
+
+// AddGroup counts a sink's consumer group, reading topics, in the lag.
+func (l *Lag) AddGroup(group string, topics ...string) {
+	if l.sinks == nil {
+		l.sinks = map[string][]string{}
+	}
+	l.sinks[group] = topics
 }
 
 // NewLag measures the processors' group on events (with the topics it writes
@@ -45,6 +56,34 @@ func listed(lo kadm.ListedOffsets, err error) (kadm.ListedOffsets, error) {
 		return nil, err
 	}
 	return lo, nil
+}
+
+// groupLag is a group's records not yet committed, over topics.
+func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (int64, error) {
+	ends, err := listed(l.adm.ListEndOffsets(ctx, topics...))
+	if err != nil {
+		return 0, fmt.Errorf("end offsets: %w", err)
+	}
+	starts, err := listed(l.adm.ListStartOffsets(ctx, topics...))
+	if err != nil {
+		return 0, fmt.Errorf("start offsets: %w", err)
+	}
+	committed, err := l.adm.FetchOffsetsForTopics(ctx, group, topics...)
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
+		return 0, fmt.Errorf("offsets of group %s: %w", group, err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) {
+		pos := int64(0)
+		if s, ok := starts.Lookup(o.Topic, o.Partition); ok {
+			pos = s.Offset
+		}
+		if c, ok := committed.Lookup(o.Topic, o.Partition); ok && c.Err == nil && c.At >= 0 {
+			pos = max(pos, c.At)
+		}
+		n += max(0, o.Offset-pos)
+	})
+	return n, nil
 }
 
 // Compute returns the current lag: per partition, the high watermark minus
@@ -118,6 +157,14 @@ func (l *Lag) Compute(ctx context.Context) (Report, error) {
 		})
 	}
 	r.Consumers[l.group] = procLag
+
+	for group, topics := range l.sinks {
+		n, err := l.groupLag(ctx, group, topics)
+		if err != nil {
+			return r, err
+		}
+		r.Consumers[group] = n
+	}
 
 	if l.view != nil {
 		hwm, err := listed(l.adm.ListEndOffsets(ctx, l.status))

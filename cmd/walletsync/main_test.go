@@ -207,6 +207,7 @@ func TestHelp(t *testing.T) {
 		"ingest":  {"--customer-key", "--connector-api-key", "--produce-timeout", "--max-skew"},
 		"process": {"--dedupe-window", "--group", "--transactional-id"},
 		"query":   {"--api-token", "--http address"},
+		"sink":    {"--clickhouse DSN", "--clickhouse-batch-rows", "--clickhouse-batch-interval"},
 	} {
 		r := runCLI(t, "", nil, "help", role)
 		for _, f := range flags {
@@ -214,6 +215,9 @@ func TestHelp(t *testing.T) {
 				t.Errorf("help %s lacks %q:\n%s", role, f, r.stdout)
 			}
 		}
+	}
+	if r := runCLI(t, "", nil, "sink", "crm"); r.code != exitUsage || !strings.Contains(r.stderr, "walletsync sink clickhouse") {
+		t.Errorf("unknown sink: %+v", r)
 	}
 	if r := runCLI(t, "", nil, "process"); r.code != exitUsage || !strings.Contains(r.stderr, "--brokers is required") {
 		t.Errorf("process without brokers: %+v", r)

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/chtest"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/processors"
@@ -355,4 +356,67 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// walletsync run with --clickhouse: the sink's group counts in
+// /v1/pipeline, and once the lag is zero ClickHouse holds every event once
+// and the current status of every customer as /v1/status shows it.
+func TestRunWithClickHouse(t *testing.T) {
+	ch := chtest.Start(t)
+	emb, err := kafka.StartEmbedded("", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	r := startRole(t, "run", "--brokers", strings.Join(emb.Brokers(), ","), "--partitions", "3", "--http", "127.0.0.1:0",
+		"--log-level", "warn", "--transactional-id", "with-ch", "--clickhouse", ch.DSN(), "--clickhouse-batch-interval", "100ms")
+	lines := testStream()[:2000]
+	postLines(t, r.url, lines, 500)
+	waitCaughtUp(t, r.url)
+	_, rep := httpDo(t, "GET", r.url+"/v1/pipeline", "", nil)
+	if !strings.Contains(string(rep), `"walletsync-clickhouse":0`) {
+		t.Fatalf("/v1/pipeline does not count the ClickHouse sink: %s", rep)
+	}
+	conn := ch.Conn(t)
+	ctx := context.Background()
+	distinct := map[string]bool{}
+	for _, l := range lines {
+		if e, err := walletsync.ParseEvent(l); err == nil {
+			distinct[e.ID] = true
+		}
+	}
+	var events uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM wallet_events FINAL").Scan(&events); err != nil || events != uint64(len(distinct)) {
+		t.Fatalf("wallet_events holds %d events (%v), want %d", events, err, len(distinct))
+	}
+	rows, err := conn.Query(ctx, `SELECT customer_id, version, toString(wallet_status) FROM wallet_status_current FINAL ORDER BY customer_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromCH strings.Builder
+	for rows.Next() {
+		var id, wallet string
+		var v uint64
+		if err := rows.Scan(&id, &v, &wallet); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&fromCH, "%s %d %s\n", id, v, wallet)
+	}
+	rows.Close()
+	_, body := httpDo(t, "GET", r.url+"/v1/status", "", nil)
+	var fromAPI strings.Builder
+	for _, l := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+		var s struct {
+			CustomerID   string
+			Version      uint64
+			WalletStatus string
+		}
+		if err := json.Unmarshal([]byte(l), &s); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&fromAPI, "%s %d %s\n", s.CustomerID, s.Version, s.WalletStatus)
+	}
+	if fromCH.String() != fromAPI.String() {
+		t.Fatalf("wallet_status_current differs from /v1/status:\n%s", diffLines(fromCH.String(), fromAPI.String()))
+	}
 }

@@ -28,6 +28,7 @@ Runs ingest, the processors and the read API in one process. Without
 			f.ingestFlags(fs)
 			f.tokenFlag(fs)
 			f.processFlags(fs)
+			f.clickhouseFlags(fs, "ClickHouse `DSN` (clickhouse://user:password@host:9000/db; @FILE reads it): also run the ClickHouse sink")
 			return func(ctx context.Context, e env, args []string) int {
 				return roleMain(ctx, e, f, args, "run")
 			}
@@ -97,6 +98,36 @@ wallet.status on --brokers.`,
 	}
 }
 
+func sinkCommand() command {
+	return command{
+		name:    "sink",
+		args:    "clickhouse",
+		summary: "one sink alone, against Kafka: clickhouse",
+		help: `
+"walletsync sink clickhouse" copies wallet.events.clean and wallet.status
+into ClickHouse (creating or upgrading its schema first), in batches by rows
+and time, committing offsets only after ClickHouse acknowledged the rows.
+Several may run: they share the partitions in one consumer group.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
+			f := &roleFlags{}
+			f.common(fs, ":8083")
+			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…), required")
+			f.clickhouseFlags(fs, "ClickHouse `DSN` (clickhouse://user:password@host:9000/db; @FILE reads it), required")
+			return func(ctx context.Context, e env, args []string) int {
+				if len(args) != 1 || args[0] != "clickhouse" {
+					fmt.Fprintln(e.stderr, `walletsync sink: name the sink: "walletsync sink clickhouse"`)
+					return exitUsage
+				}
+				if f.clickhouseDSN == "" {
+					fmt.Fprintln(e.stderr, "walletsync sink clickhouse: --clickhouse is required")
+					return exitUsage
+				}
+				return roleMain(ctx, e, f, nil, "sink")
+			}
+		},
+	}
+}
+
 func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role string) int {
 	if len(args) > 0 {
 		fmt.Fprintf(e.stderr, "walletsync %s: unexpected arguments %q\n", role, args)
@@ -137,7 +168,7 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)
 		return exitFail
 	}
-	if role != "query" {
+	if role != "query" && role != "sink" {
 		if err := n.ensureTopics(ctx, f); err != nil {
 			fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)
 			return exitFail
@@ -147,10 +178,15 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 	switch role {
 	case "run":
 		if setupErr = n.addIngest(f); setupErr == nil {
-			if setupErr = n.addProcess(f); setupErr == nil {
+			if setupErr = n.addProcess(f); setupErr == nil && f.clickhouseDSN != "" {
+				setupErr = n.addClickHouse(f)
+			}
+			if setupErr == nil {
 				setupErr = n.addQuery(f)
 			}
 		}
+	case "sink":
+		setupErr = n.addClickHouse(f)
 	case "ingest":
 		setupErr = n.addIngest(f)
 	case "process":

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,6 +26,7 @@ import (
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/processors"
 	"github.com/walletsync/walletsync/queries"
+	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
 )
 
 // listFlag is a repeatable flag; one value may also hold several separated
@@ -67,6 +69,15 @@ type roleFlags struct {
 	dedupeWindow, produceTimeout, skew  time.Duration
 	transactionalID, group              string
 	embeddedBrokers                     int
+	clickhouseDSN                       string
+	batchRows                           int
+	batchInterval                       time.Duration
+}
+
+func (f *roleFlags) clickhouseFlags(fs *flag.FlagSet, help string) {
+	fs.StringVar(&f.clickhouseDSN, "clickhouse", "", help)
+	fs.IntVar(&f.batchRows, "clickhouse-batch-rows", 50_000, "ClickHouse sink: insert when this many records are buffered")
+	fs.DurationVar(&f.batchInterval, "clickhouse-batch-interval", time.Second, "ClickHouse sink: or when the oldest buffered record is this old")
 }
 
 func (f *roleFlags) kafkaFlags(fs *flag.FlagSet, brokersHelp string) {
@@ -127,6 +138,8 @@ type node struct {
 	brokers []string
 	comps   []func(context.Context) error
 	closers []func()
+	// sinkGroups are counted in /v1/pipeline: group → topics it reads.
+	sinkGroups map[string][]string
 }
 
 func newNode(log *slog.Logger, brokers []string) (*node, error) {
@@ -206,6 +219,34 @@ func (n *node) addProcess(f *roleFlags) error {
 	return nil
 }
 
+func (n *node) addClickHouse(f *roleFlags) error {
+	dsn, err := secret(f.clickhouseDSN) // a DSN may carry a password
+	if err != nil {
+		return fmt.Errorf("--clickhouse: %w", err)
+	}
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		return fmt.Errorf("--clickhouse: %w", err)
+	}
+	opts.DialTimeout = 5 * time.Second
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return fmt.Errorf("--clickhouse: %w", err)
+	}
+	n.closers = append(n.closers, func() { conn.Close() })
+	t := kafka.DefaultTopics()
+	sink := chsink.NewSink(chsink.SinkConfig{
+		Brokers: n.brokers, Topics: t, BatchRows: f.batchRows, BatchInterval: f.batchInterval,
+		Logger: n.log, Metrics: chsink.NewSinkMetrics(n.reg),
+	}, conn)
+	n.comps = append(n.comps, sink.Run)
+	if n.sinkGroups == nil {
+		n.sinkGroups = map[string][]string{}
+	}
+	n.sinkGroups[chsink.DefaultGroup] = []string{t.Clean, t.Status}
+	return nil
+}
+
 func (n *node) addQuery(f *roleFlags) error {
 	token, err := secret(f.apiToken)
 	if err != nil {
@@ -219,6 +260,9 @@ func (n *node) addQuery(f *roleFlags) error {
 		group = processors.DefaultGroup
 	}
 	lag := queries.NewLag(n.adm, t.Events, t.Status, group, view, t.Clean, t.Status, t.State, t.DLQ)
+	for g, topics := range n.sinkGroups {
+		lag.AddGroup(g, topics...)
+	}
 	api := &queries.API{View: view, Lag: lag, APIToken: token}
 	api.Register(n.mux)
 	// Measured when scraped, so the figure is never older than the scrape;

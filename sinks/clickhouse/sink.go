@@ -76,6 +76,10 @@ func (s *Sink) Run(ctx context.Context) error {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.DisableAutoCommit(),
+		// Transaction markers are kept and committed past, so that the
+		// group's offsets reach the end of the topics and its lag in
+		// /v1/pipeline can be zero; add skips them.
+		kgo.KeepControlRecords(),
 		// A rebalance waits until the batch in hand is written and its
 		// offsets committed, so no other member writes it again.
 		kgo.BlockRebalanceOnPoll(),
@@ -112,7 +116,8 @@ func (s *Sink) Run(ctx context.Context) error {
 			}
 			b.add(r, t, s.m)
 		})
-		if b.len() > 0 && (b.len() >= s.cfg.BatchRows || time.Since(first) >= s.cfg.BatchInterval) {
+		// A batch of only markers is committed too, so the lag reaches 0.
+		if !first.IsZero() && (b.len() >= s.cfg.BatchRows || time.Since(first) >= s.cfg.BatchInterval) {
 			if err := s.flush(ctx, &b); err != nil {
 				return nil // ctx ended while retrying
 			}
@@ -236,6 +241,9 @@ func (b *batch) len() int { return len(b.events) + len(b.statuses) }
 // the processors; they are counted and skipped rather than blocking the sink
 // forever (the processors' DLQ is where bad input goes).
 func (b *batch) add(r *kgo.Record, t kafka.Topics, m *SinkMetrics) {
+	if r.Attrs.IsControl() {
+		return
+	}
 	switch r.Topic {
 	case t.Clean:
 		e, err := b.dec.Parse(r.Value)
