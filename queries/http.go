@@ -3,6 +3,8 @@ package queries
 import (
 	"bufio"
 	"context"
+	"errors"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -13,7 +15,9 @@ import (
 type API struct {
 	View     *StatusView
 	Lag      *Lag
+	Insights Engine // nil: no insight store configured
 	APIToken string
+	Logger   *slog.Logger
 }
 
 // Register adds the read routes to mux.
@@ -21,6 +25,41 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/customers/{customerId}", a.customer)
 	mux.HandleFunc("GET /v1/status", a.statuses)
 	mux.HandleFunc("GET /v1/pipeline", a.pipeline)
+	mux.HandleFunc("GET /v1/insights/{name}", a.insight)
+}
+
+func (a *API) insight(w http.ResponseWriter, r *http.Request) {
+	if !ingest.CheckBearer(w, r, a.APIToken) {
+		return
+	}
+	p := r.URL.Query()
+	q, err := ParseQuery(r.PathValue("name"), p.Get("from"), p.Get("to"), p.Get("by"))
+	if err != nil {
+		ingest.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if a.Insights == nil {
+		w.Header().Set("Retry-After", "60")
+		ingest.WriteError(w, http.StatusServiceUnavailable, "no insight store is configured (start with --clickhouse)")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	ans, err := a.Insights.Insight(ctx, q)
+	switch {
+	case errors.Is(err, ErrNotImplemented):
+		ingest.WriteError(w, http.StatusNotImplemented, q.Name+" is not available yet")
+	case err != nil:
+		// The store's own error is logged, not shown: it says nothing a
+		// caller can act on and may name internals.
+		if a.Logger != nil {
+			a.Logger.Error("insight query failed", "query", q.Name, "err", err)
+		}
+		w.Header().Set("Retry-After", "5")
+		ingest.WriteError(w, http.StatusServiceUnavailable, "the insight store did not answer; try again")
+	default:
+		ingest.WriteJSON(w, http.StatusOK, ans)
+	}
 }
 
 func (a *API) customer(w http.ResponseWriter, r *http.Request) {

@@ -288,6 +288,9 @@ func TestPipelineEndToEnd(t *testing.T) {
 	if code, _ := httpDo(t, "GET", r.url+"/readyz", "", nil); code != 200 {
 		t.Errorf("/readyz: %d", code)
 	}
+	if code, body := httpDo(t, "GET", r.url+"/v1/insights/daily?from=2026-01-01&to=2026-01-02", "", nil); code != 503 || !strings.Contains(string(body), "--clickhouse") {
+		t.Errorf("insights without a store: %d %s", code, body)
+	}
 	if c := r.stop(); c != 0 {
 		t.Errorf("run exited %d: %s", c, r.stderr)
 	}
@@ -418,5 +421,33 @@ func TestRunWithClickHouse(t *testing.T) {
 	}
 	if fromCH.String() != fromAPI.String() {
 		t.Fatalf("wallet_status_current differs from /v1/status:\n%s", diffLines(fromCH.String(), fromAPI.String()))
+	}
+
+	// The insight API over the same store.
+	code, body := httpDo(t, "GET", r.url+"/v1/insights/daily?from=2026-01-01&to=2026-01-03&by=medium", "", nil)
+	var ans struct {
+		Query, From, To, By string
+		Rows                []map[string]any
+	}
+	if err := json.Unmarshal(body, &ans); code != 200 || err != nil || ans.Query != "daily" || ans.By != "medium" || len(ans.Rows) == 0 {
+		t.Fatalf("daily insight: %d %s", code, body)
+	}
+	var installs float64
+	for _, row := range ans.Rows {
+		installs += row["installs"].(float64)
+	}
+	if installs == 0 {
+		t.Errorf("daily insight counted no installs: %s", body)
+	}
+	for path, want := range map[string]int{
+		"/v1/insights/status?from=2026-01-01&to=2026-01-02":         200,
+		"/v1/insights/daily?from=2026-01-02&to=2026-01-01":          400,
+		"/v1/insights/weekly?from=2026-01-01&to=2026-01-02":         400,
+		"/v1/insights/retention?from=2026-01-01&to=2026-01-02":      501,
+		"/v1/insights/daily?from=2026-01-01&to=2026-01-02&by=color": 400,
+	} {
+		if code, body := httpDo(t, "GET", r.url+path, "", nil); code != want {
+			t.Errorf("%s: %d %s, want %d", path, code, body, want)
+		}
 	}
 }

@@ -91,6 +91,7 @@ wallet.status on --brokers.`,
 			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…), required")
 			f.tokenFlag(fs)
 			fs.StringVar(&f.group, "group", "walletsync-process", "consumer group of the processors, for /v1/pipeline")
+			fs.StringVar(&f.clickhouseDSN, "clickhouse", "", "ClickHouse `DSN` answering /v1/insights (clickhouse://user:password@host:9000/db; @FILE reads it)")
 			return func(ctx context.Context, e env, args []string) int {
 				return roleMain(ctx, e, f, args, "query")
 			}

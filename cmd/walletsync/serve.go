@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -140,6 +141,7 @@ type node struct {
 	closers []func()
 	// sinkGroups are counted in /v1/pipeline: group → topics it reads.
 	sinkGroups map[string][]string
+	chConn     driver.Conn // set once --clickhouse is opened
 }
 
 func newNode(log *slog.Logger, brokers []string) (*node, error) {
@@ -219,21 +221,34 @@ func (n *node) addProcess(f *roleFlags) error {
 	return nil
 }
 
-func (n *node) addClickHouse(f *roleFlags) error {
+// openClickHouse connects to --clickhouse once per process.
+func (n *node) openClickHouse(f *roleFlags) (driver.Conn, error) {
+	if n.chConn != nil {
+		return n.chConn, nil
+	}
 	dsn, err := secret(f.clickhouseDSN) // a DSN may carry a password
 	if err != nil {
-		return fmt.Errorf("--clickhouse: %w", err)
+		return nil, fmt.Errorf("--clickhouse: %w", err)
 	}
 	opts, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
-		return fmt.Errorf("--clickhouse: %w", err)
+		return nil, fmt.Errorf("--clickhouse: %w", err)
 	}
 	opts.DialTimeout = 5 * time.Second
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
-		return fmt.Errorf("--clickhouse: %w", err)
+		return nil, fmt.Errorf("--clickhouse: %w", err)
 	}
 	n.closers = append(n.closers, func() { conn.Close() })
+	n.chConn = conn
+	return conn, nil
+}
+
+func (n *node) addClickHouse(f *roleFlags) error {
+	conn, err := n.openClickHouse(f)
+	if err != nil {
+		return err
+	}
 	t := kafka.DefaultTopics()
 	sink := chsink.NewSink(chsink.SinkConfig{
 		Brokers: n.brokers, Topics: t, BatchRows: f.batchRows, BatchInterval: f.batchInterval,
@@ -263,7 +278,14 @@ func (n *node) addQuery(f *roleFlags) error {
 	for g, topics := range n.sinkGroups {
 		lag.AddGroup(g, topics...)
 	}
-	api := &queries.API{View: view, Lag: lag, APIToken: token}
+	api := &queries.API{View: view, Lag: lag, APIToken: token, Logger: n.log}
+	if f.clickhouseDSN != "" {
+		conn, err := n.openClickHouse(f)
+		if err != nil {
+			return err
+		}
+		api.Insights = &queries.ClickHouse{Conn: conn}
+	}
 	api.Register(n.mux)
 	// Measured when scraped, so the figure is never older than the scrape;
 	// NaN when Kafka cannot be asked.

@@ -158,55 +158,68 @@ func (s *Sink) flush(ctx context.Context, b *batch) error {
 }
 
 func (s *Sink) write(ctx context.Context, b *batch) error {
-	if len(b.events) > 0 {
-		ins, err := s.conn.PrepareBatch(ctx, insertEvents)
+	if err := InsertEvents(ctx, s.conn, b.events); err != nil {
+		return err
+	}
+	return InsertStatuses(ctx, s.conn, b.statuses)
+}
+
+// InsertEvents writes events to wallet_events in one batch.
+func InsertEvents(ctx context.Context, conn driver.Conn, events []walletsync.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	ins, err := conn.PrepareBatch(ctx, insertEvents)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	for i := range events {
+		e := &events[i]
+		var medium, origin, ua string
+		var tags []string
+		if r := e.Registration; r != nil {
+			medium, origin, ua, tags = r.Medium, r.Origin, r.UserAgent, r.Tags
+		}
+		if tags == nil {
+			tags = []string{}
+		}
+		installed := uint8(0)
+		if e.Installed {
+			installed = 1
+		}
+		if err := ins.Append(e.ID, e.Type.String(), e.Platform.String(), e.CustomerID, e.PassID, e.PassType,
+			time.UnixMilli(e.OccurredAt).UTC(), e.OccurredAt, installed, e.InstalledAt,
+			e.Source, medium, origin, ua, tags, now); err != nil {
+			return err
+		}
+	}
+	return ins.Send()
+}
+
+// InsertStatuses writes status records to wallet_status_versions and
+// wallet_status_current, one batch each.
+func InsertStatuses(ctx context.Context, conn driver.Conn, statuses []walletsync.Status) error {
+	if len(statuses) == 0 {
+		return nil
+	}
+	for _, q := range []string{insertVersions, insertCurrent} {
+		ins, err := conn.PrepareBatch(ctx, q)
 		if err != nil {
 			return err
 		}
-		now := time.Now().UTC().Truncate(time.Second)
-		for i := range b.events {
-			e := &b.events[i]
-			var medium, origin, ua string
-			var tags []string
-			if r := e.Registration; r != nil {
-				medium, origin, ua, tags = r.Medium, r.Origin, r.UserAgent, r.Tags
+		for i := range statuses {
+			st := &statuses[i]
+			args := []any{st.CustomerID, st.Version, st.Wallet.String(), st.AppleInstalledAt, st.GoogleInstalledAt, st.LastChangedAt, lastEvent(st.LastEvent)}
+			if q == insertVersions {
+				args = append(args, time.UnixMilli(st.LastChangedAt).UTC())
 			}
-			if tags == nil {
-				tags = []string{}
-			}
-			installed := uint8(0)
-			if e.Installed {
-				installed = 1
-			}
-			if err := ins.Append(e.ID, e.Type.String(), e.Platform.String(), e.CustomerID, e.PassID, e.PassType,
-				time.UnixMilli(e.OccurredAt).UTC(), e.OccurredAt, installed, e.InstalledAt,
-				e.Source, medium, origin, ua, tags, now); err != nil {
+			if err := ins.Append(args...); err != nil {
 				return err
 			}
 		}
 		if err := ins.Send(); err != nil {
 			return err
-		}
-	}
-	if len(b.statuses) > 0 {
-		for _, q := range []string{insertVersions, insertCurrent} {
-			ins, err := s.conn.PrepareBatch(ctx, q)
-			if err != nil {
-				return err
-			}
-			for i := range b.statuses {
-				st := &b.statuses[i]
-				args := []any{st.CustomerID, st.Version, st.Wallet.String(), st.AppleInstalledAt, st.GoogleInstalledAt, st.LastChangedAt, lastEvent(st.LastEvent)}
-				if q == insertVersions {
-					args = append(args, time.UnixMilli(st.LastChangedAt).UTC())
-				}
-				if err := ins.Append(args...); err != nil {
-					return err
-				}
-			}
-			if err := ins.Send(); err != nil {
-				return err
-			}
 		}
 	}
 	return nil

@@ -1,0 +1,134 @@
+package queries
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// The insight queries of SPEC §7.
+const (
+	Daily         = "daily"
+	StatusMix     = "status"
+	InstalledBase = "installed-base"
+	Retention     = "retention"
+)
+
+// MaxRange is the longest from..to an insight query accepts.
+const MaxRange = 3 * 366 * 24 * time.Hour
+
+// Query is a validated insight request: From inclusive, To exclusive, UTC days.
+type Query struct {
+	Name     string
+	From, To time.Time
+	By       string // daily only: "", "passType", "medium" or "source"
+}
+
+// Row is one answer row; its keys are SPEC §7's column names.
+type Row map[string]any
+
+// Answer is the JSON answer of SPEC §7.
+type Answer struct {
+	Query string `json:"query"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+	By    string `json:"by,omitempty"`
+	Rows  []Row  `json:"rows"`
+}
+
+// Engine answers insight queries; ClickHouse is one, the embedded engine
+// over the Parquet archive (issue 6) the other.
+type Engine interface {
+	Insight(ctx context.Context, q Query) (Answer, error)
+}
+
+// QueryError is a request that can never be answered: HTTP 400, exit 2.
+type QueryError struct{ Msg string }
+
+func (e *QueryError) Error() string { return e.Msg }
+
+// ErrNotImplemented: the engine does not answer this query (yet).
+var ErrNotImplemented = errors.New("not implemented by this engine yet")
+
+// ByFields are the values of daily's by parameter.
+var ByFields = []string{"passType", "medium", "source"}
+
+// ParseQuery validates a request's parameters.
+func ParseQuery(name, from, to, by string) (Query, error) {
+	q := Query{Name: name, By: by}
+	switch name {
+	case Daily, StatusMix, InstalledBase, Retention:
+	default:
+		return q, &QueryError{fmt.Sprintf("unknown insight %q: want daily, status, installed-base or retention", name)}
+	}
+	var err error
+	if q.From, err = time.Parse(time.DateOnly, from); err != nil {
+		return q, &QueryError{fmt.Sprintf("from: want a day as YYYY-MM-DD, got %q", from)}
+	}
+	if q.To, err = time.Parse(time.DateOnly, to); err != nil {
+		return q, &QueryError{fmt.Sprintf("to: want a day as YYYY-MM-DD, got %q", to)}
+	}
+	if !q.From.Before(q.To) {
+		return q, &QueryError{"from must be before to (to is exclusive)"}
+	}
+	if q.To.Sub(q.From) > MaxRange {
+		return q, &QueryError{"the range is over 3 years"}
+	}
+	if by != "" && (name != Daily || !slices.Contains(ByFields, by)) {
+		if name != Daily {
+			return q, &QueryError{"by applies to the daily insight only"}
+		}
+		return q, &QueryError{fmt.Sprintf("by: want passType, medium or source, got %q", by)}
+	}
+	return q, nil
+}
+
+// Days lists the UTC days of [From, To).
+func (q Query) Days() []time.Time {
+	var out []time.Time
+	for d := q.From; d.Before(q.To); d = d.AddDate(0, 0, 1) {
+		out = append(out, d)
+	}
+	return out
+}
+
+func (q Query) answer(rows []Row) Answer {
+	if rows == nil {
+		rows = []Row{}
+	}
+	return Answer{Query: q.Name, From: q.From.Format(time.DateOnly), To: q.To.Format(time.DateOnly), By: q.By, Rows: rows}
+}
+
+// dailyRows zero-fills daily counts: every day × platform × by value seen
+// (just "" without by), sorted by day, platform, by value.
+func dailyRows(q Query, counts map[[3]string][2]int64) []Row {
+	byValues := map[string]bool{}
+	for k := range counts {
+		byValues[k[2]] = true
+	}
+	if len(byValues) == 0 {
+		byValues[""] = true
+	}
+	bys := make([]string, 0, len(byValues))
+	for b := range byValues {
+		bys = append(bys, b)
+	}
+	slices.Sort(bys)
+	var rows []Row
+	for _, d := range q.Days() {
+		day := d.Format(time.DateOnly)
+		for _, p := range []string{"apple", "google"} {
+			for _, b := range bys {
+				c := counts[[3]string{day, p, b}]
+				row := Row{"day": day, "platform": p, "installs": c[0], "uninstalls": c[1], "net": c[0] - c[1]}
+				if q.By != "" {
+					row[q.By] = b
+				}
+				rows = append(rows, row)
+			}
+		}
+	}
+	return rows
+}
