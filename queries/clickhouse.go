@@ -25,6 +25,8 @@ func (c *ClickHouse) Insight(ctx context.Context, q Query) (Answer, error) {
 		return c.daily(ctx, q)
 	case StatusMix:
 		return c.status(ctx, q)
+	case InstalledBase:
+		return c.installedBase(ctx, q)
 	}
 	return Answer{}, fmt.Errorf("%s: %w", q.Name, ErrNotImplemented)
 }
@@ -89,6 +91,76 @@ func (c *ClickHouse) status(ctx context.Context, q Query) (Answer, error) {
 	var out []Row
 	for _, w := range walletsync.WalletStatuses {
 		out = append(out, Row{"walletStatus": w.String(), "customers": n[w.String()]})
+	}
+	return q.answer(out), nil
+}
+
+// installedBase counts, per platform and day, the registers whose E (the
+// winning installed/uninstalled event, observations ignored) at the end of
+// the day is an install. ClickHouse 18.16 has no window functions, so the
+// query returns, per platform and day, how many registers became installed
+// minus how many stopped being installed that day (each register's
+// end-of-day state compared with its previous one); the running sum, from
+// the first event on, is taken here.
+func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error) {
+	const sql = `SELECT p, d, sum(delta) FROM (
+		SELECT p, x.1 AS d, x.2 AS delta FROM (
+			SELECT p, arrayJoin(arrayMap((d, s, prev) -> (d, toInt64(s) - toInt64(prev)),
+				ds, ss, arrayPushFront(arrayPopBack(ss), 0))) AS x
+			FROM (
+				SELECT p, arrayMap(t -> t.1, arraySort(groupArray((d, s)))) AS ds,
+				          arrayMap(t -> t.2, arraySort(groupArray((d, s)))) AS ss
+				FROM (
+					SELECT customer_id, pass_id, toString(platform) AS p, toUInt32(intDiv(occurred_ms, 86400000)) AS d,
+					       argMax(type = 'installed', tuple(occurred_ms, type = 'uninstalled', event_id)) AS s
+					FROM (
+						SELECT event_id, customer_id, pass_id, platform, type, occurred_ms FROM wallet_events
+						WHERE occurred_at < toDateTime(?) AND occurred_ms < ? AND type != 'observed'
+						LIMIT 1 BY event_id
+					)
+					GROUP BY customer_id, pass_id, p, d
+				)
+				GROUP BY customer_id, pass_id, p
+			)
+		)
+	)
+	GROUP BY p, d`
+	rows, err := c.Conn.Query(ctx, sql, q.To.Unix()+1, q.To.UnixMilli())
+	if err != nil {
+		return Answer{}, fmt.Errorf("installed-base: %w", err)
+	}
+	defer rows.Close()
+	type key struct {
+		p string
+		d uint32
+	}
+	delta := map[key]int64{}
+	before := map[string]int64{} // changes on days before from
+	first := uint32(q.From.Unix() / 86400)
+	for rows.Next() {
+		var p string
+		var d uint32
+		var n int64
+		if err := rows.Scan(&p, &d, &n); err != nil {
+			return Answer{}, fmt.Errorf("installed-base: %w", err)
+		}
+		if d < first {
+			before[p] += n
+		} else {
+			delta[key{p, d}] += n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return Answer{}, fmt.Errorf("installed-base: %w", err)
+	}
+	var out []Row
+	base := map[string]int64{"apple": before["apple"], "google": before["google"]}
+	for _, day := range q.Days() {
+		d := uint32(day.Unix() / 86400)
+		for _, p := range []string{"apple", "google"} {
+			base[p] += delta[key{p, d}]
+			out = append(out, Row{"day": day.Format(time.DateOnly), "platform": p, "installed": base[p]})
+		}
 	}
 	return q.answer(out), nil
 }

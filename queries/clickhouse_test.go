@@ -37,6 +37,12 @@ func events(seed uint64, n int) []walletsync.Event {
 		if e.Type == walletsync.TypeObserved {
 			e.Installed = rng.IntN(2) == 0
 		}
+		if i > 0 && i%25 == 0 {
+			// A same-millisecond tie on the previous event's register.
+			p := out[i-1]
+			e.CustomerID, e.PassID, e.Platform, e.OccurredAt = p.CustomerID, p.PassID, p.Platform, p.OccurredAt
+			e.Type = walletsync.EventType(1 + rng.IntN(2))
+		}
 		out[i] = e
 	}
 	return out
@@ -96,6 +102,43 @@ func referenceDaily(evs []walletsync.Event, q queries.Query) []queries.Row {
 				}
 				rows = append(rows, row)
 			}
+		}
+	}
+	return rows
+}
+
+// referenceInstalledBase is SPEC §7's installed-base, plainly: for every
+// day, every register's E among the events before the day ends.
+func referenceInstalledBase(evs []walletsync.Event, q queries.Query) []queries.Row {
+	type reg struct {
+		customer, pass string
+		platform       walletsync.Platform
+	}
+	var rows []queries.Row
+	for d := q.From; d.Before(q.To); d = d.AddDate(0, 0, 1) {
+		end := d.AddDate(0, 0, 1).UnixMilli()
+		winner := map[reg]*walletsync.Event{}
+		for i := range evs {
+			e := &evs[i]
+			if e.Type == walletsync.TypeObserved || e.OccurredAt >= end {
+				continue
+			}
+			k := reg{e.CustomerID, e.PassID, e.Platform}
+			w := winner[k]
+			if w == nil || e.OccurredAt > w.OccurredAt ||
+				e.OccurredAt == w.OccurredAt && (e.Type == walletsync.TypeUninstalled && w.Type == walletsync.TypeInstalled ||
+					e.Type == w.Type && e.ID > w.ID) {
+				winner[k] = e
+			}
+		}
+		counts := map[walletsync.Platform]int64{}
+		for k, w := range winner {
+			if w.Type == walletsync.TypeInstalled {
+				counts[k.platform]++
+			}
+		}
+		for _, p := range []walletsync.Platform{walletsync.PlatformApple, walletsync.PlatformGoogle} {
+			rows = append(rows, queries.Row{"day": d.Format(time.DateOnly), "platform": p.String(), "installed": counts[p]})
 		}
 	}
 	return rows
@@ -172,6 +215,19 @@ func TestClickHouseInsightsMatchTheOracle(t *testing.T) {
 	}
 	if asJSON(t, got.Rows) != asJSON(t, want) {
 		t.Errorf("status:\n got %s\nwant %s", asJSON(t, got.Rows), asJSON(t, want))
+	}
+	for _, c := range [][2]string{{"2026-02-27", "2026-03-12"}, {"2026-03-05", "2026-03-06"}} {
+		q, err := queries.ParseQuery("installed-base", c[0], c[1], "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := engine.Insight(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, w := asJSON(t, got.Rows), asJSON(t, referenceInstalledBase(evs, q)); g != w {
+			t.Errorf("installed-base %v:\n got %s\nwant %s", c, g, w)
+		}
 	}
 	if _, err := engine.Insight(ctx, queries.Query{Name: "retention", From: q.From, To: q.To}); err == nil {
 		t.Error("retention is not implemented yet and must say so")
