@@ -27,6 +27,8 @@ func (c *ClickHouse) Insight(ctx context.Context, q Query) (Answer, error) {
 		return c.status(ctx, q)
 	case InstalledBase:
 		return c.installedBase(ctx, q)
+	case Retention:
+		return c.retention(ctx, q)
 	}
 	return Answer{}, fmt.Errorf("%s: %w", q.Name, ErrNotImplemented)
 }
@@ -160,6 +162,75 @@ func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error)
 		for _, p := range []string{"apple", "google"} {
 			base[p] += delta[key{p, d}]
 			out = append(out, Row{"day": day.Format(time.DateOnly), "platform": p, "installed": base[p]})
+		}
+	}
+	return q.answer(out), nil
+}
+
+// retention follows every install event of [from, to): is its register's E
+// (observations ignored) still an install 1, 7 and 30 days later — E among
+// the events up to and including that instant? Cohorts are the UTC weeks
+// (Monday first) of the installs. The week is computed from day numbers
+// (1970-01-01 was a Thursday), not with toMonday, which would use the
+// server's time zone.
+func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
+	const day = 86_400_000
+	const sql = `SELECT toUInt32(w), p, count(), sum(s1), sum(s7), sum(s30) FROM (
+		SELECT i_id, any(i_week) AS w, any(toString(platform)) AS p,
+			argMaxIf(e_inst, e_key, e_ms <= i_ms + 86400000) AS s1,
+			argMaxIf(e_inst, e_key, e_ms <= i_ms + 7 * 86400000) AS s7,
+			argMaxIf(e_inst, e_key, e_ms <= i_ms + 30 * 86400000) AS s30
+		FROM (
+			SELECT event_id AS i_id, customer_id, pass_id, platform, occurred_ms AS i_ms,
+			       toUInt32(intDiv(occurred_ms, 86400000)) AS i_day, i_day - (i_day + 3) % 7 AS i_week
+			FROM (
+				SELECT event_id, customer_id, pass_id, platform, occurred_ms FROM wallet_events
+				WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+				  AND occurred_ms >= ? AND occurred_ms < ? AND type = 'installed'
+				LIMIT 1 BY event_id
+			)
+		) ALL INNER JOIN (
+			SELECT customer_id, pass_id, platform, occurred_ms AS e_ms, type = 'installed' AS e_inst,
+			       tuple(occurred_ms, type = 'uninstalled', event_id) AS e_key
+			FROM (
+				SELECT event_id, customer_id, pass_id, platform, type, occurred_ms FROM wallet_events
+				WHERE occurred_ms <= ? AND type != 'observed'
+				LIMIT 1 BY event_id
+			)
+		) USING (customer_id, pass_id, platform)
+		GROUP BY i_id
+	)
+	GROUP BY w, p`
+	last := q.To.UnixMilli() + 30*day
+	rows, err := c.Conn.Query(ctx, sql, q.From.Unix(), q.To.Unix(), q.From.UnixMilli(), q.To.UnixMilli(), last)
+	if err != nil {
+		return Answer{}, fmt.Errorf("retention: %w", err)
+	}
+	defer rows.Close()
+	type key struct {
+		week uint32
+		p    string
+	}
+	got := map[key][4]int64{}
+	for rows.Next() {
+		var w uint32
+		var p string
+		var n, s1, s7, s30 uint64
+		if err := rows.Scan(&w, &p, &n, &s1, &s7, &s30); err != nil {
+			return Answer{}, fmt.Errorf("retention: %w", err)
+		}
+		got[key{w, p}] = [4]int64{int64(n), int64(s1), int64(s7), int64(s30)}
+	}
+	if err := rows.Err(); err != nil {
+		return Answer{}, fmt.Errorf("retention: %w", err)
+	}
+	var out []Row
+	for _, wk := range q.Weeks() {
+		w := uint32(wk.Unix() / 86400)
+		for _, p := range []string{"apple", "google"} {
+			c := got[key{w, p}]
+			out = append(out, Row{"cohortWeek": wk.Format(time.DateOnly), "platform": p,
+				"installed": c[0], "after1d": c[1], "after7d": c[2], "after30d": c[3]})
 		}
 	}
 	return q.answer(out), nil

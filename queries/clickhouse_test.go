@@ -144,6 +144,65 @@ func referenceInstalledBase(evs []walletsync.Event, q queries.Query) []queries.R
 	return rows
 }
 
+// referenceRetention is SPEC §7's retention, plainly: for each install
+// event in the range, its register's E at install + 1, 7 and 30 days.
+func referenceRetention(evs []walletsync.Event, q queries.Query) []queries.Row {
+	wins := func(a, b *walletsync.Event) bool {
+		if a.OccurredAt != b.OccurredAt {
+			return a.OccurredAt > b.OccurredAt
+		}
+		if a.Type != b.Type {
+			return a.Type == walletsync.TypeUninstalled
+		}
+		return a.ID > b.ID
+	}
+	stillAt := func(in *walletsync.Event, at int64) bool {
+		var w *walletsync.Event
+		for i := range evs {
+			e := &evs[i]
+			if e.Type == walletsync.TypeObserved || e.OccurredAt > at || e.CustomerID != in.CustomerID ||
+				e.PassID != in.PassID || e.Platform != in.Platform {
+				continue
+			}
+			if w == nil || wins(e, w) {
+				w = e
+			}
+		}
+		return w != nil && w.Type == walletsync.TypeInstalled
+	}
+	type key struct {
+		week string
+		p    walletsync.Platform
+	}
+	counts := map[key][4]int64{}
+	for i := range evs {
+		e := &evs[i]
+		if e.Type != walletsync.TypeInstalled || e.OccurredAt < q.From.UnixMilli() || e.OccurredAt >= q.To.UnixMilli() {
+			continue
+		}
+		d := time.UnixMilli(e.OccurredAt).UTC()
+		monday := time.Date(d.Year(), d.Month(), d.Day()-(int(d.Weekday())+6)%7, 0, 0, 0, 0, time.UTC)
+		k := key{monday.Format(time.DateOnly), e.Platform}
+		c := counts[k]
+		c[0]++
+		for j, n := range []int64{1, 7, 30} {
+			if stillAt(e, e.OccurredAt+n*86_400_000) {
+				c[j+1]++
+			}
+		}
+		counts[k] = c
+	}
+	var rows []queries.Row
+	for _, w := range q.Weeks() {
+		for _, p := range []walletsync.Platform{walletsync.PlatformApple, walletsync.PlatformGoogle} {
+			c := counts[key{w.Format(time.DateOnly), p}]
+			rows = append(rows, queries.Row{"cohortWeek": w.Format(time.DateOnly), "platform": p.String(),
+				"installed": c[0], "after1d": c[1], "after7d": c[2], "after30d": c[3]})
+		}
+	}
+	return rows
+}
+
 func asJSON(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -229,8 +288,18 @@ func TestClickHouseInsightsMatchTheOracle(t *testing.T) {
 			t.Errorf("installed-base %v:\n got %s\nwant %s", c, g, w)
 		}
 	}
-	if _, err := engine.Insight(ctx, queries.Query{Name: "retention", From: q.From, To: q.To}); err == nil {
-		t.Error("retention is not implemented yet and must say so")
+	for _, c := range [][2]string{{"2026-02-23", "2026-03-16"}, {"2026-03-04", "2026-03-06"}} {
+		q, err := queries.ParseQuery("retention", c[0], c[1], "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := engine.Insight(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, w := asJSON(t, got.Rows), asJSON(t, referenceRetention(evs, q)); g != w {
+			t.Errorf("retention %v:\n got %s\nwant %s", c, g, w)
+		}
 	}
 }
 

@@ -94,6 +94,16 @@ func (q Query) Days() []time.Time {
 	return out
 }
 
+// Weeks lists the Mondays of the UTC weeks that [From, To) touches.
+func (q Query) Weeks() []time.Time {
+	first := q.From.AddDate(0, 0, -((int(q.From.Weekday()) + 6) % 7))
+	var out []time.Time
+	for w := first; w.Before(q.To); w = w.AddDate(0, 0, 7) {
+		out = append(out, w)
+	}
+	return out
+}
+
 func (q Query) answer(rows []Row) Answer {
 	if rows == nil {
 		rows = []Row{}

@@ -443,7 +443,8 @@ func TestRunWithClickHouse(t *testing.T) {
 		"/v1/insights/status?from=2026-01-01&to=2026-01-02":         200,
 		"/v1/insights/daily?from=2026-01-02&to=2026-01-01":          400,
 		"/v1/insights/weekly?from=2026-01-01&to=2026-01-02":         400,
-		"/v1/insights/retention?from=2026-01-01&to=2026-01-02":      501,
+		"/v1/insights/retention?from=2026-01-01&to=2026-01-02":      200,
+		"/v1/insights/installed-base?from=2026-01-01&to=2026-01-02": 200,
 		"/v1/insights/daily?from=2026-01-01&to=2026-01-02&by=color": 400,
 	} {
 		if code, body := httpDo(t, "GET", r.url+path, "", nil); code != want {
