@@ -142,3 +142,21 @@ func dailyRows(q Query, counts map[[3]string][2]int64) []Row {
 	}
 	return rows
 }
+
+// Columns are the row keys of q's answer in display order.
+func Columns(q Query) []string {
+	switch q.Name {
+	case Daily:
+		if q.By != "" {
+			return []string{"day", "platform", q.By, "installs", "uninstalls", "net"}
+		}
+		return []string{"day", "platform", "installs", "uninstalls", "net"}
+	case StatusMix:
+		return []string{"walletStatus", "customers"}
+	case InstalledBase:
+		return []string{"day", "platform", "installed"}
+	case Retention:
+		return []string{"cohortWeek", "platform", "installed", "after1d", "after7d", "after30d"}
+	}
+	return nil
+}

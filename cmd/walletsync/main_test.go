@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/chtest"
+	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
 )
 
 type result struct {
@@ -256,5 +258,65 @@ func TestMigrateCommand(t *testing.T) {
 	}
 	if r := runCLI(t, "", nil, "migrate", "--clickhouse", "clickhouse://127.0.0.1:1/x"); r.code != exitFail {
 		t.Errorf("unreachable server: %+v", r)
+	}
+}
+
+func TestQueryInsightCommand(t *testing.T) {
+	srv := chtest.Start(t)
+	conn := srv.Conn(t)
+	ctx := context.Background()
+	if _, err := chsink.Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	var evs []walletsync.Event
+	for _, l := range []string{
+		`{"eventId":"a","type":"installed","platform":"apple","customerId":"c1","occurredAt":"2026-03-02T10:00:00Z","source":"webhook"}`,
+		`{"eventId":"b","type":"installed","platform":"google","customerId":"c2","occurredAt":"2026-03-02T23:59:59.999Z","source":"connector"}`,
+		`{"eventId":"c","type":"uninstalled","platform":"apple","customerId":"c1","occurredAt":"2026-03-03T00:00:00Z","source":"webhook"}`,
+	} {
+		e, err := walletsync.ParseEvent([]byte(l))
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, e)
+	}
+	if err := chsink.InsertEvents(ctx, conn, evs); err != nil {
+		t.Fatal(err)
+	}
+	dsn := srv.DSN()
+	r := runCLI(t, "", nil, "query", "daily", "--from", "2026-03-02", "--to", "2026-03-04", "--by", "source", "--format", "csv", "--clickhouse", dsn)
+	want := "day,platform,source,installs,uninstalls,net\n" +
+		"2026-03-02,apple,connector,0,0,0\n2026-03-02,apple,webhook,1,0,1\n" +
+		"2026-03-02,google,connector,1,0,1\n2026-03-02,google,webhook,0,0,0\n" +
+		"2026-03-03,apple,connector,0,0,0\n2026-03-03,apple,webhook,0,1,-1\n" +
+		"2026-03-03,google,connector,0,0,0\n2026-03-03,google,webhook,0,0,0\n"
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("daily csv: %d\n%s\nwant\n%s%s", r.code, r.stdout, want, r.stderr)
+	}
+	r = runCLI(t, "", nil, "query", "installed-base", "--from", "2026-03-02", "--to", "2026-03-04", "--clickhouse", dsn)
+	var table []string
+	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		table = append(table, strings.Join(strings.Fields(l), " "))
+	}
+	wantTable := "day platform installed|2026-03-02 apple 1|2026-03-02 google 1|2026-03-03 apple 0|2026-03-03 google 1"
+	if r.code != 0 || strings.Join(table, "|") != wantTable {
+		t.Fatalf("installed-base table:\n%s%s", r.stdout, r.stderr)
+	}
+	r = runCLI(t, "", nil, "query", "retention", "--from", "2026-03-02", "--to", "2026-03-04", "--format", "json", "--clickhouse", dsn)
+	if r.code != 0 || !strings.Contains(r.stdout, `"cohortWeek": "2026-03-02"`) || !strings.Contains(r.stdout, `"after1d": 0`) {
+		t.Fatalf("retention json:\n%s%s", r.stdout, r.stderr)
+	}
+	for _, args := range [][]string{
+		{"query", "daily", "--from", "2026-03-04", "--to", "2026-03-02", "--clickhouse", dsn},
+		{"query", "weekly", "--from", "2026-03-02", "--to", "2026-03-04", "--clickhouse", dsn},
+		{"query", "daily", "--from", "2026-03-02", "--to", "2026-03-04", "--format", "xml", "--clickhouse", dsn},
+		{"query", "daily", "--from", "2026-03-02", "--to", "2026-03-04"},
+	} {
+		if r := runCLI(t, "", nil, args...); r.code != exitUsage || r.stderr == "" {
+			t.Errorf("%v: %+v", args, r)
+		}
+	}
+	if r := runCLI(t, "", nil, "query", "status", "--from", "2026-03-02", "--to", "2026-03-04", "--clickhouse", "clickhouse://127.0.0.1:1/x"); r.code != exitFail {
+		t.Errorf("unreachable store: %+v", r)
 	}
 }

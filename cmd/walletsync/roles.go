@@ -81,18 +81,35 @@ partitions. --http serves /metrics, /healthz and /readyz.`,
 func queryCommand() command {
 	return command{
 		name:    "query",
-		summary: "the read API alone, against Kafka",
+		args:    "[NAME]",
+		summary: "the read API alone, or one insight query (NAME)",
 		help: `
-Serves GET /v1/customers/{customerId}, /v1/status and /v1/pipeline from
-wallet.status on --brokers.`,
+Without NAME: serves GET /v1/customers/{customerId}, /v1/status,
+/v1/pipeline and (with --clickhouse) /v1/insights/{name} from --brokers.
+
+With NAME (daily, status, installed-base or retention): answers that insight
+from --clickhouse for --from (inclusive) to --to (exclusive), UTC days, and
+prints it as a table, JSON or CSV. Bad parameters exit 2, a store failure 1.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
 			f := &roleFlags{}
 			f.common(fs, ":8082")
 			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…), required")
 			f.tokenFlag(fs)
 			fs.StringVar(&f.group, "group", "walletsync-process", "consumer group of the processors, for /v1/pipeline")
-			fs.StringVar(&f.clickhouseDSN, "clickhouse", "", "ClickHouse `DSN` answering /v1/insights (clickhouse://user:password@host:9000/db; @FILE reads it)")
+			fs.StringVar(&f.clickhouseDSN, "clickhouse", "", "ClickHouse `DSN` answering insights (clickhouse://user:password@host:9000/db; @FILE reads it)")
+			fs.StringVar(&f.from, "from", "", "insight: first `day` (YYYY-MM-DD, UTC), inclusive")
+			fs.StringVar(&f.to, "to", "", "insight: last `day` (YYYY-MM-DD, UTC), exclusive")
+			fs.StringVar(&f.by, "by", "", "insight daily: split by passType, medium or source")
+			fs.StringVar(&f.format, "format", "table", "insight: output `format`, table, json or csv")
 			return func(ctx context.Context, e env, args []string) int {
+				if len(args) > 0 {
+					// Flags may follow the name: "query daily --from …".
+					name := args[0]
+					if err := fs.Parse(args[1:]); err != nil {
+						return exitUsage
+					}
+					return insightMain(ctx, e, f, append([]string{name}, fs.Args()...))
+				}
 				return roleMain(ctx, e, f, args, "query")
 			}
 		},

@@ -71,6 +71,7 @@ type roleFlags struct {
 	transactionalID, group              string
 	embeddedBrokers                     int
 	clickhouseDSN                       string
+	from, to, by, format                string
 	batchRows                           int
 	batchInterval                       time.Duration
 }
