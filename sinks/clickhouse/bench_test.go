@@ -1,0 +1,90 @@
+package clickhouse_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/walletsync/walletsync/internal/chtest"
+	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/internal/synth"
+	"github.com/walletsync/walletsync/sinks/clickhouse"
+)
+
+// BenchmarkSink: rows/s from wallet.events.clean into ClickHouse through
+// the sink (Kafka fetch, parse, batch, insert, commit), against a bare
+// clickhouse-go PrepareBatch insert of the same rows in the same run
+// (goal: ratio ≥ 0.7 and ≥ 1M rows/s).
+func BenchmarkSink(b *testing.B) {
+	const n = 200_000
+	srv := chtest.Start(b)
+	conn := srv.Conn(b)
+	ctx := context.Background()
+	if _, err := clickhouse.Migrate(ctx, conn); err != nil {
+		b.Fatal(err)
+	}
+	evs := synth.Events(synth.Default(n))
+
+	b.Run("bare_prepare_batch_baseline", func(b *testing.B) {
+		for b.Loop() {
+			if err := conn.Exec(ctx, "TRUNCATE TABLE wallet_events"); err != nil {
+				b.Fatal(err)
+			}
+			for i := 0; i < n; i += 50_000 {
+				if err := clickhouse.InsertEvents(ctx, conn, evs[i:i+50_000]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+
+	b.Run("sink", func(b *testing.B) {
+		var total time.Duration
+		for b.Loop() {
+			b.StopTimer()
+			if err := conn.Exec(ctx, "TRUNCATE TABLE wallet_events"); err != nil {
+				b.Fatal(err)
+			}
+			emb, err := kafka.StartEmbedded("", 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cl, _ := kgo.NewClient(kafka.ClientOpts(emb.Brokers(), "bench")...)
+			if err := kafka.EnsureTopics(ctx, kadm.NewClient(cl), kafka.DefaultTopics(), kafka.Layout{Partitions: 6, Replication: 1}); err != nil {
+				b.Fatal(err)
+			}
+			recs := make([]*kgo.Record, 0, n)
+			for i := range evs {
+				recs = append(recs, &kgo.Record{Topic: "wallet.events.clean", Key: []byte(evs[i].CustomerID), Value: evs[i].AppendJSON(nil)})
+			}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			start := time.Now()
+			sctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			s := clickhouse.NewSink(clickhouse.SinkConfig{Brokers: emb.Brokers(), BatchRows: 50_000, BatchInterval: 200 * time.Millisecond}, conn)
+			go func() { defer close(done); _ = s.Run(sctx) }()
+			for {
+				var c uint64
+				if err := conn.QueryRow(ctx, "SELECT count() FROM wallet_events").Scan(&c); err == nil && c >= n {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			total += time.Since(start)
+			b.StopTimer()
+			cancel()
+			<-done
+			cl.Close()
+			emb.Close()
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/total.Seconds(), "rows/s")
+	})
+}
