@@ -10,6 +10,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
@@ -92,7 +93,37 @@ func (s *Sink) Run(ctx context.Context) error {
 	// poll left blocked.
 	defer cl.AllowRebalance()
 
-	var b batch
+	// Batches are inserted by a writer while the next one is polled; at
+	// most one waits behind the one being written, so memory is bounded
+	// and a slow ClickHouse still holds the poller back. Each batch's
+	// offsets are committed after its insert, in order.
+	type job struct {
+		b    *batch
+		offs map[string]map[int32]kgo.EpochOffset
+	}
+	jobs := make(chan job, 1)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for j := range jobs {
+			if err := s.flush(ctx, j.b); err != nil {
+				return // ctx ended while retrying
+			}
+			cl.CommitOffsetsSync(ctx, j.offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+				if err != nil {
+					// The rows are in ClickHouse; if the commit is lost
+					// they are written again later and collapse.
+					s.log.Warn("clickhouse sink offset commit failed", "err", err)
+				}
+			})
+		}
+	}()
+	defer func() {
+		close(jobs)
+		<-writerDone
+	}()
+
+	b := &batch{}
 	first := time.Time{}
 	for {
 		pollCtx := ctx
@@ -118,15 +149,14 @@ func (s *Sink) Run(ctx context.Context) error {
 		})
 		// A batch of only markers is committed too, so the lag reaches 0.
 		if !first.IsZero() && (b.len() >= s.cfg.BatchRows || time.Since(first) >= s.cfg.BatchInterval) {
-			if err := s.flush(ctx, &b); err != nil {
-				return nil // ctx ended while retrying
+			select {
+			case jobs <- job{b: b, offs: cl.UncommittedOffsets()}:
+			case <-ctx.Done():
+				return nil
+			case <-writerDone:
+				return nil
 			}
-			if err := cl.CommitUncommittedOffsets(ctx); err != nil {
-				// The rows are in ClickHouse; if the commit is lost they
-				// are written again later and collapse with themselves.
-				s.log.Warn("clickhouse sink offset commit failed", "err", err)
-			}
-			b = batch{}
+			b = &batch{}
 			first = time.Time{}
 		}
 		cl.AllowRebalance()
