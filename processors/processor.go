@@ -184,6 +184,7 @@ func (p *Processor) session(ctx context.Context) error {
 	defer sess.Close()
 	adm := kadm.NewClient(sess.Client())
 
+	var buf []byte
 	for {
 		fetches := sess.PollRecords(ctx, 20_000)
 		if ctx.Err() != nil {
@@ -224,37 +225,18 @@ func (p *Processor) session(ctx context.Context) error {
 				prodMu.Unlock()
 			}
 		}
-		// Partitions share nothing, so each is folded on its own
-		// goroutine; records of one partition stay in order.
-		var (
-			wg      sync.WaitGroup
-			mergeMu sync.Mutex
-		)
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if len(fp.Records) == 0 {
+		fetches.EachRecord(func(r *kgo.Record) {
+			if loadFail != nil {
 				return
 			}
-			touched[fp.Partition] = true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				st, err := p.state(ctx, adm, fp.Partition)
-				var mine batchCounts
-				if err == nil {
-					var buf []byte
-					for _, r := range fp.Records {
-						buf = p.process(ctx, sess, st, r, buf, &mine, promise)
-					}
-				}
-				mergeMu.Lock()
-				defer mergeMu.Unlock()
-				if err != nil && loadFail == nil {
-					loadFail = err
-				}
-				batch.add(&mine)
-			}()
+			st, err := p.state(ctx, adm, r.Partition)
+			if err != nil {
+				loadFail = err
+				return
+			}
+			touched[r.Partition] = true
+			buf = p.process(ctx, sess, st, r, buf, &batch, promise)
 		})
-		wg.Wait()
 		// Flush before deciding, so that a record that failed is known
 		// and the transaction is aborted, not committed without it.
 		if err := sess.Client().Flush(ctx); err != nil && ctx.Err() != nil {
@@ -383,18 +365,6 @@ func load(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.Topic
 type batchCounts struct {
 	events, duplicates, statuses int
 	rejected                     map[string]int
-}
-
-func (b *batchCounts) add(o *batchCounts) {
-	b.events += o.events
-	b.duplicates += o.duplicates
-	b.statuses += o.statuses
-	for k, v := range o.rejected {
-		if b.rejected == nil {
-			b.rejected = map[string]int{}
-		}
-		b.rejected[k] += v
-	}
 }
 
 func (b *batchCounts) report(m *Metrics) {
