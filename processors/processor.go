@@ -184,7 +184,6 @@ func (p *Processor) session(ctx context.Context) error {
 	defer sess.Close()
 	adm := kadm.NewClient(sess.Client())
 
-	var buf []byte
 	for {
 		fetches := sess.PollRecords(ctx, 20_000)
 		if ctx.Err() != nil {
@@ -225,18 +224,37 @@ func (p *Processor) session(ctx context.Context) error {
 				prodMu.Unlock()
 			}
 		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			if loadFail != nil {
+		// Partitions share nothing, so each is folded on its own
+		// goroutine; records of one partition stay in order.
+		var (
+			wg      sync.WaitGroup
+			mergeMu sync.Mutex
+		)
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) == 0 {
 				return
 			}
-			st, err := p.state(ctx, adm, r.Partition)
-			if err != nil {
-				loadFail = err
-				return
-			}
-			touched[r.Partition] = true
-			buf = p.process(ctx, sess, st, r, buf, &batch, promise)
+			touched[fp.Partition] = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st, err := p.state(ctx, adm, fp.Partition)
+				var mine batchCounts
+				if err == nil {
+					var buf []byte
+					for _, r := range fp.Records {
+						buf = p.process(ctx, sess, st, r, buf, &mine, promise)
+					}
+				}
+				mergeMu.Lock()
+				defer mergeMu.Unlock()
+				if err != nil && loadFail == nil {
+					loadFail = err
+				}
+				batch.add(&mine)
+			}()
 		})
+		wg.Wait()
 		// Flush before deciding, so that a record that failed is known
 		// and the transaction is aborted, not committed without it.
 		if err := sess.Client().Flush(ctx); err != nil && ctx.Err() != nil {
@@ -365,6 +383,18 @@ func load(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.Topic
 type batchCounts struct {
 	events, duplicates, statuses int
 	rejected                     map[string]int
+}
+
+func (b *batchCounts) add(o *batchCounts) {
+	b.events += o.events
+	b.duplicates += o.duplicates
+	b.statuses += o.statuses
+	for k, v := range o.rejected {
+		if b.rejected == nil {
+			b.rejected = map[string]int{}
+		}
+		b.rejected[k] += v
+	}
 }
 
 func (b *batchCounts) report(m *Metrics) {
