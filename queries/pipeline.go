@@ -58,7 +58,11 @@ func listed(lo kadm.ListedOffsets, err error) (kadm.ListedOffsets, error) {
 	return lo, nil
 }
 
-// groupLag is a group's records not yet committed, over topics.
+// groupLag is a group's records not yet committed, over topics. The offset
+// fetch is stable (KIP-447): offsets committed inside a transaction that has
+// not ended are not progress yet. A broker that still has such a transaction
+// answers UNSTABLE_OFFSET_COMMIT; that work is in flight and counts as at
+// least 1.
 func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (int64, error) {
 	ends, err := listed(l.adm.ListEndOffsets(ctx, topics...))
 	if err != nil {
@@ -68,10 +72,20 @@ func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (int6
 	if err != nil {
 		return 0, fmt.Errorf("start offsets: %w", err)
 	}
-	committed, err := l.adm.FetchOffsetsForTopics(ctx, group, topics...)
+	pending := false
+	committed, err := l.adm.FetchOffsetsForTopics(kadm.RequireStable(ctx), group, topics...)
+	if errors.Is(err, kerr.UnstableOffsetCommit) {
+		pending = true
+		committed, err = l.adm.FetchOffsetsForTopics(ctx, group, topics...)
+	}
 	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
 		return 0, fmt.Errorf("offsets of group %s: %w", group, err)
 	}
+	committed.Each(func(o kadm.OffsetResponse) {
+		if errors.Is(o.Err, kerr.UnstableOffsetCommit) {
+			pending = true
+		}
+	})
 	var n int64
 	ends.Each(func(o kadm.ListedOffset) {
 		pos := int64(0)
@@ -83,6 +97,9 @@ func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (int6
 		}
 		n += max(0, o.Offset-pos)
 	})
+	if pending {
+		n = max(n, 1)
+	}
 	return n, nil
 }
 
@@ -97,50 +114,13 @@ func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (int6
 // alone would claim "caught up" too early.
 func (l *Lag) Compute(ctx context.Context) (Report, error) {
 	r := Report{Consumers: map[string]int64{}}
-	ends, err := listed(l.adm.ListEndOffsets(ctx, l.events))
+	procLag, err := l.groupLag(ctx, l.group, []string{l.events})
 	if err != nil {
-		return r, fmt.Errorf("end offsets of %s: %w", l.events, err)
-	}
-	starts, err := listed(l.adm.ListStartOffsets(ctx, l.events))
-	if err != nil {
-		return r, fmt.Errorf("start offsets of %s: %w", l.events, err)
-	}
-	// A stable fetch (KIP-447): offsets committed inside a transaction that
-	// has not ended are not progress yet. A broker that still has such a
-	// transaction answers UNSTABLE_OFFSET_COMMIT; the work is in flight,
-	// which counts as lag.
-	pending := false
-	committed, err := l.adm.FetchOffsetsForTopics(kadm.RequireStable(ctx), l.group, l.events)
-	if errors.Is(err, kerr.UnstableOffsetCommit) {
-		pending = true
-		committed, err = l.adm.FetchOffsetsForTopics(ctx, l.group, l.events)
-	}
-	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
-		return r, fmt.Errorf("offsets of group %s: %w", l.group, err)
-	}
-	committed.Each(func(o kadm.OffsetResponse) {
-		if errors.Is(o.Err, kerr.UnstableOffsetCommit) {
-			pending = true
-		}
-	})
-	var procLag int64
-	ends.Each(func(o kadm.ListedOffset) {
-		pos := int64(0)
-		if s, ok := starts.Lookup(o.Topic, o.Partition); ok {
-			pos = s.Offset
-		}
-		if c, ok := committed.Lookup(o.Topic, o.Partition); ok && c.Err == nil && c.At >= 0 {
-			pos = max(pos, c.At)
-		}
-		procLag += max(0, o.Offset-pos)
-	})
-	if pending {
-		procLag = max(procLag, 1)
+		return r, err
 	}
 	// Records of a transaction that has not ended sit between the last
 	// stable offset and the high watermark of the output topics: work in
-	// flight whatever the group's offsets say (some brokers, kfake with a
-	// data dir among them, show a transaction's offsets before it ends).
+	// flight, counted even when the group's offsets look settled.
 	if len(l.outputs) > 0 {
 		hwm, err := listed(l.adm.ListEndOffsets(ctx, l.outputs...))
 		if err != nil {

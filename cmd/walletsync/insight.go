@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
-	"time"
-
-	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/walletsync/walletsync/queries"
 )
@@ -36,21 +33,10 @@ func insightMain(ctx context.Context, e env, f *roleFlags, args []string) int {
 		fmt.Fprintln(e.stderr, "walletsync query: --clickhouse is required to answer insights")
 		return exitUsage
 	}
-	dsn, err := secret(f.clickhouseDSN)
-	if err != nil {
-		fmt.Fprintf(e.stderr, "walletsync query: --clickhouse: %v\n", err)
-		return exitUsage
-	}
-	opts, err := clickhouse.ParseDSN(dsn)
-	if err != nil {
-		fmt.Fprintf(e.stderr, "walletsync query: --clickhouse: %v\n", err)
-		return exitUsage
-	}
-	opts.DialTimeout = 5 * time.Second
-	conn, err := clickhouse.Open(opts)
+	conn, err := dialClickHouse(f.clickhouseDSN)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "walletsync query: %v\n", err)
-		return exitFail
+		return exitUsage
 	}
 	defer conn.Close()
 	ans, err := (&queries.ClickHouse{Conn: conn}).Insight(ctx, q)

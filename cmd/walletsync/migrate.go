@@ -4,9 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"time"
-
-	"github.com/ClickHouse/clickhouse-go/v2"
 
 	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
 )
@@ -20,22 +17,16 @@ Applies the schema migrations embedded in this binary that the ClickHouse
 database lacks, and prints their names. Safe to run again and from several
 places at once: every step is CREATE … IF NOT EXISTS.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
-			dsn := fs.String("clickhouse", "", "ClickHouse `DSN`, e.g. clickhouse://user:password@host:9000/database (native protocol)")
+			dsn := fs.String("clickhouse", "", "ClickHouse `DSN`, e.g. clickhouse://user:password@host:9000/database (native protocol); @FILE reads it")
 			return func(ctx context.Context, e env, args []string) int {
 				if *dsn == "" || len(args) > 0 {
 					fmt.Fprintln(e.stderr, "walletsync migrate: --clickhouse DSN is required and nothing else")
 					return exitUsage
 				}
-				opts, err := clickhouse.ParseDSN(*dsn)
-				if err != nil {
-					fmt.Fprintf(e.stderr, "walletsync migrate: --clickhouse: %v\n", err)
-					return exitUsage
-				}
-				opts.DialTimeout = 5 * time.Second
-				conn, err := clickhouse.Open(opts)
+				conn, err := dialClickHouse(*dsn)
 				if err != nil {
 					fmt.Fprintf(e.stderr, "walletsync migrate: %v\n", err)
-					return exitFail
+					return exitUsage
 				}
 				defer conn.Close()
 				done, err := chsink.Migrate(ctx, conn)

@@ -227,7 +227,20 @@ func (n *node) openClickHouse(f *roleFlags) (driver.Conn, error) {
 	if n.chConn != nil {
 		return n.chConn, nil
 	}
-	dsn, err := secret(f.clickhouseDSN) // a DSN may carry a password
+	conn, err := dialClickHouse(f.clickhouseDSN)
+	if err != nil {
+		return nil, err
+	}
+	n.closers = append(n.closers, func() { conn.Close() })
+	n.chConn = conn
+	return conn, nil
+}
+
+// dialClickHouse opens a --clickhouse value: a DSN, or @FILE holding one
+// (a DSN may carry a password). The connection is made lazily, so an
+// unreachable server shows at the first use.
+func dialClickHouse(value string) (driver.Conn, error) {
+	dsn, err := secret(value)
 	if err != nil {
 		return nil, fmt.Errorf("--clickhouse: %w", err)
 	}
@@ -240,8 +253,6 @@ func (n *node) openClickHouse(f *roleFlags) (driver.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--clickhouse: %w", err)
 	}
-	n.closers = append(n.closers, func() { conn.Close() })
-	n.chConn = conn
 	return conn, nil
 }
 
