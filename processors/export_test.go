@@ -2,6 +2,7 @@ package processors
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -20,7 +21,7 @@ func LoadAll(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.To
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, n, _, err := load(ctx, brokers, adm, t, p, walletsync.DefaultDedupeWindow)
+			st, n, _, err := load(ctx, slog.New(slog.DiscardHandler), brokers, adm, t, p, walletsync.DefaultDedupeWindow)
 			if err != nil {
 				panic(err)
 			}

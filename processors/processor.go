@@ -34,6 +34,11 @@ const (
 	HeaderOffset    = "walletsync-offset"
 )
 
+// stableWait bounds the wait for another member's open transaction before a
+// load; past the brokers' default transaction timeout (60 s) the load fails,
+// the poll's transaction aborts, and the next poll tries again.
+const stableWait = 90 * time.Second
+
 // DefaultGroup is the processors' consumer group.
 const DefaultGroup = "walletsync-process"
 
@@ -205,6 +210,10 @@ func (p *Processor) session(ctx context.Context) error {
 		if fetches.NumRecords() == 0 {
 			continue
 		}
+		// Partitions seen for the first time are loaded before the
+		// transaction begins: a load may wait out another member's open
+		// transaction, and this member's own must not time out meanwhile.
+		p.preload(ctx, adm, fetches)
 		if err := sess.Begin(); err != nil {
 			return fmt.Errorf("beginning a transaction: %w", err)
 		}
@@ -296,6 +305,29 @@ func (p *Processor) session(ctx context.Context) error {
 	}
 }
 
+// preload loads the state of the fetched partitions this member has none
+// for, in parallel. A failure is left for state to meet again inside the
+// transaction, which then aborts and rewinds.
+func (p *Processor) preload(ctx context.Context, adm *kadm.Client, fetches kgo.Fetches) {
+	var wg sync.WaitGroup
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		p.mu.Lock()
+		have := p.parts[fp.Partition] != nil
+		p.mu.Unlock()
+		if len(fp.Records) == 0 || have {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := p.state(ctx, adm, fp.Partition); err != nil {
+				p.log.Warn("loading partition state failed", "partition", fp.Partition, "err", err)
+			}
+		}()
+	})
+	wg.Wait()
+}
+
 // state returns a partition's state, rebuilding it from wallet.status and
 // wallet.events.clean the first time the partition is seen.
 func (p *Processor) state(ctx context.Context, adm *kadm.Client, part int32) (*partState, error) {
@@ -306,7 +338,7 @@ func (p *Processor) state(ctx context.Context, adm *kadm.Client, part int32) (*p
 		return st, nil
 	}
 	start := time.Now()
-	st, customers, ids, err := load(ctx, p.cfg.Brokers, adm, p.cfg.Topics, part, p.cfg.DedupeWindow)
+	st, customers, ids, err := load(ctx, p.log, p.cfg.Brokers, adm, p.cfg.Topics, part, p.cfg.DedupeWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -323,8 +355,27 @@ func (p *Processor) state(ctx context.Context, adm *kadm.Client, part int32) (*p
 // (registers and version), the dedupe memory from the clean records of the
 // last window (their id-key headers). wallet.status cannot serve: it gets a
 // record only when the six fields change, and registers change more often.
-func load(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, int, int, error) {
+func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, int, int, error) {
 	st := &partState{fold: walletsync.NewFold(), dedupe: walletsync.NewDeduper(window)}
+	// This member writes to the partition's outputs only after loading, so
+	// a transaction open there belongs to a previous owner: expelled but
+	// still running, or dead under a transactional id nobody reuses. Read
+	// now, the view would stop where that transaction began and miss what
+	// later owners committed after it. It is waited out: it commits only if
+	// its offsets were accepted before this member's generation (then the
+	// group's offsets wait for it too), else it aborts, at the latest when
+	// the broker's transaction timeout fires.
+	wctx, cancel := context.WithTimeout(ctx, stableWait)
+	defer cancel()
+	for _, topic := range []string{t.State, t.Clean} {
+		waited, err := kafka.WaitStable(wctx, adm, topic, part)
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("loading partition %d: %w", part, err)
+		}
+		if waited > time.Second {
+			log.Warn("waited for another member's open transaction before loading", "topic", topic, "partition", part, "waited", waited.Round(time.Millisecond).String())
+		}
+	}
 	var (
 		wg           sync.WaitGroup
 		errS, errC   error
@@ -374,7 +425,7 @@ func load(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.Topic
 		return nil, 0, 0, fmt.Errorf("loading partition %d: %w", part, err)
 	}
 	if badRecords > 0 {
-		slog.Warn("unreadable state records skipped while loading", "partition", part, "records", badRecords)
+		log.Warn("unreadable state records skipped while loading", "partition", part, "records", badRecords)
 	}
 	st.lastExpire = st.maxTS
 	return st, st.fold.Len(), cleanRecords, nil

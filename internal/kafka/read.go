@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -11,8 +12,8 @@ import (
 // ReadPartition calls fn for every committed record of one partition from
 // offset from (negative: the start of the log) up to the partition's last
 // stable offset as it is when the call starts. It is how processors rebuild
-// a partition's state: everything a previous owner committed is below that
-// offset once this member owns the partition.
+// a partition's state, after WaitStable: only once no transaction is open is
+// everything a previous owner committed below that offset.
 func ReadPartition(ctx context.Context, brokers []string, adm *kadm.Client, topic string, part int32, from int64, fn func(*kgo.Record)) (int, error) {
 	ends, err := adm.ListCommittedOffsets(ctx, topic)
 	if err != nil {
@@ -67,4 +68,43 @@ func ReadPartition(ctx context.Context, brokers []string, adm *kadm.Client, topi
 		})
 	}
 	return n, nil
+}
+
+// WaitStable waits until no transaction is open on one partition (its last
+// stable offset has reached its high watermark) and returns how long that
+// took. A transaction left open by an expelled or dead writer holds the
+// stable offset back until the broker aborts it, and what others committed
+// after it stays invisible meanwhile: a reader that stopped at that offset
+// would see an old view of the partition as if it were the latest.
+func WaitStable(ctx context.Context, adm *kadm.Client, topic string, part int32) (time.Duration, error) {
+	start := time.Now()
+	pause := 20 * time.Millisecond
+	for {
+		// The high watermark first: a stable offset listed after it that
+		// has reached it proves nothing before it is still undecided.
+		hwm, err := adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			var lso kadm.ListedOffsets
+			lso, err = adm.ListCommittedOffsets(ctx, topic)
+			if err == nil {
+				h, okH := hwm.Lookup(topic, part)
+				l, okL := lso.Lookup(topic, part)
+				switch {
+				case !okH || !okL || h.Err != nil || l.Err != nil:
+					err = fmt.Errorf("offsets of %s/%d unknown: %v %v", topic, part, h.Err, l.Err)
+				case l.Offset >= h.Offset:
+					return time.Since(start), nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return time.Since(start), fmt.Errorf("waiting for %s/%d to be stable: %w (last: %v)", topic, part, ctx.Err(), err)
+			}
+			return time.Since(start), fmt.Errorf("waiting for %s/%d to be stable (a transaction is open): %w", topic, part, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 500*time.Millisecond)
+	}
 }
