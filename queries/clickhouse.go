@@ -100,31 +100,35 @@ func (c *ClickHouse) status(ctx context.Context, q Query) (Answer, error) {
 
 // installedBase counts, per platform and day, the registers whose E (the
 // winning installed/uninstalled event, observations ignored) at the end of
-// the day is an install. ClickHouse 18.16 has no window functions, so the
-// query returns, per platform and day, how many registers became installed
-// minus how many stopped being installed that day (each register's
-// end-of-day state compared with its previous one); the running sum, from
-// the first event on, is taken here.
+// the day is an install. ClickHouse 18.16 has no window functions, so each
+// register's events are gathered into one sorted array, and every event
+// contributes the change it makes to its register's state (+1 an install
+// after an uninstall, -1 the reverse); per day those changes sum to "became
+// installed minus stopped being installed", and the running sum from the
+// first event on, taken here, is the base.
+//
+// Why it is fast enough: an event is packed into one Int64, occurred_ms*2 +
+// (type = 'uninstalled'), which sorts exactly as the fold ranks events —
+// time, then uninstall over install; the event id only breaks ties between
+// events of one type, which give the same state. A row inserted twice
+// packs to the same number, so arrayDistinct replaces FINAL. Registers are
+// grouped by a 64-bit hash of (customer, pass, platform) rather than three
+// strings: 11 times faster than the per-register-day aggregation of the
+// strings on 10M events (22.8 s → 2.0 s), at a collision risk of about 4 in
+// 10 million for 4M registers.
 func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error) {
 	const sql = `SELECT p, d, sum(delta) FROM (
 		SELECT p, x.1 AS d, x.2 AS delta FROM (
-			SELECT p, arrayJoin(arrayMap((d, s, prev) -> (d, toInt64(s) - toInt64(prev)),
-				ds, ss, arrayPushFront(arrayPopBack(ss), 0))) AS x
-			FROM (
-				SELECT p, arrayMap(t -> t.1, arraySort(groupArray((d, s)))) AS ds,
-				          arrayMap(t -> t.2, arraySort(groupArray((d, s)))) AS ss
-				FROM (
-					SELECT customer_id, pass_id, toString(platform) AS p, toUInt32(intDiv(occurred_ms, 86400000)) AS d,
-					       argMax(type = 'installed', tuple(occurred_ms, type = 'uninstalled', event_id)) AS s
-					FROM (
-						SELECT event_id, customer_id, pass_id, platform, type, occurred_ms FROM wallet_events FINAL
-						WHERE occurred_at < toDateTime(?) AND occurred_ms < ? AND type != 'observed'
-					)
-					GROUP BY customer_id, pass_id, p, d
-				)
-				GROUP BY customer_id, pass_id, p
-			)
+			SELECT toString(any(platform)) AS p,
+				arraySort(arrayDistinct(groupArray(occurred_ms * 2 + (type = 'uninstalled')))) AS ks,
+				arrayMap(k -> toInt8(1 - k % 2), ks) AS inst,
+				arrayJoin(arrayMap((k, s, prev) -> (toUInt32(intDiv(k, 172800000)), s - prev),
+					ks, inst, arrayPushFront(arrayPopBack(inst), toInt8(0)))) AS x
+			FROM wallet_events
+			WHERE occurred_at < toDateTime(?) AND occurred_ms < ? AND type != 'observed'
+			GROUP BY cityHash64(customer_id, pass_id, platform)
 		)
+		WHERE delta != 0
 	)
 	GROUP BY p, d`
 	rows, err := c.Conn.Query(ctx, sql, q.To.Unix()+1, q.To.UnixMilli())
@@ -173,34 +177,40 @@ func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error)
 // (Monday first) of the installs. The week is computed from day numbers
 // (1970-01-01 was a Thursday), not with toMonday, which would use the
 // server's time zone.
+//
+// Per register (hashed, as in installedBase), its events packed and sorted
+// as in installedBase, and its installs of the range, each once (by
+// occurred_ms and a hash of the event id, so a row inserted twice counts
+// once). The state N days after an install is the last packed event at or
+// before that instant: the count of those that are, as an index. Lambdas on
+// 18.16 cannot read columns, so the register's events reach the inner
+// lambda as an argument (replicate). 5.4 s on 10M events where joining
+// installs with all events took 41.5 s.
 func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
 	const day = 86_400_000
-	const sql = `SELECT toUInt32(w), p, count(), sum(s1), sum(s7), sum(s30) FROM (
-		SELECT i_id, any(i_week) AS w, any(toString(platform)) AS p,
-			argMaxIf(e_inst, e_key, e_ms <= i_ms + 86400000) AS s1,
-			argMaxIf(e_inst, e_key, e_ms <= i_ms + 7 * 86400000) AS s7,
-			argMaxIf(e_inst, e_key, e_ms <= i_ms + 30 * 86400000) AS s30
-		FROM (
-			SELECT event_id AS i_id, customer_id, pass_id, platform, occurred_ms AS i_ms,
-			       toUInt32(intDiv(occurred_ms, 86400000)) AS i_day, i_day - (i_day + 3) % 7 AS i_week
+	const sql = `SELECT toUInt32(w), p, count(), toUInt64(sum(s1)), toUInt64(sum(s7)), toUInt64(sum(s30)) FROM (
+		SELECT p, x.1 AS w, x.2 AS s1, x.3 AS s7, x.4 AS s30 FROM (
+			SELECT p, arrayJoin(arrayMap((m, all) -> (
+					intDiv(m, 86400000) - (intDiv(m, 86400000) + 3) % 7,
+					1 - all[arrayCount(k -> k <= 2 * (m + 86400000) + 1, all)] % 2,
+					1 - all[arrayCount(k -> k <= 2 * (m + 7 * 86400000) + 1, all)] % 2,
+					1 - all[arrayCount(k -> k <= 2 * (m + 30 * 86400000) + 1, all)] % 2),
+				ims, replicate(ks, ims))) AS x
 			FROM (
-				SELECT event_id, customer_id, pass_id, platform, occurred_ms FROM wallet_events FINAL
-				WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
-				  AND occurred_ms >= ? AND occurred_ms < ? AND type = 'installed'
-			)
-		) ALL INNER JOIN (
-			SELECT customer_id, pass_id, platform, occurred_ms AS e_ms, type = 'installed' AS e_inst,
-			       tuple(occurred_ms, type = 'uninstalled', event_id) AS e_key
-			FROM (
-				SELECT event_id, customer_id, pass_id, platform, type, occurred_ms FROM wallet_events FINAL
+				SELECT toString(any(platform)) AS p,
+					arraySort(arrayDistinct(groupArray(occurred_ms * 2 + (type = 'uninstalled')))) AS ks,
+					arrayMap(t -> t.1, groupUniqArrayIf((occurred_ms, cityHash64(event_id)),
+						type = 'installed' AND occurred_ms >= ? AND occurred_ms < ?)) AS ims
+				FROM wallet_events
 				WHERE occurred_ms <= ? AND type != 'observed'
+				GROUP BY cityHash64(customer_id, pass_id, platform)
+				HAVING length(ims) > 0
 			)
-		) USING (customer_id, pass_id, platform)
-		GROUP BY i_id
+		)
 	)
 	GROUP BY w, p`
 	last := q.To.UnixMilli() + 30*day
-	rows, err := c.Conn.Query(ctx, sql, q.From.Unix(), q.To.Unix(), q.From.UnixMilli(), q.To.UnixMilli(), last)
+	rows, err := c.Conn.Query(ctx, sql, q.From.UnixMilli(), q.To.UnixMilli(), last)
 	if err != nil {
 		return Answer{}, fmt.Errorf("retention: %w", err)
 	}
