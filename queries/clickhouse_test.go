@@ -212,6 +212,24 @@ func asJSON(t *testing.T, v any) string {
 	return string(b)
 }
 
+// boundaryEvents: registers whose uninstall falls exactly 1, 7 or 30 days
+// after the install (E at that instant includes it), a millisecond later,
+// or ties the install, and an install repeated on one millisecond.
+func boundaryEvents() []walletsync.Event {
+	const day = 86_400_000
+	at := time.Date(2026, 3, 4, 9, 30, 0, 0, time.UTC).UnixMilli()
+	var out []walletsync.Event
+	for i, after := range []int64{day, 7 * day, 30 * day, day + 1, 7*day + 1, 0} {
+		c := fmt.Sprintf("edge%d", i)
+		out = append(out,
+			walletsync.Event{ID: c + "-i", Type: walletsync.TypeInstalled, Platform: walletsync.PlatformApple, CustomerID: c, OccurredAt: at},
+			walletsync.Event{ID: c + "-u", Type: walletsync.TypeUninstalled, Platform: walletsync.PlatformApple, CustomerID: c, OccurredAt: at + after})
+	}
+	return append(out,
+		walletsync.Event{ID: "twice-a", Type: walletsync.TypeInstalled, Platform: walletsync.PlatformGoogle, CustomerID: "twice", OccurredAt: at},
+		walletsync.Event{ID: "twice-b", Type: walletsync.TypeInstalled, Platform: walletsync.PlatformGoogle, CustomerID: "twice", OccurredAt: at})
+}
+
 func TestClickHouseInsightsMatchTheOracle(t *testing.T) {
 	srv := chtest.Start(t)
 	conn := srv.Conn(t)
@@ -219,7 +237,7 @@ func TestClickHouseInsightsMatchTheOracle(t *testing.T) {
 	if _, err := clickhouse.Migrate(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
-	evs := events(1, 3000)
+	evs := append(events(1, 3000), boundaryEvents()...)
 	// Every event inserted once, the first 1000 twice (a sink retry), and
 	// every status version the fold emits, in order.
 	if err := clickhouse.InsertEvents(ctx, conn, evs); err != nil {
