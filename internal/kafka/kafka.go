@@ -26,15 +26,16 @@ type Topics struct {
 	Status string // wallet.status: compacted status records, one per change of the six fields
 	State  string // wallet.state: compacted registers and version, one per change of a register
 	DLQ    string // wallet.events.dlq: rejects with reason and origin
+	CRMDLQ string // wallet.crm.dlq: status versions a CRM refused or that ran out of retries
 }
 
 // DefaultTopics are the names of the contract.
 func DefaultTopics() Topics {
-	return Topics{Events: "wallet.events", Clean: "wallet.events.clean", Status: "wallet.status", State: "wallet.state", DLQ: "wallet.events.dlq"}
+	return Topics{Events: "wallet.events", Clean: "wallet.events.clean", Status: "wallet.status", State: "wallet.state", DLQ: "wallet.events.dlq", CRMDLQ: "wallet.crm.dlq"}
 }
 
 // All lists the topics in creation order.
-func (t Topics) All() []string { return []string{t.Events, t.Clean, t.Status, t.State, t.DLQ} }
+func (t Topics) All() []string { return []string{t.Events, t.Clean, t.Status, t.State, t.DLQ, t.CRMDLQ} }
 
 // Layout is how topics are created when missing.
 type Layout struct {
