@@ -35,7 +35,9 @@ func DefaultTopics() Topics {
 }
 
 // All lists the topics in creation order.
-func (t Topics) All() []string { return []string{t.Events, t.Clean, t.Status, t.State, t.DLQ, t.CRMDLQ} }
+func (t Topics) All() []string {
+	return []string{t.Events, t.Clean, t.Status, t.State, t.DLQ, t.CRMDLQ}
+}
 
 // Layout is how topics are created when missing.
 type Layout struct {

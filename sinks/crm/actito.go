@@ -152,4 +152,3 @@ func (a *Actito) Deliver(ctx context.Context, items []*Item) error {
 		return err
 	}
 }
-

@@ -117,9 +117,9 @@ func retryAfter(err error) time.Duration {
 
 // Config configures an Engine.
 type Config struct {
-	Brokers  []string
-	Topics kafka.Topics // Status is read, CRMDLQ written
-	Group  string       // default Group(destination)
+	Brokers []string
+	Topics  kafka.Topics // Status is read, CRMDLQ written
+	Group   string       // default Group(destination)
 	// Settle: how long a new version waits for a newer one before it is
 	// sent, so that an uninstall followed by a reinstall within the window
 	// costs one write, or none. 0 sends at once.

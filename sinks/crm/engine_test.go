@@ -2,8 +2,8 @@ package crm_test
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"testing"

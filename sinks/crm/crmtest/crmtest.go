@@ -18,7 +18,7 @@ import (
 // Record is what a CRM holds for one customer, in the CRM's own strings.
 type Record struct {
 	WalletStatus, AppleAt, GoogleAt, LastChangedAt, LastEvent string
-	Version                                                    uint64
+	Version                                                   uint64
 }
 
 // Faults makes a share of requests fail, after authentication.
