@@ -209,7 +209,8 @@ func TestHelp(t *testing.T) {
 		"ingest":  {"--customer-key", "--connector-api-key", "--produce-timeout", "--max-skew"},
 		"process": {"--dedupe-window", "--group", "--transactional-id"},
 		"query":   {"--api-token", "--http address"},
-		"sink":    {"--clickhouse DSN", "--clickhouse-batch-rows", "--clickhouse-batch-interval"},
+		"sink":    {"--clickhouse DSN", "--clickhouse-batch-rows", "--clickhouse-batch-interval", "--destination", "--crm-settle", "--hubspot-token", "--actito-api-key", "--crm-webhook-url URL"},
+		"replay":  {"crm-dlq", "--destination", "--brokers"},
 	} {
 		r := runCLI(t, "", nil, "help", role)
 		for _, f := range flags {
@@ -218,8 +219,17 @@ func TestHelp(t *testing.T) {
 			}
 		}
 	}
-	if r := runCLI(t, "", nil, "sink", "crm"); r.code != exitUsage || !strings.Contains(r.stderr, "walletsync sink clickhouse") {
+	if r := runCLI(t, "", nil, "sink", "parquet"); r.code != exitUsage || !strings.Contains(r.stderr, "walletsync sink clickhouse") {
 		t.Errorf("unknown sink: %+v", r)
+	}
+	if r := runCLI(t, "", nil, "sink", "crm"); r.code != exitUsage || !strings.Contains(r.stderr, "--destination is required") {
+		t.Errorf("crm sink without a destination: %+v", r)
+	}
+	if r := runCLI(t, "", nil, "sink", "crm", "--destination", "hubspot", "--brokers", "127.0.0.1:1"); r.code != exitUsage || !strings.Contains(r.stderr, "--destination hubspot needs --hubspot-token") {
+		t.Errorf("crm sink without its settings: %+v", r)
+	}
+	if r := runCLI(t, "", nil, "sink", "crm", "--destination", "salesforce", "--brokers", "127.0.0.1:1"); r.code != exitUsage || !strings.Contains(r.stderr, "want webhook, actito or hubspot") {
+		t.Errorf("crm sink with an unknown destination: %+v", r)
 	}
 	if r := runCLI(t, "", nil, "process"); r.code != exitUsage || !strings.Contains(r.stderr, "--brokers is required") {
 		t.Errorf("process without brokers: %+v", r)

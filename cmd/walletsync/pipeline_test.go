@@ -21,6 +21,7 @@ import (
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/processors"
+	"github.com/walletsync/walletsync/sinks/crm/crmtest"
 )
 
 type syncBuffer struct {
@@ -450,5 +451,67 @@ func TestRunWithClickHouse(t *testing.T) {
 		if code, body := httpDo(t, "GET", r.url+path, "", nil); code != want {
 			t.Errorf("%s: %d %s, want %d", path, code, body, want)
 		}
+	}
+}
+
+// walletsync run with a CRM webhook and HubSpot: both sinks' groups count
+// in /v1/pipeline, and once the lag is zero each CRM holds what /v1/status
+// shows, version included.
+func TestRunWithCRMSinks(t *testing.T) {
+	hook := crmtest.NewWebhookServer("whsec_dGVzdC1zZWNyZXQ=", crmtest.Faults{})
+	defer hook.Close()
+	hub := crmtest.NewHubSpotServer("pat-1", crmtest.Faults{})
+	defer hub.Close()
+	r := startRole(t, "run", "--data-dir", t.TempDir(), "--partitions", "3", "--http", "127.0.0.1:0", "--log-level", "warn",
+		"--transactional-id", "with-crm", "--crm-settle", "200ms", "--crm-rate", "1000",
+		"--crm-webhook-url", hook.URL, "--crm-webhook-secret", "whsec_dGVzdC1zZWNyZXQ=",
+		"--hubspot-url", hub.URL, "--hubspot-token", "pat-1", "--hubspot-id-property", "customer_key")
+	lines := testStream()[:1500]
+	postLines(t, r.url, lines, 500)
+	waitCaughtUp(t, r.url)
+	_, rep := httpDo(t, "GET", r.url+"/v1/pipeline", "", nil)
+	for _, g := range []string{"walletsync-crm-webhook", "walletsync-crm-hubspot"} {
+		if !strings.Contains(string(rep), `"`+g+`":0`) {
+			t.Fatalf("/v1/pipeline does not count %s: %s", g, rep)
+		}
+	}
+	_, body := httpDo(t, "GET", r.url+"/v1/status", "", nil)
+	want := map[string]crmtest.Record{}
+	for _, l := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+		var s struct {
+			CustomerID              string
+			WalletStatus            string
+			AppleWalletInstalledAt  *string
+			GoogleWalletInstalledAt *string
+			WalletLastChangedAt     string
+			WalletLastEvent         string
+			Version                 uint64
+		}
+		if err := json.Unmarshal([]byte(l), &s); err != nil {
+			t.Fatal(err)
+		}
+		deref := func(p *string) string {
+			if p == nil {
+				return ""
+			}
+			return *p
+		}
+		want[s.CustomerID] = crmtest.Record{WalletStatus: s.WalletStatus, AppleAt: deref(s.AppleWalletInstalledAt), GoogleAt: deref(s.GoogleWalletInstalledAt),
+			LastChangedAt: s.WalletLastChangedAt, LastEvent: s.WalletLastEvent, Version: s.Version}
+	}
+	for name, got := range map[string]map[string]crmtest.Record{"webhook": hook.Records(), "hubspot": hub.Records()} {
+		if len(got) != len(want) {
+			t.Errorf("%s holds %d customers, /v1/status %d", name, len(got), len(want))
+		}
+		for id, w := range want {
+			if got[id] != w {
+				t.Errorf("%s: customer %s is %+v, /v1/status says %+v", name, id, got[id], w)
+				break
+			}
+		}
+	}
+	_, m := httpDo(t, "GET", r.url+"/metrics", "", nil)
+	if !strings.Contains(string(m), `walletsync_crm_delivered_total{destination="hubspot"}`) {
+		t.Errorf("no CRM metrics:\n%s", grepLines(string(m), "walletsync_crm"))
 	}
 }

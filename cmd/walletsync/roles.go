@@ -29,6 +29,7 @@ Runs ingest, the processors and the read API in one process. Without
 			f.tokenFlag(fs)
 			f.processFlags(fs)
 			f.clickhouseFlags(fs, "ClickHouse `DSN` (clickhouse://user:password@host:9000/db; @FILE reads it): also run the ClickHouse sink")
+			f.crm.register(fs)
 			return func(ctx context.Context, e env, args []string) int {
 				return roleMain(ctx, e, f, args, "run")
 			}
@@ -119,28 +120,49 @@ prints it as a table, JSON or CSV. Bad parameters exit 2, a store failure 1.`,
 func sinkCommand() command {
 	return command{
 		name:    "sink",
-		args:    "clickhouse",
-		summary: "one sink alone, against Kafka: clickhouse",
+		args:    "clickhouse|crm",
+		summary: "one sink alone, against Kafka: clickhouse, or crm --destination webhook|actito|hubspot",
 		help: `
 "walletsync sink clickhouse" copies wallet.events.clean and wallet.status
 into ClickHouse (creating or upgrading its schema first), in batches by rows
 and time, committing offsets only after ClickHouse acknowledged the rows.
-Several may run: they share the partitions in one consumer group.`,
+
+"walletsync sink crm --destination webhook|actito|hubspot" keeps one CRM in
+step with wallet.status: the newest version per customer after the settle
+window, retried until acknowledged or dead-lettered to wallet.crm.dlq.
+
+Several of each may run: they share the partitions in one consumer group.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
 			f := &roleFlags{}
 			f.common(fs, ":8083")
 			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…), required")
-			f.clickhouseFlags(fs, "ClickHouse `DSN` (clickhouse://user:password@host:9000/db; @FILE reads it), required")
+			f.clickhouseFlags(fs, "ClickHouse `DSN` (clickhouse://user:password@host:9000/db; @FILE reads it), required by the clickhouse sink")
+			f.crm.register(fs)
+			fs.StringVar(&f.crm.destination, "destination", "", "the crm sink's destination: webhook, actito or hubspot")
 			return func(ctx context.Context, e env, args []string) int {
-				if len(args) != 1 || args[0] != "clickhouse" {
-					fmt.Fprintln(e.stderr, `walletsync sink: name the sink: "walletsync sink clickhouse"`)
+				if args = parseAfterName(fs, args); args == nil {
 					return exitUsage
 				}
-				if f.clickhouseDSN == "" {
+				if len(args) != 1 || (args[0] != "clickhouse" && args[0] != "crm") {
+					fmt.Fprintln(e.stderr, `walletsync sink: name the sink: "walletsync sink clickhouse" or "walletsync sink crm --destination NAME"`)
+					return exitUsage
+				}
+				if args[0] == "clickhouse" && f.clickhouseDSN == "" {
 					fmt.Fprintln(e.stderr, "walletsync sink clickhouse: --clickhouse is required")
 					return exitUsage
 				}
-				return roleMain(ctx, e, f, nil, "sink")
+				if args[0] == "crm" && f.crm.destination == "" {
+					fmt.Fprintln(e.stderr, "walletsync sink crm: --destination is required (webhook, actito or hubspot)")
+					return exitUsage
+				}
+				if args[0] == "crm" {
+					// Settings are checked before anything connects.
+					if _, err := f.crm.destinations(f.crm.destination); err != nil {
+						fmt.Fprintf(e.stderr, "walletsync sink crm: %v\n", err)
+						return exitUsage
+					}
+				}
+				return roleMain(ctx, e, f, nil, "sink "+args[0])
 			}
 		},
 	}
@@ -186,7 +208,7 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)
 		return exitFail
 	}
-	if role != "query" && role != "sink" {
+	if role != "query" && role != "sink clickhouse" {
 		if err := n.ensureTopics(ctx, f); err != nil {
 			fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)
 			return exitFail
@@ -200,11 +222,16 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 				setupErr = n.addClickHouse(f)
 			}
 			if setupErr == nil {
+				setupErr = n.addCRM(&f.crm, "")
+			}
+			if setupErr == nil {
 				setupErr = n.addQuery(f)
 			}
 		}
-	case "sink":
+	case "sink clickhouse":
 		setupErr = n.addClickHouse(f)
+	case "sink crm":
+		setupErr = n.addCRM(&f.crm, f.crm.destination)
 	case "ingest":
 		setupErr = n.addIngest(f)
 	case "process":
@@ -221,4 +248,17 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 		return exitFail
 	}
 	return exitOK
+}
+
+// parseAfterName parses the flags that follow a subcommand's name
+// ("walletsync sink crm --destination hubspot"); nil when they are wrong
+// (the flag package has said why).
+func parseAfterName(fs *flag.FlagSet, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return nil
+	}
+	return append([]string{args[0]}, fs.Args()...)
 }

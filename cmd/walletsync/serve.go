@@ -74,6 +74,7 @@ type roleFlags struct {
 	from, to, by, format                string
 	batchRows                           int
 	batchInterval                       time.Duration
+	crm                                 crmFlags
 }
 
 func (f *roleFlags) clickhouseFlags(fs *flag.FlagSet, help string) {
