@@ -136,13 +136,7 @@ func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error)
 		return Answer{}, fmt.Errorf("installed-base: %w", err)
 	}
 	defer rows.Close()
-	type key struct {
-		p string
-		d uint32
-	}
-	delta := map[key]int64{}
-	before := map[string]int64{} // changes on days before from
-	first := uint32(q.From.Unix() / 86400)
+	delta := map[platformDay]int64{}
 	for rows.Next() {
 		var p string
 		var d uint32
@@ -150,25 +144,12 @@ func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error)
 		if err := rows.Scan(&p, &d, &n); err != nil {
 			return Answer{}, fmt.Errorf("installed-base: %w", err)
 		}
-		if d < first {
-			before[p] += n
-		} else {
-			delta[key{p, d}] += n
-		}
+		delta[platformDay{p, d}] += n
 	}
 	if err := rows.Err(); err != nil {
 		return Answer{}, fmt.Errorf("installed-base: %w", err)
 	}
-	var out []Row
-	base := map[string]int64{"apple": before["apple"], "google": before["google"]}
-	for _, day := range q.Days() {
-		d := uint32(day.Unix() / 86400)
-		for _, p := range []string{"apple", "google"} {
-			base[p] += delta[key{p, d}]
-			out = append(out, Row{"day": day.Format(time.DateOnly), "platform": p, "installed": base[p]})
-		}
-	}
-	return q.answer(out), nil
+	return q.answer(installedBaseRows(q, delta)), nil
 }
 
 // retention follows every install event of [from, to): is its register's E
@@ -215,11 +196,7 @@ func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
 		return Answer{}, fmt.Errorf("retention: %w", err)
 	}
 	defer rows.Close()
-	type key struct {
-		week uint32
-		p    string
-	}
-	got := map[key][4]int64{}
+	got := map[weekPlatform][4]int64{}
 	for rows.Next() {
 		var w uint32
 		var p string
@@ -227,19 +204,10 @@ func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
 		if err := rows.Scan(&w, &p, &n, &s1, &s7, &s30); err != nil {
 			return Answer{}, fmt.Errorf("retention: %w", err)
 		}
-		got[key{w, p}] = [4]int64{int64(n), int64(s1), int64(s7), int64(s30)}
+		got[weekPlatform{w, p}] = [4]int64{int64(n), int64(s1), int64(s7), int64(s30)}
 	}
 	if err := rows.Err(); err != nil {
 		return Answer{}, fmt.Errorf("retention: %w", err)
 	}
-	var out []Row
-	for _, wk := range q.Weeks() {
-		w := uint32(wk.Unix() / 86400)
-		for _, p := range []string{"apple", "google"} {
-			c := got[key{w, p}]
-			out = append(out, Row{"cohortWeek": wk.Format(time.DateOnly), "platform": p,
-				"installed": c[0], "after1d": c[1], "after7d": c[2], "after30d": c[3]})
-		}
-	}
-	return q.answer(out), nil
+	return q.answer(retentionRows(q, got)), nil
 }

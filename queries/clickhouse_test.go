@@ -12,6 +12,7 @@ import (
 	"github.com/walletsync/walletsync/internal/chtest"
 	"github.com/walletsync/walletsync/queries"
 	"github.com/walletsync/walletsync/sinks/clickhouse"
+	"github.com/walletsync/walletsync/sinks/parquet"
 )
 
 // events spread over ten days of March 2026, with several passes, both
@@ -230,22 +231,10 @@ func boundaryEvents() []walletsync.Event {
 		walletsync.Event{ID: "twice-b", Type: walletsync.TypeInstalled, Platform: walletsync.PlatformGoogle, CustomerID: "twice", OccurredAt: at})
 }
 
-func TestClickHouseInsightsMatchTheOracle(t *testing.T) {
-	srv := chtest.Start(t)
-	conn := srv.Conn(t)
-	ctx := context.Background()
-	if _, err := clickhouse.Migrate(ctx, conn); err != nil {
-		t.Fatal(err)
-	}
+// conformanceData: events (with same-millisecond ties and retention
+// boundaries) and every status version the fold emits, in order.
+func conformanceData() ([]walletsync.Event, []walletsync.Status, *walletsync.Fold) {
 	evs := append(events(1, 3000), boundaryEvents()...)
-	// Every event inserted once, the first 1000 twice (a sink retry), and
-	// every status version the fold emits, in order.
-	if err := clickhouse.InsertEvents(ctx, conn, evs); err != nil {
-		t.Fatal(err)
-	}
-	if err := clickhouse.InsertEvents(ctx, conn, evs[:1000]); err != nil {
-		t.Fatal(err)
-	}
 	fold := walletsync.NewFold()
 	var versions []walletsync.Status
 	for i := range evs {
@@ -253,70 +242,103 @@ func TestClickHouseInsightsMatchTheOracle(t *testing.T) {
 			versions = append(versions, st)
 		}
 	}
-	if err := clickhouse.InsertStatuses(ctx, conn, versions); err != nil {
-		t.Fatal(err)
-	}
-	engine := &queries.ClickHouse{Conn: conn}
+	return evs, versions, fold
+}
 
-	for _, c := range []struct{ from, to, by string }{
-		{"2026-03-01", "2026-03-11", ""},
-		{"2026-02-25", "2026-03-04", "passType"}, // days before the data: zeros
-		{"2026-03-03", "2026-03-05", "medium"},
-		{"2026-03-09", "2026-03-20", "source"},
-	} {
-		q, err := queries.ParseQuery("daily", c.from, c.to, c.by)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := engine.Insight(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if g, w := asJSON(t, got.Rows), asJSON(t, referenceDaily(evs, q)); g != w {
-			t.Errorf("daily %v:\n got %s\nwant %s", c, g, w)
-		}
-	}
+// conformanceCases are the queries every engine answers.
+var conformanceCases = []struct{ name, from, to, by string }{
+	{"daily", "2026-03-01", "2026-03-11", ""},
+	{"daily", "2026-02-25", "2026-03-04", "passType"}, // days before the data: zeros
+	{"daily", "2026-03-03", "2026-03-05", "medium"},
+	{"daily", "2026-03-09", "2026-03-20", "source"},
+	{"status", "2026-03-01", "2026-03-02", ""},
+	{"installed-base", "2026-02-27", "2026-03-12", ""},
+	{"installed-base", "2026-03-05", "2026-03-06", ""},
+	{"retention", "2026-02-23", "2026-03-16", ""},
+	{"retention", "2026-03-04", "2026-03-06", ""},
+}
 
-	q, _ := queries.ParseQuery("status", "2026-03-01", "2026-03-02", "")
-	got, err := engine.Insight(ctx, q)
-	if err != nil {
-		t.Fatal(err)
+// reference answers a case with the plain Go oracles written from SPEC §7.
+func reference(t *testing.T, q queries.Query, evs []walletsync.Event, fold *walletsync.Fold) []queries.Row {
+	switch q.Name {
+	case queries.Daily:
+		return referenceDaily(evs, q)
+	case queries.InstalledBase:
+		return referenceInstalledBase(evs, q)
+	case queries.Retention:
+		return referenceRetention(evs, q)
 	}
 	mix := map[string]int64{}
 	for _, s := range fold.Statuses() {
 		mix[s.Wallet.String()]++
 	}
-	want := []queries.Row{}
+	var want []queries.Row
 	for _, w := range walletsync.WalletStatuses {
 		want = append(want, queries.Row{"walletStatus": w.String(), "customers": mix[w.String()]})
 	}
-	if asJSON(t, got.Rows) != asJSON(t, want) {
-		t.Errorf("status:\n got %s\nwant %s", asJSON(t, got.Rows), asJSON(t, want))
+	return want
+}
+
+// conformance runs every case on an engine and returns its answers; each
+// must equal the oracle's.
+func conformance(t *testing.T, name string, engine queries.Engine, evs []walletsync.Event, fold *walletsync.Fold) []string {
+	t.Helper()
+	var answers []string
+	for _, c := range conformanceCases {
+		q, err := queries.ParseQuery(c.name, c.from, c.to, c.by)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := engine.Insight(context.Background(), q)
+		if err != nil {
+			t.Fatalf("%s %v: %v", name, c, err)
+		}
+		g, w := asJSON(t, got.Rows), asJSON(t, reference(t, q, evs, fold))
+		if g != w {
+			t.Errorf("%s %v:\n got %s\nwant %s", name, c, g, w)
+		}
+		answers = append(answers, g)
 	}
-	for _, c := range [][2]string{{"2026-02-27", "2026-03-12"}, {"2026-03-05", "2026-03-06"}} {
-		q, err := queries.ParseQuery("installed-base", c[0], c[1], "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := engine.Insight(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if g, w := asJSON(t, got.Rows), asJSON(t, referenceInstalledBase(evs, q)); g != w {
-			t.Errorf("installed-base %v:\n got %s\nwant %s", c, g, w)
-		}
+	return answers
+}
+
+// One suite, both engines: ClickHouse (with a batch inserted twice, as a
+// sink retry does) and the embedded engine over a Parquet archive of the
+// same events must each equal the oracles, and so give identical rows.
+func TestEnginesConformToTheOracleAndEachOther(t *testing.T) {
+	evs, versions, fold := conformanceData()
+
+	dir := t.TempDir()
+	if err := parquet.WriteEvents(dir, 0, 0, evs[:1500]); err != nil {
+		t.Fatal(err)
 	}
-	for _, c := range [][2]string{{"2026-02-23", "2026-03-16"}, {"2026-03-04", "2026-03-06"}} {
-		q, err := queries.ParseQuery("retention", c[0], c[1], "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := engine.Insight(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if g, w := asJSON(t, got.Rows), asJSON(t, referenceRetention(evs, q)); g != w {
-			t.Errorf("retention %v:\n got %s\nwant %s", c, g, w)
+	if err := parquet.WriteEvents(dir, 1, 0, evs[1500:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := parquet.WriteStatuses(dir, 0, 0, versions); err != nil {
+		t.Fatal(err)
+	}
+	embedded := conformance(t, "embedded", queries.NewEmbedded(dir), evs, fold)
+
+	srv := chtest.Start(t)
+	conn := srv.Conn(t)
+	ctx := context.Background()
+	if _, err := clickhouse.Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if err := clickhouse.InsertEvents(ctx, conn, evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := clickhouse.InsertEvents(ctx, conn, evs[:1000]); err != nil {
+		t.Fatal(err)
+	}
+	if err := clickhouse.InsertStatuses(ctx, conn, versions); err != nil {
+		t.Fatal(err)
+	}
+	ch := conformance(t, "clickhouse", &queries.ClickHouse{Conn: conn}, evs, fold)
+	for i := range conformanceCases {
+		if embedded[i] != ch[i] {
+			t.Errorf("%v: the engines differ:\nembedded   %s\nclickhouse %s", conformanceCases[i], embedded[i], ch[i])
 		}
 	}
 }

@@ -160,3 +160,52 @@ func Columns(q Query) []string {
 	}
 	return nil
 }
+
+// platformDay keys installed-base changes: platform, days since 1970-01-01.
+type platformDay struct {
+	p string
+	d uint32
+}
+
+// installedBaseRows turns per-day changes of the number of installed
+// registers into the base at the end of every day of the range: changes
+// before from make the starting base.
+func installedBaseRows(q Query, delta map[platformDay]int64) []Row {
+	first := uint32(q.From.Unix() / 86400)
+	base := map[string]int64{}
+	for k, n := range delta {
+		if k.d < first {
+			base[k.p] += n
+		}
+	}
+	var out []Row
+	for _, day := range q.Days() {
+		d := uint32(day.Unix() / 86400)
+		for _, p := range []string{"apple", "google"} {
+			base[p] += delta[platformDay{p, d}]
+			out = append(out, Row{"day": day.Format(time.DateOnly), "platform": p, "installed": base[p]})
+		}
+	}
+	return out
+}
+
+// weekPlatform keys retention cohorts: the Monday as days since 1970-01-01.
+type weekPlatform struct {
+	week uint32
+	p    string
+}
+
+// retentionRows lays cohorts out over every week of the range:
+// installed, after1d, after7d, after30d.
+func retentionRows(q Query, got map[weekPlatform][4]int64) []Row {
+	var out []Row
+	for _, wk := range q.Weeks() {
+		w := uint32(wk.Unix() / 86400)
+		for _, p := range []string{"apple", "google"} {
+			c := got[weekPlatform{w, p}]
+			out = append(out, Row{"cohortWeek": wk.Format(time.DateOnly), "platform": p,
+				"installed": c[0], "after1d": c[1], "after7d": c[2], "after30d": c[3]})
+		}
+	}
+	return out
+}

@@ -1,0 +1,402 @@
+package parquet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	pq "github.com/parquet-go/parquet-go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/kafka"
+)
+
+// Datasets: the directories under the archive, one per topic.
+const (
+	EventsDataset = "events" // wallet.events.clean
+	StatusDataset = "status" // wallet.status
+)
+
+// DefaultGroup is the consumer group the archiver commits its position to,
+// so that /v1/pipeline counts it. The files, not the group, are the truth:
+// at start the archiver resumes after the last offset its files cover.
+const DefaultGroup = "walletsync-archive"
+
+// Config configures an Archiver.
+type Config struct {
+	Brokers []string
+	Topics  kafka.Topics
+	Dir     string
+	Group   string
+	// A roll writes the buffered records once they reach RollBytes
+	// (default 64 MiB, estimated from the records' size) or RollInterval
+	// after the roll began (default 1 min).
+	RollBytes    int
+	RollInterval time.Duration
+	Logger       *slog.Logger
+	Metrics      *Metrics
+}
+
+// Archiver writes the archive.
+type Archiver struct {
+	cfg Config
+	log *slog.Logger
+	m   *Metrics
+}
+
+// New checks the configuration.
+func New(cfg Config) (*Archiver, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("archive: no directory")
+	}
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("archive: no brokers")
+	}
+	if cfg.Topics == (kafka.Topics{}) {
+		cfg.Topics = kafka.DefaultTopics()
+	}
+	if cfg.Group == "" {
+		cfg.Group = DefaultGroup
+	}
+	if cfg.RollBytes <= 0 {
+		cfg.RollBytes = 64 << 20
+	}
+	if cfg.RollInterval <= 0 {
+		cfg.RollInterval = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	return &Archiver{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}, nil
+}
+
+// fileName is p<partition>-<first>-<last>-<k>of<n>.parquet: the offset
+// range [first, last] of one partition, written as n files (one per day
+// its records fall on), of which this is the k-th. A range with fewer
+// than n files was cut short by a crash and is written again.
+func fileName(part int32, first, last int64, k, n int) string {
+	return fmt.Sprintf("p%d-%d-%d-%dof%d.parquet", part, first, last, k, n)
+}
+
+type fileRange struct {
+	part        int32
+	first, last int64
+	n           int
+}
+
+func parseFileName(name string) (fileRange, int, bool) {
+	base, ok := strings.CutSuffix(name, ".parquet")
+	if !ok || !strings.HasPrefix(base, "p") {
+		return fileRange{}, 0, false
+	}
+	f := strings.Split(base[1:], "-")
+	if len(f) != 4 {
+		return fileRange{}, 0, false
+	}
+	kn := strings.Split(f[3], "of")
+	p, e1 := strconv.ParseInt(f[0], 10, 32)
+	first, e2 := strconv.ParseInt(f[1], 10, 64)
+	last, e3 := strconv.ParseInt(f[2], 10, 64)
+	if len(kn) != 2 || errors.Join(e1, e2, e3) != nil {
+		return fileRange{}, 0, false
+	}
+	k, e4 := strconv.Atoi(kn[0])
+	n, e5 := strconv.Atoi(kn[1])
+	if e4 != nil || e5 != nil {
+		return fileRange{}, 0, false
+	}
+	return fileRange{int32(p), first, last, n}, k, true
+}
+
+// Files lists a dataset's complete files, by day, sorted; with repair it
+// deletes the files of ranges a crash cut short (and leftover temp files)
+// and returns, per partition, the offset after the last one covered.
+func Files(dir, dataset string, repair bool) (files map[string][]string, resume map[int32]int64, err error) {
+	root := filepath.Join(dir, dataset)
+	days, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string][]string{}, map[int32]int64{}, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	type loc struct{ day, path string }
+	ranges := map[fileRange][]loc{}
+	for _, d := range days {
+		day, ok := strings.CutPrefix(d.Name(), "day=")
+		if !d.IsDir() || !ok {
+			continue
+		}
+		ents, err := os.ReadDir(filepath.Join(root, d.Name()))
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, e := range ents {
+			p := filepath.Join(root, d.Name(), e.Name())
+			if strings.HasPrefix(e.Name(), ".tmp-") {
+				if repair {
+					_ = os.Remove(p)
+				}
+				continue
+			}
+			r, _, ok := parseFileName(e.Name())
+			if ok {
+				ranges[r] = append(ranges[r], loc{day, p})
+			}
+		}
+	}
+	files, resume = map[string][]string{}, map[int32]int64{}
+	for r, locs := range ranges {
+		if len(locs) != r.n {
+			if repair {
+				for _, l := range locs {
+					_ = os.Remove(l.path)
+				}
+			}
+			continue
+		}
+		for _, l := range locs {
+			files[l.day] = append(files[l.day], l.path)
+		}
+		resume[r.part] = max(resume[r.part], r.last+1)
+	}
+	for _, fs := range files {
+		sort.Strings(fs)
+	}
+	return files, resume, nil
+}
+
+// partBuf is what one partition of one topic buffered since the last roll.
+type partBuf struct {
+	first, last int64 // offsets read, control records included; first < 0: none
+	events      map[string][]EventRow
+	statuses    map[string][]StatusRow
+}
+
+// Run archives until ctx ends; what is buffered then is written first.
+func (a *Archiver) Run(ctx context.Context) error {
+	t := a.cfg.Topics
+	start := map[string]map[int32]kgo.Offset{}
+	for _, ds := range []struct{ topic, dataset string }{{t.Clean, EventsDataset}, {t.Status, StatusDataset}} {
+		_, resume, err := Files(a.cfg.Dir, ds.dataset, true)
+		if err != nil {
+			return fmt.Errorf("archive: scanning %s: %w", ds.dataset, err)
+		}
+		start[ds.topic] = map[int32]kgo.Offset{}
+		for p, o := range resume {
+			start[ds.topic][p] = kgo.NewOffset().At(o)
+		}
+	}
+	admCl, err := kgo.NewClient(kafka.ClientOpts(a.cfg.Brokers, "walletsync-archive-admin")...)
+	if err != nil {
+		return err
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	details, err := adm.ListTopics(ctx, t.Clean, t.Status)
+	if err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+	for topic, d := range details {
+		if d.Err != nil {
+			return fmt.Errorf("archive: topic %s: %w", topic, d.Err)
+		}
+		for p := range d.Partitions {
+			if _, ok := start[topic][p]; !ok {
+				start[topic][p] = kgo.NewOffset().AtStart()
+			}
+		}
+	}
+	cl, err := kgo.NewClient(append(kafka.ClientOpts(a.cfg.Brokers, "walletsync-archive"),
+		kgo.ConsumePartitions(start),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+	)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	bufs := map[string]map[int32]*partBuf{t.Clean: {}, t.Status: {}}
+	size := 0
+	rollStart := time.Now()
+	for {
+		pctx, cancel := context.WithDeadline(ctx, rollStart.Add(a.cfg.RollInterval))
+		fs := cl.PollFetches(pctx)
+		cancel()
+		fs.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				a.log.Warn("archive fetch error", "topic", topic, "partition", p, "err", err)
+			}
+		})
+		fs.EachRecord(func(r *kgo.Record) {
+			b := bufs[r.Topic][r.Partition]
+			if b == nil {
+				b = &partBuf{first: -1, events: map[string][]EventRow{}, statuses: map[string][]StatusRow{}}
+				bufs[r.Topic][r.Partition] = b
+			}
+			if b.first < 0 {
+				b.first = r.Offset
+			}
+			b.last = r.Offset
+			if r.Attrs.IsControl() || r.Value == nil {
+				return
+			}
+			size += len(r.Value) + 64
+			if r.Topic == t.Clean {
+				ev, err := walletsync.ParseEvent(r.Value)
+				if err != nil {
+					a.m.skipped.Inc()
+					a.log.Warn("unreadable clean event skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
+					return
+				}
+				day := Day(ev.OccurredAt)
+				b.events[day] = append(b.events[day], EventToRow(&ev, r.Partition, r.Offset))
+				return
+			}
+			id, v, regs, err := walletsync.ParseStatusRecord(r.Value)
+			if err != nil {
+				a.m.skipped.Inc()
+				return
+			}
+			st := walletsync.Status{CustomerID: id, Version: v, Fields: walletsync.FieldsOf(regs)}
+			day := Day(st.LastChangedAt)
+			b.statuses[day] = append(b.statuses[day], StatusToRow(&st, r.Partition, r.Offset))
+		})
+		done := ctx.Err() != nil
+		if size >= a.cfg.RollBytes || !time.Now().Before(rollStart.Add(a.cfg.RollInterval)) || done {
+			if err := a.roll(context.WithoutCancel(ctx), adm, bufs); err != nil {
+				return err
+			}
+			bufs = map[string]map[int32]*partBuf{t.Clean: {}, t.Status: {}}
+			size = 0
+			rollStart = time.Now()
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// roll writes every buffered range, then commits the group's position.
+func (a *Archiver) roll(ctx context.Context, adm *kadm.Client, bufs map[string]map[int32]*partBuf) error {
+	start := time.Now()
+	commit := kadm.Offsets{}
+	for topic, parts := range bufs {
+		for p, b := range parts {
+			if b.first < 0 {
+				continue
+			}
+			var err error
+			if topic == a.cfg.Topics.Clean {
+				err = writeRange(a.cfg.Dir, EventsDataset, p, b.first, b.last, b.events, a.m)
+			} else {
+				err = writeRange(a.cfg.Dir, StatusDataset, p, b.first, b.last, b.statuses, a.m)
+			}
+			if err != nil {
+				return fmt.Errorf("archive: %w", err)
+			}
+			commit.Add(kadm.Offset{Topic: topic, Partition: p, At: b.last + 1, LeaderEpoch: -1})
+		}
+	}
+	if len(commit) == 0 {
+		return nil
+	}
+	a.m.rollSeconds.Observe(time.Since(start).Seconds())
+	if err := adm.CommitAllOffsets(ctx, a.cfg.Group, commit); err != nil {
+		// The files are the truth; the group only reports lag.
+		a.log.Warn("archive: committing the group position failed", "err", err)
+	}
+	return nil
+}
+
+// writeRange writes one partition's range as one file per day: each to a
+// temp name first, then all renamed, so a reader never sees half a file.
+func writeRange[T any](dir, dataset string, part int32, first, last int64, byDay map[string][]T, m *Metrics) error {
+	days := make([]string, 0, len(byDay))
+	for d := range byDay {
+		days = append(days, d)
+	}
+	sort.Strings(days)
+	type pending struct{ tmp, final string }
+	var ps []pending
+	for i, day := range days {
+		dd := filepath.Join(dir, dataset, "day="+day)
+		if err := os.MkdirAll(dd, 0o755); err != nil {
+			return err
+		}
+		name := fileName(part, first, last, i+1, len(days))
+		tmp := filepath.Join(dd, ".tmp-"+name)
+		if err := writeFile(tmp, byDay[day], part, first, last); err != nil {
+			return err
+		}
+		ps = append(ps, pending{tmp, filepath.Join(dd, name)})
+		m.rows.WithLabelValues(dataset).Add(float64(len(byDay[day])))
+	}
+	for _, p := range ps {
+		if err := os.Rename(p.tmp, p.final); err != nil {
+			return err
+		}
+		m.files.WithLabelValues(dataset).Inc()
+	}
+	return nil
+}
+
+func writeFile[T any](path string, rows []T, part int32, first, last int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := pq.NewGenericWriter[T](f, pq.Compression(&pq.Zstd),
+		pq.KeyValueMetadata("walletsync.partition", strconv.Itoa(int(part))),
+		pq.KeyValueMetadata("walletsync.first_offset", strconv.FormatInt(first, 10)),
+		pq.KeyValueMetadata("walletsync.last_offset", strconv.FormatInt(last, 10)))
+	if _, err := w.Write(rows); err != nil {
+		f.Close()
+		return err
+	}
+	if err := w.Close(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// WriteEvents writes events as one archived range of partition part, the
+// way the archiver would have from offsets first onwards; tests and
+// benchmarks build archives with it.
+func WriteEvents(dir string, part int32, first int64, events []walletsync.Event) error {
+	byDay := map[string][]EventRow{}
+	for i := range events {
+		day := Day(events[i].OccurredAt)
+		byDay[day] = append(byDay[day], EventToRow(&events[i], part, first+int64(i)))
+	}
+	return writeRange(dir, EventsDataset, part, first, first+int64(len(events))-1, byDay, NewMetrics(prometheus.NewRegistry()))
+}
+
+// WriteStatuses writes status versions the same way.
+func WriteStatuses(dir string, part int32, first int64, statuses []walletsync.Status) error {
+	byDay := map[string][]StatusRow{}
+	for i := range statuses {
+		day := Day(statuses[i].LastChangedAt)
+		byDay[day] = append(byDay[day], StatusToRow(&statuses[i], part, first+int64(i)))
+	}
+	return writeRange(dir, StatusDataset, part, first, first+int64(len(statuses))-1, byDay, NewMetrics(prometheus.NewRegistry()))
+}

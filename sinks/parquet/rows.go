@@ -1,0 +1,126 @@
+// Package parquet archives wallet.events.clean and wallet.status as Parquet
+// files under a directory, Hive-style partitioned by day, and reads the
+// archive back for replays and the embedded insights engine.
+package parquet
+
+import (
+	"time"
+
+	"github.com/walletsync/walletsync"
+)
+
+// EventRow is one archived clean event: every field of the canonical event,
+// so an archived event replays to the same bytes, plus where it was read.
+// Times are Unix milliseconds with the TIMESTAMP(MILLIS) logical type, which
+// DuckDB, ClickHouse and pandas read as timestamps.
+type EventRow struct {
+	EventID         string   `parquet:"event_id"`
+	Type            string   `parquet:"type,dict"`
+	Platform        string   `parquet:"platform,dict"`
+	CustomerID      string   `parquet:"customer_id"`
+	PassID          string   `parquet:"pass_id"`
+	PassType        string   `parquet:"pass_type,dict"`
+	OccurredAt      int64    `parquet:"occurred_at,timestamp(millisecond)"`
+	Installed       *bool    `parquet:"installed,optional"`
+	InstalledAt     *int64   `parquet:"installed_at,optional,timestamp(millisecond)"`
+	Source          string   `parquet:"source,dict"`
+	HasRegistration bool     `parquet:"has_registration"`
+	Medium          string   `parquet:"medium,dict"`
+	Origin          string   `parquet:"origin,dict"`
+	UserAgent       string   `parquet:"user_agent,dict"`
+	Tags            []string `parquet:"tags,list"`
+	ActiveCount     *int64   `parquet:"registration_active_count,optional"`
+	TotalCount      *int64   `parquet:"registration_total_count,optional"`
+	KafkaPartition  int32    `parquet:"kafka_partition"`
+	KafkaOffset     int64    `parquet:"kafka_offset"`
+}
+
+// StatusRow is one archived status version (SPEC §4); null times are null.
+type StatusRow struct {
+	CustomerID        string `parquet:"customer_id"`
+	Version           int64  `parquet:"version"`
+	WalletStatus      string `parquet:"wallet_status,dict"`
+	AppleInstalledAt  *int64 `parquet:"apple_wallet_installed_at,optional,timestamp(millisecond)"`
+	GoogleInstalledAt *int64 `parquet:"google_wallet_installed_at,optional,timestamp(millisecond)"`
+	LastChangedAt     int64  `parquet:"wallet_last_changed_at,timestamp(millisecond)"`
+	LastEvent         string `parquet:"wallet_last_event,dict"`
+	KafkaPartition    int32  `parquet:"kafka_partition"`
+	KafkaOffset       int64  `parquet:"kafka_offset"`
+}
+
+func optTime(ms int64) *int64 {
+	if ms == 0 {
+		return nil
+	}
+	return &ms
+}
+
+// EventToRow converts a clean event.
+func EventToRow(e *walletsync.Event, part int32, off int64) EventRow {
+	r := EventRow{EventID: e.ID, Type: e.Type.String(), Platform: e.Platform.String(), CustomerID: e.CustomerID, PassID: e.PassID,
+		PassType: e.PassType, OccurredAt: e.OccurredAt, Source: e.Source, KafkaPartition: part, KafkaOffset: off}
+	if e.Type == walletsync.TypeObserved {
+		inst := e.Installed
+		r.Installed = &inst
+		r.InstalledAt = optTime(e.InstalledAt)
+	}
+	if reg := e.Registration; reg != nil {
+		r.HasRegistration, r.Medium, r.Origin, r.UserAgent, r.Tags = true, reg.Medium, reg.Origin, reg.UserAgent, reg.Tags
+		if reg.HasActiveCount {
+			n := reg.ActiveCount
+			r.ActiveCount = &n
+		}
+		if reg.HasTotalCount {
+			n := reg.TotalCount
+			r.TotalCount = &n
+		}
+	}
+	return r
+}
+
+// Event converts back; the result validates as the original did.
+func (r *EventRow) Event() walletsync.Event {
+	e := walletsync.Event{ID: r.EventID, CustomerID: r.CustomerID, PassID: r.PassID, PassType: r.PassType, OccurredAt: r.OccurredAt, Source: r.Source}
+	switch r.Type {
+	case "installed":
+		e.Type = walletsync.TypeInstalled
+	case "uninstalled":
+		e.Type = walletsync.TypeUninstalled
+	case "observed":
+		e.Type = walletsync.TypeObserved
+	}
+	switch r.Platform {
+	case "apple":
+		e.Platform = walletsync.PlatformApple
+	case "google":
+		e.Platform = walletsync.PlatformGoogle
+	}
+	if r.Installed != nil {
+		e.Installed = *r.Installed
+	}
+	if r.InstalledAt != nil {
+		e.InstalledAt = *r.InstalledAt
+	}
+	if r.HasRegistration {
+		reg := &walletsync.Registration{Medium: r.Medium, Origin: r.Origin, UserAgent: r.UserAgent, Tags: r.Tags}
+		if r.ActiveCount != nil {
+			reg.ActiveCount, reg.HasActiveCount = *r.ActiveCount, true
+		}
+		if r.TotalCount != nil {
+			reg.TotalCount, reg.HasTotalCount = *r.TotalCount, true
+		}
+		e.Registration = reg
+	}
+	return e
+}
+
+// StatusToRow converts a status version.
+func StatusToRow(s *walletsync.Status, part int32, off int64) StatusRow {
+	return StatusRow{CustomerID: s.CustomerID, Version: int64(s.Version), WalletStatus: s.Wallet.String(),
+		AppleInstalledAt: optTime(s.AppleInstalledAt), GoogleInstalledAt: optTime(s.GoogleInstalledAt),
+		LastChangedAt: s.LastChangedAt, LastEvent: s.LastEvent.String(), KafkaPartition: part, KafkaOffset: off}
+}
+
+// Day is the UTC date a time in milliseconds falls on, as the archive's
+// day= directories name it.
+func Day(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.DateOnly) }
