@@ -10,6 +10,7 @@ import (
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/queries"
 	"github.com/walletsync/walletsync/sinks/clickhouse"
+	"github.com/walletsync/walletsync/sinks/parquet"
 )
 
 // BenchmarkClickHouseInsights: latency of each insight over 10M events and
@@ -48,6 +49,60 @@ func BenchmarkClickHouseInsights(b *testing.B) {
 	}
 	b.Logf("loaded %d events, %d customers", chunks*perChunk, len(sts))
 	engine := &queries.ClickHouse{Conn: conn}
+	for _, c := range []struct{ name, from, to, by string }{
+		{"daily", "2025-06-01", "2026-06-01", ""},
+		{"daily", "2025-06-01", "2026-06-01", "medium"},
+		{"status", "2025-06-01", "2025-06-02", ""},
+		{"installed-base", "2025-06-01", "2026-06-01", ""},
+		{"retention", "2025-06-01", "2026-06-01", ""},
+	} {
+		q, err := queries.ParseQuery(c.name, c.from, c.to, c.by)
+		if err != nil {
+			b.Fatal(err)
+		}
+		name := c.name
+		if c.by != "" {
+			name += "_by_" + c.by
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := engine.Insight(ctx, q); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/query")
+		})
+	}
+}
+
+// BenchmarkEmbeddedInsights: the same queries over a Parquet archive of the
+// same 10M events, in process (goal: daily over 10M events < 2 s).
+func BenchmarkEmbeddedInsights(b *testing.B) {
+	const chunks, perChunk = 10, 1_000_000
+	dir := b.TempDir()
+	fold := walletsync.NewFold()
+	start := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	var versions []walletsync.Status
+	for c := range chunks {
+		cfg := synth.Default(perChunk)
+		cfg.Customers, cfg.Seed, cfg.DupRate = 1_000_000, uint64(c+1), 0
+		cfg.Start = start.AddDate(0, c, 0)
+		evs := synth.Events(cfg)
+		if err := parquet.WriteEvents(dir, int32(c), 0, evs); err != nil {
+			b.Fatal(err)
+		}
+		for i := range evs {
+			if st, changed := fold.Apply(&evs[i]); changed {
+				versions = append(versions, st)
+			}
+		}
+	}
+	if err := parquet.WriteStatuses(dir, 0, 0, versions); err != nil {
+		b.Fatal(err)
+	}
+	versions = nil
+	engine := queries.NewEmbedded(dir)
+	ctx := context.Background()
 	for _, c := range []struct{ name, from, to, by string }{
 		{"daily", "2025-06-01", "2026-06-01", ""},
 		{"daily", "2025-06-01", "2026-06-01", "medium"},

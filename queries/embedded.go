@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	pq "github.com/parquet-go/parquet-go"
+
 	"github.com/walletsync/walletsync/sinks/parquet"
 )
 
@@ -22,31 +24,6 @@ type Embedded struct {
 
 // NewEmbedded reads the archive under dir.
 func NewEmbedded(dir string) *Embedded { return &Embedded{Dir: dir, seed: maphash.MakeSeed()} }
-
-// The projections the queries read.
-type dailyCols struct {
-	Type       string `parquet:"type"`
-	Platform   string `parquet:"platform"`
-	OccurredAt int64  `parquet:"occurred_at"`
-	PassType   string `parquet:"pass_type"`
-	Medium     string `parquet:"medium"`
-	Source     string `parquet:"source"`
-}
-
-type registerCols struct {
-	EventID    string `parquet:"event_id"`
-	Type       string `parquet:"type"`
-	Platform   string `parquet:"platform"`
-	CustomerID string `parquet:"customer_id"`
-	PassID     string `parquet:"pass_id"`
-	OccurredAt int64  `parquet:"occurred_at"`
-}
-
-type statusCols struct {
-	CustomerID   string `parquet:"customer_id"`
-	Version      int64  `parquet:"version"`
-	WalletStatus string `parquet:"wallet_status"`
-}
 
 // Insight runs q.
 func (e *Embedded) Insight(ctx context.Context, q Query) (Answer, error) {
@@ -80,31 +57,30 @@ func (e *Embedded) daily(ctx context.Context, q Query) ([]Row, error) {
 		b string
 	}
 	counts := map[key][2]int64{}
-	err := parquet.ReadDataset(e.Dir, parquet.EventsDataset, day(q.From), day(q.To), func(rows []dailyCols) error {
+	cols := []string{"type", "platform", "occurred_at"}
+	if q.By != "" {
+		cols = append(cols, map[string]string{"passType": "pass_type", "medium": "medium", "source": "source"}[q.By])
+	}
+	err := parquet.ScanColumns(e.Dir, parquet.EventsDataset, day(q.From), day(q.To), cols, func(c [][]pq.Value) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		for i := range rows {
-			r := &rows[i]
-			if r.OccurredAt < from || r.OccurredAt >= to || r.Type == "observed" {
+		for i := range c[0] {
+			typ, at := c[0][i].ByteArray(), c[2][i].Int64()
+			if at < from || at >= to || typ[0] == 'o' {
 				continue
 			}
-			k := key{d: uint32(r.OccurredAt / 86_400_000), p: r.Platform}
-			switch q.By {
-			case "passType":
-				k.b = r.PassType
-			case "medium":
-				k.b = r.Medium
-			case "source":
-				k.b = r.Source
+			k := key{d: uint32(at / 86_400_000), p: platformName(c[1][i].ByteArray())}
+			if q.By != "" {
+				k.b = string(c[3][i].ByteArray())
 			}
-			c := counts[k]
-			if r.Type == "installed" {
-				c[0]++
+			n := counts[k]
+			if typ[0] == 'i' {
+				n[0]++
 			} else {
-				c[1]++
+				n[1]++
 			}
-			counts[k] = c
+			counts[k] = n
 		}
 		return nil
 	})
@@ -118,20 +94,27 @@ func (e *Embedded) daily(ctx context.Context, q Query) ([]Row, error) {
 	return dailyRows(q, out), nil
 }
 
+func platformName(b []byte) string {
+	if len(b) > 0 && b[0] == 'a' {
+		return "apple"
+	}
+	return "google"
+}
+
 func (e *Embedded) status(ctx context.Context) ([]Row, error) {
 	type cur struct {
 		v int64
 		w string
 	}
 	latest := map[string]cur{}
-	err := parquet.ReadDataset(e.Dir, parquet.StatusDataset, "", "", func(rows []statusCols) error {
+	err := parquet.ScanColumns(e.Dir, parquet.StatusDataset, "", "", []string{"customer_id", "version", "wallet_status"}, func(c [][]pq.Value) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		for i := range rows {
-			r := &rows[i]
-			if c, ok := latest[r.CustomerID]; !ok || r.Version > c.v {
-				latest[r.CustomerID] = cur{r.Version, r.WalletStatus}
+		for i := range c[0] {
+			id, v := c[0][i].ByteArray(), c[1][i].Int64()
+			if old, ok := latest[string(id)]; !ok || v > old.v {
+				latest[string(id)] = cur{v, string(c[2][i].ByteArray())}
 			}
 		}
 		return nil
@@ -164,34 +147,36 @@ func (e *Embedded) registers(ctx context.Context, untilMs int64, fromMs, toInsta
 	regs := map[uint64]*register{}
 	var h maphash.Hash
 	h.SetSeed(e.seed)
-	err := parquet.ReadDataset(e.Dir, parquet.EventsDataset, "", day(time.UnixMilli(untilMs).Add(24*time.Hour)), func(rows []registerCols) error {
+	cols := []string{"type", "platform", "customer_id", "pass_id", "occurred_at"}
+	err := parquet.ScanColumns(e.Dir, parquet.EventsDataset, "", day(time.UnixMilli(untilMs).Add(24*time.Hour)), cols, func(c [][]pq.Value) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		for i := range rows {
-			r := &rows[i]
-			if r.OccurredAt >= untilMs || r.Type == "observed" {
+		for i := range c[0] {
+			typ, at := c[0][i].ByteArray(), c[4][i].Int64()
+			if at >= untilMs || typ[0] == 'o' {
 				continue
 			}
+			platform := c[1][i].ByteArray()
 			h.Reset()
-			h.WriteString(r.CustomerID)
+			h.Write(c[2][i].ByteArray())
 			h.WriteByte(0)
-			h.WriteString(r.PassID)
+			h.Write(c[3][i].ByteArray())
 			h.WriteByte(0)
-			h.WriteString(r.Platform)
+			h.Write(platform)
 			k := h.Sum64()
 			reg := regs[k]
 			if reg == nil {
-				reg = &register{platform: r.Platform}
+				reg = &register{platform: platformName(platform)}
 				regs[k] = reg
 			}
 			un := int64(0)
-			if r.Type == "uninstalled" {
+			if typ[0] == 'u' {
 				un = 1
 			}
-			reg.keys = append(reg.keys, r.OccurredAt*2+un)
-			if un == 0 && r.OccurredAt >= fromMs && r.OccurredAt < toInstallMs {
-				reg.installs = append(reg.installs, r.OccurredAt)
+			reg.keys = append(reg.keys, at*2+un)
+			if un == 0 && at >= fromMs && at < toInstallMs {
+				reg.installs = append(reg.installs, at)
 			}
 		}
 		return nil

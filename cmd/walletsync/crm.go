@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -122,56 +120,6 @@ func (n *node) addCRM(f *crmFlags, only string) error {
 		n.log.Info("CRM sink configured", "destination", d.Name(), "group", e.Group(), "settle", f.settle.String())
 	}
 	return nil
-}
-
-func replayCommand() command {
-	return command{
-		name:    "replay",
-		args:    "crm-dlq",
-		summary: "send again what a CRM sink dead-lettered: crm-dlq",
-		help: `
-"walletsync replay crm-dlq --destination NAME" reads wallet.crm.dlq from where
-the last replay stopped, and for every customer that NAME's sink
-dead-lettered delivers the customer's current status (never an older one),
-then remembers its position, so a second replay sends nothing new. Prints a
-JSON summary; exit 1 when a delivery still fails (nothing is committed then,
-and the replay can simply run again).`,
-		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
-			f := &roleFlags{}
-			c := &crmFlags{}
-			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…), required")
-			c.register(fs)
-			fs.StringVar(&c.destination, "destination", "", "the CRM sink whose dead letters to send: webhook, actito or hubspot")
-			return func(ctx context.Context, e env, args []string) int {
-				if args = parseAfterName(fs, args); args == nil {
-					return exitUsage
-				}
-				if len(args) != 1 || args[0] != "crm-dlq" {
-					fmt.Fprintln(e.stderr, `walletsync replay: name what to replay: "walletsync replay crm-dlq --destination NAME"`)
-					return exitUsage
-				}
-				brokers := f.brokerList()
-				if len(brokers) == 0 || c.destination == "" {
-					fmt.Fprintln(e.stderr, "walletsync replay crm-dlq: --brokers and --destination are required")
-					return exitUsage
-				}
-				dests, err := c.destinations(c.destination)
-				if err != nil {
-					fmt.Fprintf(e.stderr, "walletsync replay crm-dlq: %v\n", err)
-					return exitUsage
-				}
-				rep, err := crm.Replay(ctx, crm.ReplayConfig{Brokers: brokers, Progress: progressBar(e)}, dests[0])
-				out, _ := json.Marshal(map[string]any{"destination": dests[0].Name(), "read": rep.Read, "otherDestinations": rep.Skipped,
-					"customers": rep.Customers, "delivered": rep.Delivered, "forgotten": rep.Missing})
-				fmt.Fprintln(e.stdout, string(out))
-				if err != nil {
-					fmt.Fprintf(e.stderr, "walletsync replay crm-dlq: %v\n", err)
-					return exitFail
-				}
-				return exitOK
-			}
-		},
-	}
 }
 
 // progressBar draws progress on stderr when it is a terminal.

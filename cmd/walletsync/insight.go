@@ -29,17 +29,23 @@ func insightMain(ctx context.Context, e env, f *roleFlags, args []string) int {
 		fmt.Fprintf(e.stderr, "walletsync query: --format: want table, json or csv, got %q\n", f.format)
 		return exitUsage
 	}
-	if f.clickhouseDSN == "" {
-		fmt.Fprintln(e.stderr, "walletsync query: --clickhouse is required to answer insights")
+	var engine queries.Engine
+	switch {
+	case f.clickhouseDSN != "":
+		conn, err := dialClickHouse(f.clickhouseDSN)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "walletsync query: %v\n", err)
+			return exitUsage
+		}
+		defer conn.Close()
+		engine = &queries.ClickHouse{Conn: conn}
+	case f.archiveDir != "":
+		engine = queries.NewEmbedded(f.archiveDir)
+	default:
+		fmt.Fprintln(e.stderr, "walletsync query: --clickhouse or --archive-dir is required to answer insights")
 		return exitUsage
 	}
-	conn, err := dialClickHouse(f.clickhouseDSN)
-	if err != nil {
-		fmt.Fprintf(e.stderr, "walletsync query: %v\n", err)
-		return exitUsage
-	}
-	defer conn.Close()
-	ans, err := (&queries.ClickHouse{Conn: conn}).Insight(ctx, q)
+	ans, err := engine.Insight(ctx, q)
 	if err != nil {
 		if errors.Is(err, queries.ErrNotImplemented) {
 			fmt.Fprintf(e.stderr, "walletsync query: %s is not available yet\n", q.Name)

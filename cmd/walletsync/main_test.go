@@ -219,7 +219,7 @@ func TestHelp(t *testing.T) {
 			}
 		}
 	}
-	if r := runCLI(t, "", nil, "sink", "parquet"); r.code != exitUsage || !strings.Contains(r.stderr, "walletsync sink clickhouse") {
+	if r := runCLI(t, "", nil, "sink", "kafka-connect"); r.code != exitUsage || !strings.Contains(r.stderr, "walletsync sink clickhouse") {
 		t.Errorf("unknown sink: %+v", r)
 	}
 	if r := runCLI(t, "", nil, "sink", "crm"); r.code != exitUsage || !strings.Contains(r.stderr, "--destination is required") {

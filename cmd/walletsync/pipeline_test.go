@@ -211,7 +211,9 @@ func TestPipelineEndToEnd(t *testing.T) {
 	}
 	defer emb.Close()
 	brokers := strings.Join(emb.Brokers(), ",")
-	r := startRole(t, "run", "--brokers", brokers, "--partitions", "4", "--http", "127.0.0.1:0", "--log-level", "warn", "--transactional-id", "e2e", "--produce-timeout", "2s")
+	archive := t.TempDir()
+	r := startRole(t, "run", "--brokers", brokers, "--partitions", "4", "--http", "127.0.0.1:0", "--log-level", "warn", "--transactional-id", "e2e", "--produce-timeout", "2s",
+		"--archive-dir", archive, "--archive-roll-interval", "200ms")
 
 	lines := testStream()
 	postLines(t, r.url, lines, 500)
@@ -289,8 +291,40 @@ func TestPipelineEndToEnd(t *testing.T) {
 	if code, _ := httpDo(t, "GET", r.url+"/readyz", "", nil); code != 200 {
 		t.Errorf("/readyz: %d", code)
 	}
-	if code, body := httpDo(t, "GET", r.url+"/v1/insights/daily?from=2026-01-01&to=2026-01-02", "", nil); code != 503 || !strings.Contains(string(body), "--clickhouse") {
-		t.Errorf("insights without a store: %d %s", code, body)
+	// Without ClickHouse the insights come from the Parquet archive.
+	want := map[string][2]int{}
+	seen := map[string]bool{}
+	for _, l := range lines {
+		e, err := walletsync.ParseEvent(l)
+		if err != nil || seen[e.ID] {
+			continue
+		}
+		seen[e.ID] = true
+		if string(walletsync.AppendTime(nil, e.OccurredAt)[:10]) == "2026-01-01" {
+			c := want[e.Platform.String()]
+			switch e.Type {
+			case walletsync.TypeInstalled:
+				c[0]++
+			case walletsync.TypeUninstalled:
+				c[1]++
+			}
+			want[e.Platform.String()] = c
+		}
+	}
+	code, body = httpDo(t, "GET", r.url+"/v1/insights/daily?from=2026-01-01&to=2026-01-02", "", nil)
+	var ans struct {
+		Rows []struct {
+			Platform             string
+			Installs, Uninstalls int
+		}
+	}
+	if code != 200 || json.Unmarshal(body, &ans) != nil || len(ans.Rows) != 2 {
+		t.Fatalf("insights from the archive: %d %s", code, body)
+	}
+	for _, row := range ans.Rows {
+		if w := want[row.Platform]; row.Installs != w[0] || row.Uninstalls != w[1] {
+			t.Errorf("daily from the archive, %s: %d installs %d uninstalls, the events say %v", row.Platform, row.Installs, row.Uninstalls, w)
+		}
 	}
 	if c := r.stop(); c != 0 {
 		t.Errorf("run exited %d: %s", c, r.stderr)
@@ -320,7 +354,7 @@ func diffLines(got, want string) string {
 // still there with its version, and the dedupe memory too.
 func TestRunRestartKeepsEverything(t *testing.T) {
 	dir := t.TempDir()
-	args := []string{"run", "--data-dir", dir, "--partitions", "3", "--http", "127.0.0.1:0", "--log-level", "warn", "--transactional-id", "restart"}
+	args := []string{"run", "--data-dir", dir, "--partitions", "3", "--http", "127.0.0.1:0", "--log-level", "warn", "--transactional-id", "restart", "--archive-roll-interval", "200ms"}
 	lines := testStream()[:1500]
 	r := startRole(t, args...)
 	// Posting at once matters: with a data dir, kfake shows a transaction's
@@ -372,7 +406,7 @@ func TestRunWithClickHouse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer emb.Close()
-	r := startRole(t, "run", "--brokers", strings.Join(emb.Brokers(), ","), "--partitions", "3", "--http", "127.0.0.1:0",
+	r := startRole(t, "run", "--brokers", strings.Join(emb.Brokers(), ","), "--partitions", "3", "--http", "127.0.0.1:0", "--archive-dir", "none",
 		"--log-level", "warn", "--transactional-id", "with-ch", "--clickhouse", ch.DSN(), "--clickhouse-batch-interval", "100ms")
 	lines := testStream()[:2000]
 	postLines(t, r.url, lines, 500)
@@ -462,7 +496,7 @@ func TestRunWithCRMSinks(t *testing.T) {
 	defer hook.Close()
 	hub := crmtest.NewHubSpotServer("pat-1", crmtest.Faults{})
 	defer hub.Close()
-	r := startRole(t, "run", "--data-dir", t.TempDir(), "--partitions", "3", "--http", "127.0.0.1:0", "--log-level", "warn",
+	r := startRole(t, "run", "--data-dir", t.TempDir(), "--partitions", "3", "--http", "127.0.0.1:0", "--log-level", "warn", "--archive-roll-interval", "200ms",
 		"--transactional-id", "with-crm", "--crm-settle", "200ms", "--crm-rate", "1000",
 		"--crm-webhook-url", hook.URL, "--crm-webhook-secret", "whsec_dGVzdC1zZWNyZXQ=",
 		"--hubspot-url", hub.URL, "--hubspot-token", "pat-1", "--hubspot-id-property", "customer_key")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/walletsync/walletsync/internal/kafka"
 )
@@ -30,7 +31,14 @@ Runs ingest, the processors and the read API in one process. Without
 			f.processFlags(fs)
 			f.clickhouseFlags(fs, "ClickHouse `DSN` (clickhouse://user:password@host:9000/db; @FILE reads it): also run the ClickHouse sink")
 			f.crm.register(fs)
+			f.archiveFlags(fs, "Parquet archive `directory` of the clean events and statuses (default: DATA-DIR/archive; \"none\": no archive); without --clickhouse the insights are answered from it", 10*time.Second)
 			return func(ctx context.Context, e env, args []string) int {
+				switch f.archiveDir {
+				case "":
+					f.archiveDir = filepath.Join(f.dataDir, "archive")
+				case "none":
+					f.archiveDir = ""
+				}
 				return roleMain(ctx, e, f, args, "run")
 			}
 		},
@@ -86,10 +94,11 @@ func queryCommand() command {
 		summary: "the read API alone, or one insight query (NAME)",
 		help: `
 Without NAME: serves GET /v1/customers/{customerId}, /v1/status,
-/v1/pipeline and (with --clickhouse) /v1/insights/{name} from --brokers.
+/v1/pipeline and (with --clickhouse or --archive-dir) /v1/insights/{name}
+from --brokers.
 
 With NAME (daily, status, installed-base or retention): answers that insight
-from --clickhouse for --from (inclusive) to --to (exclusive), UTC days, and
+from --clickhouse (or, without it, the Parquet archive in --archive-dir) for --from (inclusive) to --to (exclusive), UTC days, and
 prints it as a table, JSON or CSV. Bad parameters exit 2, a store failure 1.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
 			f := &roleFlags{}
@@ -98,6 +107,7 @@ prints it as a table, JSON or CSV. Bad parameters exit 2, a store failure 1.`,
 			f.tokenFlag(fs)
 			fs.StringVar(&f.group, "group", "walletsync-process", "consumer group of the processors, for /v1/pipeline")
 			fs.StringVar(&f.clickhouseDSN, "clickhouse", "", "ClickHouse `DSN` answering insights (clickhouse://user:password@host:9000/db; @FILE reads it)")
+			fs.StringVar(&f.archiveDir, "archive-dir", "", "without --clickhouse: answer insights from this Parquet archive `directory`, in process")
 			fs.StringVar(&f.from, "from", "", "insight: first `day` (YYYY-MM-DD, UTC), inclusive")
 			fs.StringVar(&f.to, "to", "", "insight: last `day` (YYYY-MM-DD, UTC), exclusive")
 			fs.StringVar(&f.by, "by", "", "insight daily: split by passType, medium or source")
@@ -120,8 +130,8 @@ prints it as a table, JSON or CSV. Bad parameters exit 2, a store failure 1.`,
 func sinkCommand() command {
 	return command{
 		name:    "sink",
-		args:    "clickhouse|crm",
-		summary: "one sink alone, against Kafka: clickhouse, or crm --destination webhook|actito|hubspot",
+		args:    "clickhouse|crm|parquet",
+		summary: "one sink alone, against Kafka: clickhouse, crm --destination webhook|actito|hubspot, or parquet",
 		help: `
 "walletsync sink clickhouse" copies wallet.events.clean and wallet.status
 into ClickHouse (creating or upgrading its schema first), in batches by rows
@@ -131,6 +141,10 @@ and time, committing offsets only after ClickHouse acknowledged the rows.
 step with wallet.status: the newest version per customer after the settle
 window, retried until acknowledged or dead-lettered to wallet.crm.dlq.
 
+"walletsync sink parquet --archive-dir DIR" archives wallet.events.clean and
+wallet.status as Parquet files under DIR (events/day=…, status/day=…),
+resuming after the last offset its files cover; one per directory.
+
 Several of each may run: they share the partitions in one consumer group.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
 			f := &roleFlags{}
@@ -139,12 +153,13 @@ Several of each may run: they share the partitions in one consumer group.`,
 			f.clickhouseFlags(fs, "ClickHouse `DSN` (clickhouse://user:password@host:9000/db; @FILE reads it), required by the clickhouse sink")
 			f.crm.register(fs)
 			fs.StringVar(&f.crm.destination, "destination", "", "the crm sink's destination: webhook, actito or hubspot")
+			f.archiveFlags(fs, "the parquet sink's archive `directory`, required by it", time.Minute)
 			return func(ctx context.Context, e env, args []string) int {
 				if args = parseAfterName(fs, args); args == nil {
 					return exitUsage
 				}
-				if len(args) != 1 || (args[0] != "clickhouse" && args[0] != "crm") {
-					fmt.Fprintln(e.stderr, `walletsync sink: name the sink: "walletsync sink clickhouse" or "walletsync sink crm --destination NAME"`)
+				if len(args) != 1 || (args[0] != "clickhouse" && args[0] != "crm" && args[0] != "parquet") {
+					fmt.Fprintln(e.stderr, `walletsync sink: name the sink: "walletsync sink clickhouse", "walletsync sink crm --destination NAME" or "walletsync sink parquet --archive-dir DIR"`)
 					return exitUsage
 				}
 				if args[0] == "clickhouse" && f.clickhouseDSN == "" {
@@ -153,6 +168,10 @@ Several of each may run: they share the partitions in one consumer group.`,
 				}
 				if args[0] == "crm" && f.crm.destination == "" {
 					fmt.Fprintln(e.stderr, "walletsync sink crm: --destination is required (webhook, actito or hubspot)")
+					return exitUsage
+				}
+				if args[0] == "parquet" && f.archiveDir == "" {
+					fmt.Fprintln(e.stderr, "walletsync sink parquet: --archive-dir is required")
 					return exitUsage
 				}
 				if args[0] == "crm" {
@@ -224,6 +243,9 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 			if setupErr == nil {
 				setupErr = n.addCRM(&f.crm, "")
 			}
+			if setupErr == nil && f.archiveDir != "" {
+				setupErr = n.addArchive(f)
+			}
 			if setupErr == nil {
 				setupErr = n.addQuery(f)
 			}
@@ -232,6 +254,8 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 		setupErr = n.addClickHouse(f)
 	case "sink crm":
 		setupErr = n.addCRM(&f.crm, f.crm.destination)
+	case "sink parquet":
+		setupErr = n.addArchive(f)
 	case "ingest":
 		setupErr = n.addIngest(f)
 	case "process":

@@ -28,6 +28,7 @@ import (
 	"github.com/walletsync/walletsync/processors"
 	"github.com/walletsync/walletsync/queries"
 	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
+	"github.com/walletsync/walletsync/sinks/parquet"
 )
 
 // listFlag is a repeatable flag; one value may also hold several separated
@@ -75,6 +76,15 @@ type roleFlags struct {
 	batchRows                           int
 	batchInterval                       time.Duration
 	crm                                 crmFlags
+	archiveDir                          string
+	archiveRoll                         time.Duration
+	archiveRollBytes                    int
+}
+
+func (f *roleFlags) archiveFlags(fs *flag.FlagSet, dirHelp string, roll time.Duration) {
+	fs.StringVar(&f.archiveDir, "archive-dir", "", dirHelp)
+	fs.DurationVar(&f.archiveRoll, "archive-roll-interval", roll, "Parquet archive: write a file set at least this often")
+	fs.IntVar(&f.archiveRollBytes, "archive-roll-bytes", 64<<20, "Parquet archive: or once this many bytes of records are buffered")
 }
 
 func (f *roleFlags) clickhouseFlags(fs *flag.FlagSet, help string) {
@@ -275,6 +285,22 @@ func (n *node) addClickHouse(f *roleFlags) error {
 	return nil
 }
 
+// addArchive runs the Parquet archiver into f.archiveDir.
+func (n *node) addArchive(f *roleFlags) error {
+	t := kafka.DefaultTopics()
+	a, err := parquet.New(parquet.Config{Brokers: n.brokers, Topics: t, Dir: f.archiveDir, RollInterval: f.archiveRoll,
+		RollBytes: f.archiveRollBytes, Logger: n.log, Metrics: parquet.NewMetrics(n.reg)})
+	if err != nil {
+		return err
+	}
+	n.comps = append(n.comps, a.Run)
+	if n.sinkGroups == nil {
+		n.sinkGroups = map[string][]string{}
+	}
+	n.sinkGroups[parquet.DefaultGroup] = []string{t.Clean, t.Status}
+	return nil
+}
+
 func (n *node) addQuery(f *roleFlags) error {
 	token, err := secret(f.apiToken)
 	if err != nil {
@@ -298,6 +324,9 @@ func (n *node) addQuery(f *roleFlags) error {
 			return err
 		}
 		api.Insights = &queries.ClickHouse{Conn: conn}
+	} else if f.archiveDir != "" {
+		// No ClickHouse: the insights come from the Parquet archive.
+		api.Insights = queries.NewEmbedded(f.archiveDir)
 	}
 	api.Register(n.mux)
 	// Measured when scraped, so the figure is never older than the scrape;

@@ -201,3 +201,24 @@ func header(r *kgo.Record, key string) string {
 	}
 	return ""
 }
+
+// Send delivers statuses to dest in batches, each retried up to attempts
+// times; for rebuilds that push every status to a CRM. keyPrefix keeps the
+// idempotency keys apart from those of the stream the statuses replace,
+// which a receiver may still remember.
+func Send(ctx context.Context, dest Destination, keyPrefix string, statuses []walletsync.Status, attempts int, progress func(done, total int)) error {
+	items := make([]*Item, len(statuses))
+	for i := range statuses {
+		items[i] = &Item{Status: statuses[i], Key: fmt.Sprintf("%s%s:%d", keyPrefix, statuses[i].CustomerID, statuses[i].Version)}
+	}
+	for i := 0; i < len(items); i += dest.MaxBatch() {
+		batch := items[i:min(i+dest.MaxBatch(), len(items))]
+		if err := deliverWithRetry(ctx, dest, batch, max(attempts, 1)); err != nil {
+			return err
+		}
+		if progress != nil {
+			progress(i+len(batch), len(items))
+		}
+	}
+	return nil
+}
