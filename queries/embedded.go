@@ -1,6 +1,7 @@
 package queries
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/maphash"
@@ -106,15 +107,23 @@ func (e *Embedded) status(ctx context.Context) ([]Row, error) {
 		v int64
 		w string
 	}
-	latest := map[string]cur{}
+	// Customers by a 64-bit hash of their id: a map of uint64 keys is
+	// several times faster than one of strings at a million customers.
+	latest := map[uint64]cur{}
+	wallets := map[string]string{}
 	err := parquet.ScanColumns(e.Dir, parquet.StatusDataset, "", "", []string{"customer_id", "version", "wallet_status"}, func(c [][]pq.Value) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		for i := range c[0] {
-			id, v := c[0][i].ByteArray(), c[1][i].Int64()
-			if old, ok := latest[string(id)]; !ok || v > old.v {
-				latest[string(id)] = cur{v, string(c[2][i].ByteArray())}
+			id, v := maphash.Bytes(e.seed, c[0][i].ByteArray()), c[1][i].Int64()
+			if old, ok := latest[id]; !ok || v > old.v {
+				w, ok := wallets[string(c[2][i].ByteArray())]
+				if !ok {
+					w = string(c[2][i].ByteArray())
+					wallets[w] = w
+				}
+				latest[id] = cur{v, w}
 			}
 		}
 		return nil
@@ -133,18 +142,20 @@ func (e *Embedded) status(ctx context.Context) ([]Row, error) {
 	return out, nil
 }
 
-// register is one register's events, packed as installedBase's ClickHouse
-// query packs them: occurred_ms*2 + uninstalled sorts as the fold ranks.
-type register struct {
-	platform string
-	keys     []int64
-	installs []int64 // retention: the install events of the range, by time
+// regEvent is one installed/uninstalled event of a register: r is a hash
+// of (customer, pass, platform) whose low bit is the platform (1 apple),
+// k packs the event as installedBase's ClickHouse query does,
+// occurred_ms*2 + uninstalled, which sorts as the fold ranks events.
+type regEvent struct {
+	r uint64
+	k int64
 }
 
-// registers gathers the installed/uninstalled events up to toMs (exclusive),
-// by register; installs of [fromMs, toInstallMs) are kept apart when asked.
-func (e *Embedded) registers(ctx context.Context, untilMs int64, fromMs, toInstallMs int64) (map[uint64]*register, error) {
-	regs := map[uint64]*register{}
+// registerEvents gathers the installed/uninstalled events before untilMs,
+// sorted by register and rank: one flat array sorted once, far cheaper
+// than a map of millions of registers each with its own slice.
+func (e *Embedded) registerEvents(ctx context.Context, untilMs int64) ([]regEvent, error) {
+	var all []regEvent
 	var h maphash.Hash
 	h.SetSeed(e.seed)
 	cols := []string{"type", "platform", "customer_id", "pass_id", "occurred_at"}
@@ -157,80 +168,99 @@ func (e *Embedded) registers(ctx context.Context, untilMs int64, fromMs, toInsta
 			if at >= untilMs || typ[0] == 'o' {
 				continue
 			}
-			platform := c[1][i].ByteArray()
 			h.Reset()
 			h.Write(c[2][i].ByteArray())
 			h.WriteByte(0)
 			h.Write(c[3][i].ByteArray())
-			h.WriteByte(0)
-			h.Write(platform)
-			k := h.Sum64()
-			reg := regs[k]
-			if reg == nil {
-				reg = &register{platform: platformName(platform)}
-				regs[k] = reg
+			r := h.Sum64() &^ 1
+			if p := c[1][i].ByteArray(); len(p) > 0 && p[0] == 'a' {
+				r |= 1
 			}
-			un := int64(0)
+			k := at * 2
 			if typ[0] == 'u' {
-				un = 1
+				k++
 			}
-			reg.keys = append(reg.keys, at*2+un)
-			if un == 0 && at >= fromMs && at < toInstallMs {
-				reg.installs = append(reg.installs, at)
-			}
+			all = append(all, regEvent{r, k})
 		}
 		return nil
 	})
-	return regs, err
+	slices.SortFunc(all, func(a, b regEvent) int {
+		if a.r != b.r {
+			return cmp.Compare(a.r, b.r)
+		}
+		return cmp.Compare(a.k, b.k)
+	})
+	return all, err
+}
+
+func platformOf(r uint64) string {
+	if r&1 == 1 {
+		return "apple"
+	}
+	return "google"
+}
+
+// eachRegister calls fn with every register's sorted packed events.
+func eachRegister(all []regEvent, fn func(platform string, keys []regEvent)) {
+	for i := 0; i < len(all); {
+		j := i + 1
+		for j < len(all) && all[j].r == all[i].r {
+			j++
+		}
+		fn(platformOf(all[i].r), all[i:j])
+		i = j
+	}
 }
 
 func (e *Embedded) installedBase(ctx context.Context, q Query) ([]Row, error) {
-	regs, err := e.registers(ctx, q.To.UnixMilli(), 0, 0)
+	all, err := e.registerEvents(ctx, q.To.UnixMilli())
 	if err != nil {
 		return nil, err
 	}
 	delta := map[platformDay]int64{}
-	for _, r := range regs {
-		slices.Sort(r.keys)
+	eachRegister(all, func(platform string, evs []regEvent) {
 		prev := int64(0)
-		for _, k := range slices.Compact(r.keys) {
-			inst := 1 - k%2
+		for _, ev := range evs {
+			inst := 1 - ev.k%2
 			if inst != prev {
-				delta[platformDay{r.platform, uint32(k / 172_800_000)}] += inst - prev
+				delta[platformDay{platform, uint32(ev.k / 172_800_000)}] += inst - prev
 				prev = inst
 			}
 		}
-	}
+	})
 	return installedBaseRows(q, delta), nil
 }
 
 func (e *Embedded) retention(ctx context.Context, q Query) ([]Row, error) {
 	const dayMs = 86_400_000
-	regs, err := e.registers(ctx, q.To.UnixMilli()+30*dayMs+1, q.From.UnixMilli(), q.To.UnixMilli())
+	from, to := q.From.UnixMilli(), q.To.UnixMilli()
+	all, err := e.registerEvents(ctx, to+30*dayMs+1)
 	if err != nil {
 		return nil, err
 	}
 	got := map[weekPlatform][4]int64{}
-	for _, r := range regs {
-		if len(r.installs) == 0 {
-			continue
-		}
-		slices.Sort(r.keys)
-		keys := slices.Compact(r.keys)
-		for _, m := range r.installs {
+	eachRegister(all, func(platform string, evs []regEvent) {
+		for _, ev := range evs {
+			m := ev.k / 2
+			// Every install event of the range counts, even two at one
+			// millisecond: the archive holds each event once.
+			if ev.k%2 != 0 || m < from || m >= to {
+				continue
+			}
 			d := uint32(m / dayMs)
-			k := weekPlatform{d - (d+3)%7, r.platform}
+			k := weekPlatform{d - (d+3)%7, platform}
 			c := got[k]
 			c[0]++
 			for j, n := range []int64{1, 7, 30} {
 				// The last event at or before install + n days.
-				i, _ := slices.BinarySearch(keys, 2*(m+n*dayMs)+2)
-				if i > 0 && keys[i-1]%2 == 0 {
+				limit := 2*(m+n*dayMs) + 1
+				i, _ := slices.BinarySearchFunc(evs, limit+1, func(a regEvent, t int64) int { return cmp.Compare(a.k, t) })
+				if i > 0 && evs[i-1].k%2 == 0 {
 					c[j+1]++
 				}
 			}
 			got[k] = c
 		}
-	}
+	})
 	return retentionRows(q, got), nil
 }
