@@ -73,12 +73,28 @@ func (r *Register) State() (installed bool, changedAt, installedAt int64) {
 	return true, r.EAt, r.EAt
 }
 
+// Silent reports a register that says nothing about the customer: no
+// install or uninstall event, only observations that the pass is not
+// installed — what a backfill reports for every platform a pass was never
+// added to. Taken literally, SPEC §3 would make such a register's
+// observation time the customer's walletLastChangedAt, with
+// walletLastEvent "uninstalled", at every backfill: an installed customer
+// would read as just uninstalled, and every customer would change every
+// night. It is kept (an install event may still arrive and be repaired
+// by it, whatever the order) but counts for nothing in the status.
+func (r *Register) Silent() bool { return r.EID == "" && !r.OInstalled }
+
 // FieldsOf computes a customer's status fields from its registers.
 func FieldsOf(regs []Register) Fields {
 	var f Fields
 	lastUninstalled := false
+	effective := 0
 	for i := range regs {
 		r := &regs[i]
+		if r.Silent() {
+			continue
+		}
+		effective++
 		inst, changedAt, installedAt := r.State()
 		if inst {
 			f.Wallet |= platformBit(r.Platform)
@@ -98,7 +114,7 @@ func FieldsOf(regs []Register) Fields {
 		}
 	}
 	switch {
-	case len(regs) == 0:
+	case effective == 0:
 	case lastUninstalled:
 		f.LastEvent = LastUninstalled
 	default:
@@ -235,10 +251,15 @@ func (f *Fold) Restore(customerID string, version uint64, regs []Register) Statu
 // Len is the number of customers.
 func (f *Fold) Len() int { return len(f.customers) }
 
-// Statuses returns every customer's status sorted by customerId bytes.
+// Statuses returns every customer's status sorted by customerId bytes,
+// except customers whose registers are all silent: they have no status
+// yet (the processors never emit one for them either).
 func (f *Fold) Statuses() []Status {
 	out := make([]Status, 0, len(f.customers))
 	for id, c := range f.customers {
+		if c.version == 0 {
+			continue
+		}
 		out = append(out, Status{CustomerID: id, Fields: c.fields, Version: c.version})
 	}
 	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.CustomerID, b.CustomerID) })

@@ -6,12 +6,12 @@ import (
 	"strings"
 )
 
-// resolveCustomer finds the customer id in a payload's identifiers by the
+// ResolveCustomer finds the customer id in a payload's identifiers by the
 // configured key (SPEC §6). The key is tried first as a literal name, since
 // The Wallet Crew identifiers may contain dots ("y2.customerId"), then as a
 // dotted path into nested objects. E-mail addresses are trimmed and
 // lower-cased so that one person is one CRM record.
-func resolveCustomer(identifiers map[string]any, key string) (string, error) {
+func ResolveCustomer(identifiers map[string]any, key string) (string, error) {
 	v, ok := identifiers[key]
 	if !ok && strings.Contains(key, ".") {
 		var cur any = identifiers

@@ -63,7 +63,7 @@ func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (w
 	if ids == nil {
 		ids = data
 	}
-	if e.CustomerID, err = resolveCustomer(ids, customerKey); err != nil {
+	if e.CustomerID, err = ResolveCustomer(ids, customerKey); err != nil {
 		return e, err
 	}
 	e.PassID = firstString(data, "passId")
@@ -169,7 +169,7 @@ func connectorEvent(form url.Values, customerKey string, now time.Time) (wallets
 			ids[k] = v[0]
 		}
 	}
-	if e.CustomerID, err = resolveCustomer(ids, customerKey); err != nil {
+	if e.CustomerID, err = ResolveCustomer(ids, customerKey); err != nil {
 		return e, fmt.Errorf("form field %s", strings.TrimPrefix(err.Error(), "identifiers: "))
 	}
 	e.PassID = form.Get("passId")

@@ -434,12 +434,16 @@ func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Cli
 type batchCounts struct {
 	events, duplicates, statuses int
 	rejected                     map[string]int
+	drift                        [3]int // by Platform
 }
 
 func (b *batchCounts) add(o *batchCounts) {
 	b.events += o.events
 	b.duplicates += o.duplicates
 	b.statuses += o.statuses
+	for i := range b.drift {
+		b.drift[i] += o.drift[i]
+	}
 	for k, v := range o.rejected {
 		if b.rejected == nil {
 			b.rejected = map[string]int{}
@@ -454,6 +458,11 @@ func (b *batchCounts) report(m *Metrics) {
 	m.statuses.Add(float64(b.statuses))
 	for field, n := range b.rejected {
 		m.rejected.WithLabelValues(field).Add(float64(n))
+	}
+	for p, n := range b.drift {
+		if n > 0 {
+			m.drift.WithLabelValues(walletsync.Platform(p).String()).Add(float64(n))
+		}
 	}
 }
 
@@ -507,6 +516,9 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 		sess.Produce(ctx, &kgo.Record{Topic: t.State, Partition: r.Partition, Key: r.Key, Value: rec}, promise)
 		if changed {
 			batch.statuses++
+			if ev.Type == walletsync.TypeObserved {
+				batch.drift[ev.Platform]++
+			}
 			sess.Produce(ctx, &kgo.Record{Topic: t.Status, Partition: r.Partition, Key: r.Key, Value: rec}, promise)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/ingest/passapi/passapitest"
 	"github.com/walletsync/walletsync/internal/chtest"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
@@ -640,4 +641,106 @@ func countDistinct(lines [][]byte) int {
 		}
 	}
 	return len(ids)
+}
+
+// The backfill against a local Pass API with drift: installs and
+// uninstalls the webhooks missed are repaired, agreeing customers get no new
+// status version; a run whose API fails halfway resumes at the failed page.
+func TestBackfillRepairsDriftAndResumes(t *testing.T) {
+	emb, err := kafka.StartEmbedded("", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	brokers := strings.Join(emb.Brokers(), ",")
+	r := startRole(t, "run", "--brokers", brokers, "--partitions", "3", "--http", "127.0.0.1:0", "--log-level", "warn",
+		"--transactional-id", "backfill", "--archive-dir", "none")
+
+	// The webhooks said: customers 0-39 installed apple, 40-59 nothing.
+	var lines [][]byte
+	for i := range 40 {
+		lines = append(lines, []byte(fmt.Sprintf(`{"eventId":"w%d","customerId":"cust-%d","passId":"pass-%d","platform":"apple","type":"installed","occurredAt":"2026-01-05T10:00:00Z"}`, i, i, i)))
+	}
+	postLines(t, r.url, lines, 100)
+	waitCaughtUp(t, r.url)
+	// The truth: 0-19 as the webhooks said; 20-39 uninstalled since
+	// (missed uninstalls); 40-59 installed on google (missed installs).
+	at := time.Date(2026, 1, 6, 8, 0, 0, 0, time.UTC)
+	var passes []passapitest.Pass
+	want := map[string]string{}
+	for i := range 60 {
+		p := passapitest.Pass{ID: fmt.Sprintf("pass-%d", i), PassType: "loyalty", Identifiers: map[string]string{"customerId": fmt.Sprintf("cust-%d", i)}}
+		switch {
+		case i < 20:
+			p.Apple = &at
+			want[fmt.Sprintf("cust-%d", i)] = "apple"
+		case i < 40:
+			want[fmt.Sprintf("cust-%d", i)] = "none"
+		default:
+			p.Google = &at
+			want[fmt.Sprintf("cust-%d", i)] = "google"
+		}
+		passes = append(passes, p)
+	}
+	api := passapitest.New("brand", "k")
+	defer api.Close()
+	api.SetPasses(passes)
+	_, before := httpDo(t, "GET", r.url+"/v1/status", "", nil)
+
+	args := []string{"backfill", "--once", "--brokers", brokers, "--passapi-url", api.URL, "--passapi-tenant", "brand", "--passapi-key", "k",
+		"--passapi-page-size", "10", "--passapi-rate", "1000", "--passapi-max-attempts", "2", "--log-level", "warn"}
+	api.SetFailFromPage(3)
+	if res := runCLI(t, "", nil, args...); res.code != exitFail || !strings.Contains(res.stdout, `"done":false`) {
+		t.Fatalf("a backfill whose API fails at page 3 should stop: %d %s %s", res.code, res.stdout, res.stderr)
+	}
+	firstRun := len(api.Pages())
+	api.SetFailFromPage(-1)
+	res := runCLI(t, "", nil, args...)
+	if res.code != 0 || !strings.Contains(res.stdout, `"resumed":true`) || !strings.Contains(res.stdout, `"done":true`) {
+		t.Fatalf("resumed backfill: %d %s %s", res.code, res.stdout, res.stderr)
+	}
+	if resumedAt := api.Pages()[firstRun]; resumedAt != 3 {
+		t.Errorf("the resumed run started at page %d, want 3 (pages: %v)", resumedAt, api.Pages())
+	}
+	waitCaughtUp(t, r.url)
+	_, after := httpDo(t, "GET", r.url+"/v1/status", "", nil)
+	versionsBefore := versionsOf(t, before)
+	for id, v := range versionsOf(t, after) {
+		var s struct{ WalletStatus string }
+		_, body := httpDo(t, "GET", r.url+"/v1/customers/"+id, "", nil)
+		_ = json.Unmarshal(body, &s)
+		if s.WalletStatus != want[id] {
+			t.Errorf("%s: %s after the backfill, the Pass API says %s", id, s.WalletStatus, want[id])
+		}
+		if n, _ := fmt.Sscan(strings.TrimPrefix(id, "cust-"), new(int)); n == 1 {
+			var i int
+			fmt.Sscan(strings.TrimPrefix(id, "cust-"), &i)
+			if i < 20 && v != versionsBefore[id] {
+				t.Errorf("%s agreed with the Pass API but its version moved from %d to %d", id, versionsBefore[id], v)
+			}
+		}
+	}
+	if len(versionsOf(t, after)) != 60 {
+		t.Errorf("%d customers after the backfill, want 60", len(versionsOf(t, after)))
+	}
+	_, m := httpDo(t, "GET", r.url+"/metrics", "", nil)
+	for _, line := range []string{`walletsync_process_drift_repaired_total{platform="apple"} 20`, `walletsync_process_drift_repaired_total{platform="google"} 20`} {
+		if !strings.Contains(string(m), line) {
+			t.Errorf("metrics lack %s:\n%s", line, grepLines(string(m), "drift"))
+		}
+	}
+}
+
+func versionsOf(t *testing.T, ndjson []byte) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, l := range strings.Split(strings.TrimSpace(string(ndjson)), "\n") {
+		var s struct {
+			CustomerID string
+			Version    uint64
+		}
+		if json.Unmarshal([]byte(l), &s) == nil && s.CustomerID != "" {
+			out[s.CustomerID] = s.Version
+		}
+	}
+	return out
 }

@@ -31,6 +31,7 @@ Runs ingest, the processors and the read API in one process. Without
 			f.processFlags(fs)
 			f.clickhouseFlags(fs, "ClickHouse `DSN` (clickhouse://user:password@host:9000/db; @FILE reads it): also run the ClickHouse sink")
 			f.crm.register(fs)
+			f.passapi.register(fs)
 			f.archiveFlags(fs, "Parquet archive `directory` of the clean events and statuses (default: DATA-DIR/archive; \"none\": no archive); without --clickhouse the insights are answered from it", 10*time.Second)
 			return func(ctx context.Context, e env, args []string) int {
 				switch f.archiveDir {
@@ -246,6 +247,9 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 			if setupErr == nil && f.archiveDir != "" {
 				setupErr = n.addArchive(f)
 			}
+			if setupErr == nil && f.passapi.url != "" {
+				setupErr = n.addBackfill(f)
+			}
 			if setupErr == nil {
 				setupErr = n.addQuery(f)
 			}
@@ -256,6 +260,8 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 		setupErr = n.addCRM(&f.crm, f.crm.destination)
 	case "sink parquet":
 		setupErr = n.addArchive(f)
+	case "backfill":
+		setupErr = n.addBackfill(f)
 	case "ingest":
 		setupErr = n.addIngest(f)
 	case "process":

@@ -76,6 +76,7 @@ type roleFlags struct {
 	batchRows                           int
 	batchInterval                       time.Duration
 	crm                                 crmFlags
+	passapi                             passAPIFlags
 	archiveDir                          string
 	archiveRoll                         time.Duration
 	archiveRollBytes                    int

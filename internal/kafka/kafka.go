@@ -54,15 +54,25 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, t Topics, l Layout) err
 	if err != nil {
 		return fmt.Errorf("listing topics: %w", err)
 	}
-	want := l.Partitions
+	// Topics that exist decide the count (the layout's is for creating
+	// them); they must agree with each other.
+	want, first := int32(0), ""
 	for _, name := range t.All() {
 		d, ok := details[name]
-		if ok && d.Err == nil {
-			if n := int32(len(d.Partitions)); want > 0 && n != want {
-				return fmt.Errorf("topic %s has %d partitions, the pipeline's other topics %d: every topic must have the same count", name, n, want)
-			} else if want <= 0 {
-				want = n
-			}
+		if !ok || d.Err != nil {
+			continue
+		}
+		if n := int32(len(d.Partitions)); want == 0 {
+			want, first = n, name
+		} else if n != want {
+			return fmt.Errorf("topic %s has %d partitions, %s has %d: every topic of the pipeline must have the same count", name, n, first, want)
+		}
+	}
+	if want == 0 {
+		want = l.Partitions
+	}
+	for _, name := range t.All() {
+		if d, ok := details[name]; ok && d.Err == nil {
 			continue
 		}
 		configs := map[string]*string{}

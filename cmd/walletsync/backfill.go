@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+
+	"github.com/walletsync/walletsync/ingest/passapi"
+	"github.com/walletsync/walletsync/internal/kafka"
+)
+
+// passAPIFlags configure the Pass API backfill.
+type passAPIFlags struct {
+	url, tenant, key, authHeader, providersField string
+	pageSize, maxAttempts                        int
+	rate                                         float64
+	schedule                                     string
+	once                                         bool
+}
+
+func (p *passAPIFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.url, "passapi-url", "", "The Wallet Crew Pass API base `URL` (e.g. https://app.neostore.cloud): also run the backfill")
+	fs.StringVar(&p.tenant, "passapi-tenant", "", "tenant id in the Pass API's paths")
+	fs.StringVar(&p.key, "passapi-key", "", "Pass API key (@FILE reads it)")
+	fs.StringVar(&p.authHeader, "passapi-auth-header", "X-API-KEY", "header carrying --passapi-key")
+	fs.StringVar(&p.providersField, "passapi-providers-field", "providers", "pass field holding each provider's (apple, google) installation date")
+	fs.IntVar(&p.pageSize, "passapi-page-size", 100, "passes per page")
+	fs.Float64Var(&p.rate, "passapi-rate", 5, "Pass API requests per second")
+	fs.IntVar(&p.maxAttempts, "passapi-max-attempts", 8, "attempts per page (429, 5xx, network errors) before the run stops, to resume later")
+	fs.StringVar(&p.schedule, "backfill-schedule", "0 3 * * *", "cron schedule of the backfill (UTC, five fields); a run still going makes the next one skip")
+}
+
+func (p *passAPIFlags) backfill(n *node, customerKey string, replication int) (*passapi.Backfill, error) {
+	key, err := secret(p.key)
+	if err != nil {
+		return nil, fmt.Errorf("--passapi-key: %w", err)
+	}
+	client, err := passapi.NewClient(passapi.ClientConfig{BaseURL: p.url, Tenant: p.tenant, APIKey: key, AuthHeader: p.authHeader,
+		ProvidersField: p.providersField, PageSize: p.pageSize, Rate: p.rate, MaxAttempts: p.maxAttempts})
+	if err != nil {
+		return nil, err
+	}
+	return passapi.NewBackfill(passapi.Config{Client: client, Brokers: n.brokers, Topics: kafka.DefaultTopics(), CustomerKey: customerKey,
+		Replication: int16(replication), Logger: n.log, Metrics: passapi.NewMetrics(n.reg)})
+}
+
+// addBackfill schedules the backfill in a long-running process.
+func (n *node) addBackfill(f *roleFlags) error {
+	b, err := f.passapi.backfill(n, f.customerKey, f.replication)
+	if err != nil {
+		return err
+	}
+	spec := f.passapi.schedule
+	n.comps = append(n.comps, func(ctx context.Context) error { return b.Schedule(ctx, spec) })
+	n.log.Info("backfill scheduled", "schedule", spec)
+	return nil
+}
+
+func backfillCommand() command {
+	return command{
+		name:    "backfill",
+		summary: "observe every pass's install status through the Pass API: --once, or on a schedule",
+		help: `
+Pages through every pass of The Wallet Crew's Pass API and writes one
+"observed" event per pass and platform (source "backfill") to wallet.events;
+the processors repair with them whatever the webhooks missed and ignore what
+already agrees, so an unchanged night writes nothing to the CRMs.
+
+With --once it runs now and exits (0 when the run finished, 1 when it
+stopped: its cursor is checkpointed in Kafka, topic wallet.backfill, and the
+next run resumes at the page that failed). Without, it serves /metrics and
+runs on --backfill-schedule (default daily 03:00 UTC), never two at once.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
+			f := &roleFlags{}
+			f.common(fs, ":8084")
+			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…), required")
+			fs.StringVar(&f.customerKey, "customer-key", "customerId", "identifier that names the customer in a pass's identifiers (e.g. y2.customerId, or email)")
+			f.passapi.register(fs)
+			fs.BoolVar(&f.passapi.once, "once", false, "run one backfill now and exit")
+			return func(ctx context.Context, e env, args []string) int {
+				if len(args) > 0 {
+					fmt.Fprintf(e.stderr, "walletsync backfill: unexpected arguments %q\n", args)
+					return exitUsage
+				}
+				if f.passapi.url == "" || f.passapi.tenant == "" || f.brokers == "" {
+					fmt.Fprintln(e.stderr, "walletsync backfill: --brokers, --passapi-url and --passapi-tenant are required")
+					return exitUsage
+				}
+				if !f.passapi.once {
+					return roleMain(ctx, e, f, nil, "backfill")
+				}
+				log, err := f.logger(e)
+				if err != nil {
+					fmt.Fprintf(e.stderr, "walletsync backfill: %v\n", err)
+					return exitUsage
+				}
+				n, err := newNode(log, f.brokerList())
+				if err != nil {
+					fmt.Fprintf(e.stderr, "walletsync backfill: %v\n", err)
+					return exitFail
+				}
+				defer n.admin.Close()
+				if err := n.ensureTopics(ctx, f); err != nil {
+					fmt.Fprintf(e.stderr, "walletsync backfill: %v\n", err)
+					return exitFail
+				}
+				b, err := f.passapi.backfill(n, f.customerKey, f.replication)
+				if err != nil {
+					fmt.Fprintf(e.stderr, "walletsync backfill: %v\n", err)
+					return exitUsage
+				}
+				rep, err := b.RunOnce(ctx)
+				out, _ := json.Marshal(map[string]any{"runId": rep.RunID, "resumed": rep.Resumed, "done": rep.Done, "pages": rep.NextPage,
+					"passes": rep.Passes, "observations": rep.Observations, "skipped": rep.Skipped, "seconds": rep.Duration.Seconds()})
+				fmt.Fprintln(e.stdout, string(out))
+				if err != nil {
+					fmt.Fprintf(e.stderr, "walletsync backfill: %v\n", err)
+					return exitFail
+				}
+				return exitOK
+			}
+		},
+	}
+}
