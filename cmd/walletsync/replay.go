@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -216,21 +217,51 @@ func replayArchive(ctx context.Context, e env, brokers []string, dir, topic stri
 	bar := progressBar(e)
 	var n int
 	var prodErr error
-	err = parquet.ReadDataset(dir, parquet.EventsDataset, "", "", func(rows []parquet.EventRow) error {
-		for i := range rows {
-			ev := rows[i].Event()
-			cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(ev.CustomerID), Value: ev.AppendJSON(nil)}, func(_ *kgo.Record, err error) {
-				if err != nil && prodErr == nil {
-					prodErr = err
-				}
-			})
+	var mu sync.Mutex
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			mu.Lock()
+			if prodErr == nil {
+				prodErr = err
+			}
+			mu.Unlock()
+		}
+	}
+	// Reading and encoding on this goroutine, producing on another: the
+	// two halves take about as long as each other.
+	batches := make(chan []*kgo.Record, 8)
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for recs := range batches {
+			for _, r := range recs {
+				cl.Produce(ctx, r, promise)
+			}
+		}
+	}()
+	err = parquet.ScanEvents(dir, "", "", func(evs []walletsync.Event) error {
+		// One allocation for the batch's values.
+		var buf []byte
+		recs := make([]*kgo.Record, len(evs))
+		backing := make([]kgo.Record, len(evs))
+		for i := range evs {
+			start := len(buf)
+			buf = evs[i].AppendJSON(buf)
+			backing[i] = kgo.Record{Topic: topic, Key: []byte(evs[i].CustomerID), Value: buf[start:len(buf):len(buf)]}
+			recs[i] = &backing[i]
 			n++
+		}
+		select {
+		case batches <- recs:
+		case <-ctx.Done():
 		}
 		if bar != nil {
 			bar(n, n)
 		}
 		return ctx.Err()
 	})
+	close(batches)
+	<-produced
 	if ferr := cl.Flush(ctx); err == nil {
 		err = ferr
 	}
@@ -253,10 +284,9 @@ func rebuild(ctx context.Context, e env, brokers []string, from, dir, out, chDSN
 	}
 	switch from {
 	case "archive":
-		err := parquet.ReadDataset(dir, parquet.EventsDataset, "", "", func(rows []parquet.EventRow) error {
-			for i := range rows {
-				ev := rows[i].Event()
-				apply(&ev)
+		err := parquet.ScanEvents(dir, "", "", func(evs []walletsync.Event) error {
+			for i := range evs {
+				apply(&evs[i])
 			}
 			return ctx.Err()
 		})

@@ -144,6 +144,22 @@ func (f *fixture) check(dir string) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	// The columnar scan that replays use reads the same events.
+	scanned := 0
+	if err := parquet.ScanEvents(dir, "", "", func(evs []walletsync.Event) error {
+		for i := range evs {
+			scanned++
+			if b := evs[i].AppendJSON(nil); string(b) != string(f.sent[evs[i].ID]) {
+				f.t.Errorf("scanned event %s as %s, sent as %s", evs[i].ID, b, f.sent[evs[i].ID])
+			}
+		}
+		return nil
+	}); err != nil {
+		f.t.Fatal(err)
+	}
+	if scanned != len(f.sent) {
+		f.t.Errorf("scanned %d events, sent %d", scanned, len(f.sent))
+	}
 	for id := range f.sent {
 		if seen[id] != 1 {
 			f.t.Errorf("event %s archived %d times", id, seen[id])
@@ -180,6 +196,12 @@ func stream(n int, seed uint64) []walletsync.Event {
 	evs := synth.Events(cfg)
 	for i := range evs {
 		evs[i].OccurredAt += int64(i%4) * 86_400_000
+		switch i % 7 {
+		case 1: // several tags, counts
+			evs[i].Registration = &walletsync.Registration{Medium: "sms", Tags: []string{"a", "b", "c"}, ActiveCount: 2, HasActiveCount: true, TotalCount: 5, HasTotalCount: true}
+		case 2: // a registration without tags
+			evs[i].Registration = &walletsync.Registration{Origin: "qr"}
+		}
 	}
 	return evs
 }

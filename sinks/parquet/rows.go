@@ -102,7 +102,12 @@ func (r *EventRow) Event() walletsync.Event {
 		e.InstalledAt = *r.InstalledAt
 	}
 	if r.HasRegistration {
-		reg := &walletsync.Registration{Medium: r.Medium, Origin: r.Origin, UserAgent: r.UserAgent, Tags: r.Tags}
+		// An empty tag list and no tags are one in Parquet: both read
+		// back as none.
+		reg := &walletsync.Registration{Medium: r.Medium, Origin: r.Origin, UserAgent: r.UserAgent}
+		if len(r.Tags) > 0 {
+			reg.Tags = r.Tags
+		}
 		if r.ActiveCount != nil {
 			reg.ActiveCount, reg.HasActiveCount = *r.ActiveCount, true
 		}
