@@ -32,6 +32,8 @@ Runs ingest, the processors and the read API in one process. Without
 			f.clickhouseFlags(fs, "ClickHouse `DSN` (clickhouse://user:password@host:9000/db; @FILE reads it): also run the ClickHouse sink")
 			f.crm.register(fs)
 			f.passapi.register(fs)
+			fs.BoolVar(&f.demo, "demo", false, "demo mode: simulate traffic against this process, with a local Pass API the backfill reads every minute")
+			f.sim.register(fs, false)
 			f.archiveFlags(fs, "Parquet archive `directory` of the clean events and statuses (default: DATA-DIR/archive; \"none\": no archive); without --clickhouse the insights are answered from it", 10*time.Second)
 			return func(ctx context.Context, e env, args []string) int {
 				switch f.archiveDir {
@@ -39,6 +41,11 @@ Runs ingest, the processors and the read API in one process. Without
 					f.archiveDir = filepath.Join(f.dataDir, "archive")
 				case "none":
 					f.archiveDir = ""
+				}
+				if f.demo {
+					d := f.setUpDemo(&e)
+					defer d.api.Close()
+					f.demoRun = d.run(f)
 				}
 				return roleMain(ctx, e, f, args, "run")
 			}
@@ -249,6 +256,9 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 			}
 			if setupErr == nil && f.passapi.url != "" {
 				setupErr = n.addBackfill(f)
+			}
+			if setupErr == nil && f.demoRun != nil {
+				n.comps = append(n.comps, f.demoRun)
 			}
 			if setupErr == nil {
 				setupErr = n.addQuery(f)

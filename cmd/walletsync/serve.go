@@ -77,6 +77,9 @@ type roleFlags struct {
 	batchInterval                       time.Duration
 	crm                                 crmFlags
 	passapi                             passAPIFlags
+	sim                                 simulateFlags
+	demo                                bool
+	demoRun                             func(context.Context) error
 	archiveDir                          string
 	archiveRoll                         time.Duration
 	archiveRollBytes                    int
@@ -330,6 +333,7 @@ func (n *node) addQuery(f *roleFlags) error {
 		api.Insights = queries.NewEmbedded(f.archiveDir)
 	}
 	api.Register(n.mux)
+	queries.RegisterDashboard(n.mux)
 	// Measured when scraped, so the figure is never older than the scrape;
 	// NaN when Kafka cannot be asked.
 	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
