@@ -36,7 +36,7 @@ type command struct {
 }
 
 func commands() []command {
-	return []command{foldCommand(), runRoleCommand(), ingestCommand(), processCommand(), queryCommand(), sinkCommand(), backfillCommand(), simulateCommand(), replayCommand(), migrateCommand()}
+	return []command{foldCommand(), runRoleCommand(), ingestCommand(), processCommand(), queryCommand(), sinkCommand(), backfillCommand(), simulateCommand(), benchCommand(), replayCommand(), migrateCommand()}
 }
 
 func main() {

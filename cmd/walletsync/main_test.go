@@ -330,3 +330,34 @@ func TestQueryInsightCommand(t *testing.T) {
 		t.Errorf("unreachable store: %+v", r)
 	}
 }
+
+// The bench table: medians, same-run baselines, ratios, runs that did not
+// happen marked.
+func TestBenchTable(t *testing.T) {
+	out := `goos: linux
+BenchmarkPipeline/plain_consume_produce_baseline-2   1   1 ns/op   2000000 events/s
+BenchmarkPipeline/walletsync_processor-2   1   1 ns/op   300000 events/s
+BenchmarkPipeline/plain_consume_produce_baseline-2   1   1 ns/op   1000000 events/s
+BenchmarkPipeline/walletsync_processor-2   1   1 ns/op   400000 events/s
+BenchmarkPipeline/walletsync_processor-2   1   1 ns/op   350000 events/s
+--- SKIP: BenchmarkSink
+PASS`
+	res := map[string]map[string]map[string][]float64{"pipeline": parseBench(strings.NewReader(out))}
+	var b strings.Builder
+	var groups []benchGroup
+	for _, g := range benchSuite() {
+		if g.name == "pipeline" || g.name == "clickhouse" {
+			groups = append(groups, g)
+		}
+	}
+	benchTable(&b, groups, res)
+	got := b.String()
+	for _, want := range []string{"350.0k events/s", "1.50M events/s", "0.23", "(not run)", "ratio ≥ 0.5"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("bench table lacks %q:\n%s", want, got)
+		}
+	}
+	if r := runCLI(t, "", nil, "bench", "--only", "nosuch"); r.code != exitUsage || !strings.Contains(r.stderr, "unknown suites") {
+		t.Errorf("bench --only nosuch: %+v", r)
+	}
+}

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// benchGroup is one `go test -bench` run of the suite.
+type benchGroup struct {
+	name, pkg, pattern, benchtime string
+	rows                          []benchRow
+}
+
+// benchRow is one figure of the table: a benchmark's metric, and the
+// baseline measured in the same run it is compared with.
+type benchRow struct {
+	figure, bench, metric, baseline, goal string
+	lowerIsBetter                         bool
+}
+
+// benchSuite is the performance suite of the issues, as benchmarks in the
+// source tree.
+func benchSuite() []benchGroup {
+	return []benchGroup{
+		{"fold", ".", "^(BenchmarkDecode|BenchmarkDecodeDedupeFold)$", "", []benchRow{
+			{figure: "decode + validate", bench: "BenchmarkDecode/walletsync", metric: "events/s", baseline: "BenchmarkDecode/encoding_json_baseline"},
+			{figure: "decode + dedupe + fold, one core", bench: "BenchmarkDecodeDedupeFold/walletsync", metric: "events/s", baseline: "BenchmarkDecodeDedupeFold/encoding_json_baseline", goal: "≥ 1,000,000/s"},
+		}},
+		{"fold-command", "./cmd/walletsync", "^BenchmarkFoldCommand$", "2x", []benchRow{
+			{figure: "walletsync fold, 1M-line file", bench: "BenchmarkFoldCommand", metric: "lines/s", goal: "≥ 500,000/s"},
+		}},
+		{"ingest", "./ingest", "^(BenchmarkIngestNDJSON|BenchmarkWebhook)$", "", []benchRow{
+			{figure: "POST /v1/events NDJSON", bench: "BenchmarkIngestNDJSON/post_v1_events", metric: "events/s", baseline: "BenchmarkIngestNDJSON/direct_produce_baseline", goal: "≥ 300,000/s"},
+			{figure: "signed webhooks, 32 concurrent", bench: "BenchmarkWebhook", metric: "req/s", goal: "≥ 10,000/s"},
+			{figure: "signed webhooks, p99 latency", bench: "BenchmarkWebhook", metric: "p99-ms", goal: "< 20 ms", lowerIsBetter: true},
+		}},
+		{"pipeline", "./processors", "^BenchmarkPipeline$", "1x", []benchRow{
+			{figure: "exactly-once processor", bench: "BenchmarkPipeline/walletsync_processor", metric: "events/s", baseline: "BenchmarkPipeline/plain_consume_produce_baseline", goal: "≥ 200,000/s, ratio ≥ 0.5"},
+		}},
+		{"clickhouse", "./sinks/clickhouse", "^BenchmarkSink$", "", []benchRow{
+			{figure: "ClickHouse sink", bench: "BenchmarkSink/sink", metric: "rows/s", baseline: "BenchmarkSink/bare_prepare_batch_baseline", goal: "≥ 1M rows/s, ratio ≥ 0.7"},
+		}},
+		{"crm", "./sinks/crm", "^(BenchmarkDelivery|BenchmarkFlappyStream)$", "1x", []benchRow{
+			{figure: "CRM webhook, changes delivered (5 ms server)", bench: "BenchmarkDelivery/webhook", metric: "changes/s", goal: "≥ 1,000/s"},
+			{figure: "CRM HubSpot batch, changes delivered (5 ms server)", bench: "BenchmarkDelivery/hubspot", metric: "changes/s", goal: "≥ 5,000/s"},
+			{figure: "CRM writes per 1,000 events, flappy stream", bench: "BenchmarkFlappyStream/walletsync_settle_1s", metric: "writes/1000events", baseline: "BenchmarkFlappyStream/plain_forwarder_baseline", lowerIsBetter: true},
+		}},
+		{"backfill", "./ingest/passapi", "^BenchmarkBackfill$", "1x", []benchRow{
+			{figure: "backfill, 1M passes", bench: "BenchmarkBackfill", metric: "s/1M-passes", goal: "< 60 s", lowerIsBetter: true},
+		}},
+		{"replay", "./cmd/walletsync", "^BenchmarkReplayArchive$", "1x", []benchRow{
+			{figure: "replay from the Parquet archive", bench: "BenchmarkReplayArchive/replay_archive", metric: "events/s", baseline: "BenchmarkReplayArchive/produce_encoded_records_baseline", goal: "≥ 1,000,000/s"},
+		}},
+	}
+}
+
+// parseBench reads `go test -bench` output: benchmark name (without the
+// -GOMAXPROCS suffix) → metric → one value per run. Skipped benchmarks and
+// other lines are ignored.
+func parseBench(r io.Reader) map[string]map[string][]float64 {
+	out := map[string]map[string][]float64{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue
+		}
+		name := f[0]
+		if i := strings.LastIndexByte(name, '-'); i > 0 {
+			if _, err := strconv.Atoi(name[i+1:]); err == nil {
+				name = name[:i]
+			}
+		}
+		if out[name] == nil {
+			out[name] = map[string][]float64{}
+		}
+		for i := 2; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+				out[name][f[i+1]] = append(out[name][f[i+1]], v)
+			}
+		}
+	}
+	return out
+}
+
+func median(vs []float64) (float64, bool) {
+	if len(vs) == 0 {
+		return 0, false
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2], true
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2, true
+}
+
+func human(v float64) string {
+	switch {
+	case v >= 1e6:
+		return strconv.FormatFloat(v/1e6, 'f', 2, 64) + "M"
+	case v >= 1e4:
+		return strconv.FormatFloat(v/1e3, 'f', 1, 64) + "k"
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+// benchTable prints the figures with their baselines and ratios.
+func benchTable(w io.Writer, groups []benchGroup, results map[string]map[string]map[string][]float64) {
+	tw := tabwriter.NewWriter(w, 2, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "suite\tfigure\tmedian\tbaseline (same run)\tratio\tgoal")
+	for _, g := range groups {
+		res := results[g.name]
+		for _, row := range g.rows {
+			v, ok := median(res[row.bench][row.metric])
+			if !ok {
+				fmt.Fprintf(tw, "%s\t%s\t(not run)\t\t\t%s\n", g.name, row.figure, row.goal)
+				continue
+			}
+			base, ratio := "", ""
+			if row.baseline != "" {
+				if bv, ok := median(res[row.baseline][row.metric]); ok && bv > 0 {
+					base = human(bv) + " " + row.metric
+					ratio = strconv.FormatFloat(v/bv, 'f', 2, 64)
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\n", g.name, row.figure, human(v), row.metric, base, ratio, row.goal)
+		}
+	}
+	tw.Flush()
+}
+
+// moduleRoot finds the walletsync source tree from dir upwards.
+func moduleRoot(dir string) (string, error) {
+	for d := dir; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/walletsync/walletsync\n") {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", errors.New("not inside the walletsync source tree (the suite runs its benchmarks with go test): use --src")
+		}
+	}
+}
+
+func benchCommand() command {
+	return command{
+		name:    "bench",
+		summary: "run the performance suite and print each figure with its same-run baseline and ratio",
+		help: `
+Runs the benchmarks of the earlier issues — fold, ingest, pipeline,
+ClickHouse sink (when clickhouse-server is installed), CRM sink, backfill,
+replay — with "go test -bench" in the source tree (--src, default: the
+tree around the current directory; needs the Go toolchain), --count times
+each, and prints one table: the median of each figure, the baseline measured
+in the same run, their ratio, and the goal. Takes about 5 minutes with
+--count 3 on a 2-core machine; --only runs some suites.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
+			src := fs.String("src", "", "the walletsync source `directory`")
+			count := fs.Int("count", 3, "runs of each benchmark (the table shows medians)")
+			only := fs.String("only", "", "comma-separated suites to run: fold, fold-command, ingest, pipeline, clickhouse, crm, backfill, replay")
+			return func(ctx context.Context, e env, args []string) int {
+				if len(args) > 0 {
+					fmt.Fprintf(e.stderr, "walletsync bench: unexpected arguments %q\n", args)
+					return exitUsage
+				}
+				root := *src
+				if root == "" {
+					wd, _ := os.Getwd()
+					var err error
+					if root, err = moduleRoot(wd); err != nil {
+						fmt.Fprintf(e.stderr, "walletsync bench: %v\n", err)
+						return exitUsage
+					}
+				}
+				goBin, err := exec.LookPath("go")
+				if err != nil {
+					fmt.Fprintln(e.stderr, "walletsync bench: the suite needs the Go toolchain (go) in PATH")
+					return exitUsage
+				}
+				var groups []benchGroup
+				want := map[string]bool{}
+				for _, s := range strings.Split(*only, ",") {
+					if s = strings.TrimSpace(s); s != "" {
+						want[s] = true
+					}
+				}
+				for _, g := range benchSuite() {
+					if len(want) == 0 || want[g.name] {
+						groups = append(groups, g)
+						delete(want, g.name)
+					}
+				}
+				if len(want) > 0 {
+					fmt.Fprintf(e.stderr, "walletsync bench: unknown suites %v\n", slices.Sorted(mapKeys(want)))
+					return exitUsage
+				}
+				results := map[string]map[string]map[string][]float64{}
+				failed := false
+				for _, g := range groups {
+					a := []string{"test", "-run", "^$", "-bench", g.pattern, "-count", strconv.Itoa(max(*count, 1)), "-timeout", "30m"}
+					if g.benchtime != "" {
+						a = append(a, "-benchtime", g.benchtime)
+					}
+					a = append(a, g.pkg)
+					fmt.Fprintf(e.stderr, "running %s: go %s\n", g.name, strings.Join(a, " "))
+					cmd := exec.CommandContext(ctx, goBin, a...)
+					cmd.Dir = root
+					out, err := cmd.CombinedOutput()
+					if err != nil {
+						failed = true
+						fmt.Fprintf(e.stderr, "%s failed: %v\n%s\n", g.name, err, lastLines(string(out), 20))
+					}
+					results[g.name] = parseBench(strings.NewReader(string(out)))
+				}
+				benchTable(e.stdout, groups, results)
+				if failed {
+					return exitFail
+				}
+				return exitOK
+			}
+		},
+	}
+}
+
+func mapKeys(m map[string]bool) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
