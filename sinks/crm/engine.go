@@ -272,11 +272,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	s.cl = cl
 	defer cl.Close()
-	err = s.loop(ctx)
-	// Before the client closes: leaving the group revokes the partitions,
-	// and the callback must not wait for a loop that has ended.
-	close(s.stopped)
-	return err
+	// Runs before the client closes, even if the loop panics: leaving the
+	// group revokes the partitions, and the callback must not wait for a
+	// loop that has ended.
+	defer close(s.stopped)
+	return s.loop(ctx)
 }
 
 type state struct {
@@ -661,7 +661,9 @@ func (s *state) backoff(it *Item) time.Duration {
 	if ra := retryAfter(it.lastErr); ra > 0 {
 		return ra
 	}
-	d := s.e.cfg.BaseBackoff << min(it.attempts-1, 20)
+	// attempts is 0 when the request never went out (the rate limiter's
+	// wait was cut short).
+	d := s.e.cfg.BaseBackoff << min(max(it.attempts-1, 0), 20)
 	d = min(d, s.e.cfg.MaxBackoff)
 	return d/2 + rand.N(d/2+1)
 }
