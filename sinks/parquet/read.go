@@ -366,7 +366,7 @@ func scanEventsFile(path string, bufs [][]pq.Value, evs []walletsync.Event, inte
 					e := &evs[j]
 					*e = walletsync.Event{
 						ID: string(bufs[0][j].ByteArray()), CustomerID: string(bufs[3][j].ByteArray()),
-						PassID: intern(bufs[4][j].ByteArray()), PassType: intern(bufs[5][j].ByteArray()),
+						PassID: string(bufs[4][j].ByteArray()), PassType: intern(bufs[5][j].ByteArray()),
 						OccurredAt: bufs[6][j].Int64(), Source: intern(bufs[9][j].ByteArray()),
 					}
 					switch bufs[1][j].ByteArray()[0] {
