@@ -16,10 +16,14 @@ func runRoleCommand() command {
 		name:    "run",
 		summary: "the whole pipeline in one process on an embedded Kafka",
 		help: `
-Runs ingest, the processors and the read API in one process. Without
---brokers it starts an embedded Kafka-protocol broker (kfake) persisted under
---data-dir, so stopping and starting again keeps every event and status; with
---brokers it uses that Kafka or Redpanda instead.`,
+Runs ingest, the processors, the read API with the dashboard at /, and the
+Parquet archive in one process, plus the sinks that are configured
+(--clickhouse, --crm-webhook-url, --actito-api-key, --hubspot-token) and the
+scheduled backfill (--passapi-url). Without --brokers it starts an embedded
+Kafka-protocol broker (kfake) persisted under --data-dir, so stopping and
+starting again keeps every event and status; with --brokers it uses that
+Kafka or Redpanda instead. --demo plays simulated traffic against it, with a
+local Pass API for the backfill: open http://localhost:8080/.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
 			f := &roleFlags{}
 			f.common(fs, ":8080")
