@@ -176,8 +176,8 @@ func replayTopic(ctx context.Context, e env, brokers []string, from, to string, 
 	total := int64(0)
 	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
 	bar := progressBar(e)
-	var copied, produced int64
-	var prodErr error
+	var copied int64
+	var prodErr firstErr
 	var readErr error
 	ends.Each(func(o kadm.ListedOffset) {
 		if readErr != nil {
@@ -189,11 +189,7 @@ func replayTopic(ctx context.Context, e env, brokers []string, from, to string, 
 		}
 		_, readErr = kafka.ReadPartition(ctx, brokers, adm, from, o.Partition, start, func(r *kgo.Record) {
 			copied++
-			cl.Produce(ctx, &kgo.Record{Topic: to, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}, func(_ *kgo.Record, err error) {
-				if err != nil && prodErr == nil {
-					prodErr = err
-				}
-			})
+			cl.Produce(ctx, &kgo.Record{Topic: to, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}, prodErr.promise)
 			if bar != nil && copied%10_000 == 0 {
 				bar(int(copied), int(total))
 			}
@@ -202,9 +198,8 @@ func replayTopic(ctx context.Context, e env, brokers []string, from, to string, 
 	if err := cl.Flush(ctx); err != nil {
 		return err
 	}
-	produced = copied
-	summary["from"], summary["to"], summary["records"] = from, to, produced
-	return errors.Join(readErr, prodErr)
+	summary["from"], summary["to"], summary["records"] = from, to, copied
+	return errors.Join(readErr, prodErr.get())
 }
 
 // replayArchive produces every archived clean event into topic.
@@ -216,17 +211,7 @@ func replayArchive(ctx context.Context, e env, brokers []string, dir, topic stri
 	defer cl.Close()
 	bar := progressBar(e)
 	var n int
-	var prodErr error
-	var mu sync.Mutex
-	promise := func(_ *kgo.Record, err error) {
-		if err != nil {
-			mu.Lock()
-			if prodErr == nil {
-				prodErr = err
-			}
-			mu.Unlock()
-		}
-	}
+	var prodErr firstErr
 	// Reading and encoding on this goroutine, producing on another: the
 	// two halves take about as long as each other.
 	batches := make(chan []*kgo.Record, 8)
@@ -235,7 +220,7 @@ func replayArchive(ctx context.Context, e env, brokers []string, dir, topic stri
 		defer close(produced)
 		for recs := range batches {
 			for _, r := range recs {
-				cl.Produce(ctx, r, promise)
+				cl.Produce(ctx, r, prodErr.promise)
 			}
 		}
 	}()
@@ -266,7 +251,7 @@ func replayArchive(ctx context.Context, e env, brokers []string, dir, topic stri
 		err = ferr
 	}
 	summary["archive"], summary["to"], summary["events"] = dir, topic, n
-	return errors.Join(err, prodErr)
+	return errors.Join(err, prodErr.get())
 }
 
 // rebuild folds every clean event into a fresh state and writes it out.
@@ -370,4 +355,27 @@ func rebuild(ctx context.Context, e env, brokers []string, from, dir, out, chDSN
 		summary["crm"] = dest.Name()
 	}
 	return nil
+}
+
+// firstErr keeps the first error that produce callbacks (on the client's
+// goroutines) report.
+type firstErr struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstErr) promise(_ *kgo.Record, err error) {
+	if err != nil {
+		f.mu.Lock()
+		if f.err == nil {
+			f.err = err
+		}
+		f.mu.Unlock()
+	}
+}
+
+func (f *firstErr) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }

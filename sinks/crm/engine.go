@@ -55,9 +55,6 @@ type Item struct {
 	recordVal []byte
 }
 
-// Attempts is how many deliveries of this item were tried so far.
-func (it *Item) Attempts() int { return it.attempts }
-
 // Destination is one CRM API.
 type Destination interface {
 	// Name labels metrics and DLQ records and names the consumer group.

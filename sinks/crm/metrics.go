@@ -61,6 +61,3 @@ func (m *Metrics) Coalesced(dest string) prometheus.Counter { return m.coalesced
 func (m *Metrics) DeadLettered(dest string) prometheus.Counter {
 	return m.deadLettered.WithLabelValues(dest)
 }
-
-// Delivered is the acknowledged-versions counter of a destination.
-func (m *Metrics) Delivered(dest string) prometheus.Counter { return m.delivered.WithLabelValues(dest) }

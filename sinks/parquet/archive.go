@@ -383,20 +383,19 @@ func writeFile[T any](path string, rows []T, part int32, first, last int64) erro
 // way the archiver would have from offsets first onwards; tests and
 // benchmarks build archives with it.
 func WriteEvents(dir string, part int32, first int64, events []walletsync.Event) error {
-	byDay := map[string][]EventRow{}
-	for i := range events {
-		day := Day(events[i].OccurredAt)
-		byDay[day] = append(byDay[day], EventToRow(&events[i], part, first+int64(i)))
-	}
-	return writeRange(dir, EventsDataset, part, first, first+int64(len(events))-1, byDay, NewMetrics(prometheus.NewRegistry()))
+	return writeItems(dir, EventsDataset, part, first, events, func(e *walletsync.Event) string { return Day(e.OccurredAt) }, EventToRow)
 }
 
 // WriteStatuses writes status versions the same way.
 func WriteStatuses(dir string, part int32, first int64, statuses []walletsync.Status) error {
-	byDay := map[string][]StatusRow{}
-	for i := range statuses {
-		day := Day(statuses[i].LastChangedAt)
-		byDay[day] = append(byDay[day], StatusToRow(&statuses[i], part, first+int64(i)))
+	return writeItems(dir, StatusDataset, part, first, statuses, func(s *walletsync.Status) string { return Day(s.LastChangedAt) }, StatusToRow)
+}
+
+func writeItems[I, R any](dir, dataset string, part int32, first int64, items []I, day func(*I) string, row func(*I, int32, int64) R) error {
+	byDay := map[string][]R{}
+	for i := range items {
+		d := day(&items[i])
+		byDay[d] = append(byDay[d], row(&items[i], part, first+int64(i)))
 	}
-	return writeRange(dir, StatusDataset, part, first, first+int64(len(statuses))-1, byDay, NewMetrics(prometheus.NewRegistry()))
+	return writeRange(dir, dataset, part, first, first+int64(len(items))-1, byDay, NewMetrics(prometheus.NewRegistry()))
 }

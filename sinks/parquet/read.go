@@ -12,13 +12,15 @@ import (
 	"github.com/walletsync/walletsync"
 )
 
-// ReadDataset calls fn for the rows of a dataset's complete files whose day
-// is in [fromDay, toDay) ("" leaves that side open), day by day in order,
-// in batches. Rows are reused between calls: fn must copy what it keeps.
-func ReadDataset[T any](dir, dataset, fromDay, toDay string, fn func(rows []T) error) error {
+// batchRows is how many rows the readers hand over at a time.
+const batchRows = 4096
+
+// filesInRange lists a dataset's complete files whose day is in
+// [fromDay, toDay) ("" leaves that side open), day by day in order.
+func filesInRange(dir, dataset, fromDay, toDay string) ([]string, error) {
 	files, _, err := Files(dir, dataset, false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	days := make([]string, 0, len(files))
 	for d := range files {
@@ -27,31 +29,52 @@ func ReadDataset[T any](dir, dataset, fromDay, toDay string, fn func(rows []T) e
 		}
 	}
 	sort.Strings(days)
-	buf := make([]T, 4096)
+	var out []string
 	for _, d := range days {
-		for _, path := range files[d] {
-			if err := readFile(path, buf, fn); err != nil {
-				return err
-			}
+		out = append(out, files[d]...)
+	}
+	return out, nil
+}
+
+// openFile opens a Parquet file; the caller closes f.
+func openFile(path string) (f *os.File, pf *pq.File, err error) {
+	if f, err = os.Open(path); err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err == nil {
+		pf, err = pq.OpenFile(f, st.Size())
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, pf, nil
+}
+
+// ReadDataset calls fn for the rows of a dataset's complete files whose day
+// is in [fromDay, toDay), day by day in order, in batches. Rows are reused
+// between calls: fn must copy what it keeps.
+func ReadDataset[T any](dir, dataset, fromDay, toDay string, fn func(rows []T) error) error {
+	paths, err := filesInRange(dir, dataset, fromDay, toDay)
+	if err != nil {
+		return err
+	}
+	buf := make([]T, batchRows)
+	for _, path := range paths {
+		if err := readFile(path, buf, fn); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
 		}
 	}
 	return nil
 }
 
 func readFile[T any](path string, buf []T, fn func([]T) error) error {
-	f, err := os.Open(path)
+	f, pf, err := openFile(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	pf, err := pq.OpenFile(f, st.Size())
-	if err != nil {
-		return err
-	}
 	r := pq.NewGenericReader[T](pf)
 	defer r.Close()
 	for {
@@ -77,27 +100,24 @@ func readFile[T any](path string, buf []T, fn func([]T) error) error {
 // page by page this way is some 25 times faster than decoding rows into
 // structs, which is what lets the embedded engine scan 10M events quickly.
 func ScanColumns(dir, dataset, fromDay, toDay string, names []string, fn func(cols [][]pq.Value) error) error {
-	files, _, err := Files(dir, dataset, false)
+	return scan(dir, dataset, fromDay, toDay, names, nil, fn)
+}
+
+// scan runs scanFile over the files of a range. onGroup, when set, is
+// called as each row group starts (for columns read another way) and
+// returns what closes them.
+func scan(dir, dataset, fromDay, toDay string, names []string, onGroup func(*pq.File, pq.RowGroup) (func(), error), fn func([][]pq.Value) error) error {
+	paths, err := filesInRange(dir, dataset, fromDay, toDay)
 	if err != nil {
 		return err
 	}
-	days := make([]string, 0, len(files))
-	for d := range files {
-		if (fromDay == "" || d >= fromDay) && (toDay == "" || d < toDay) {
-			days = append(days, d)
-		}
-	}
-	sort.Strings(days)
-	const batch = 4096
 	bufs := make([][]pq.Value, len(names))
 	for i := range bufs {
-		bufs[i] = make([]pq.Value, batch)
+		bufs[i] = make([]pq.Value, batchRows)
 	}
-	for _, d := range days {
-		for _, path := range files[d] {
-			if err := scanFile(path, names, bufs, fn); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
-			}
+	for _, path := range paths {
+		if err := scanFile(path, names, bufs, onGroup, fn); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
 		}
 	}
 	return nil
@@ -134,20 +154,12 @@ func (c *columnCursor) read(buf []pq.Value) (int, error) {
 	return n, nil
 }
 
-func scanFile(path string, names []string, bufs [][]pq.Value, fn func([][]pq.Value) error) error {
-	f, err := os.Open(path)
+func scanFile(path string, names []string, bufs [][]pq.Value, onGroup func(*pq.File, pq.RowGroup) (func(), error), fn func([][]pq.Value) error) error {
+	f, pf, err := openFile(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	pf, err := pq.OpenFile(f, st.Size())
-	if err != nil {
-		return err
-	}
 	idx := make([]int, len(names))
 	for i, name := range names {
 		leaf, ok := pf.Schema().Lookup(name)
@@ -158,47 +170,51 @@ func scanFile(path string, names []string, bufs [][]pq.Value, fn func([][]pq.Val
 	}
 	out := make([][]pq.Value, len(names))
 	for _, rg := range pf.RowGroups() {
-		cursors := make([]*columnCursor, len(names))
-		for i, ci := range idx {
-			cursors[i] = &columnCursor{pages: rg.ColumnChunks()[ci].Pages()}
-		}
-		err := func() error {
-			defer func() {
-				for _, c := range cursors {
-					c.pages.Close()
-				}
-			}()
-			for {
-				n := -1
-				for i, c := range cursors {
-					k, err := c.read(bufs[i])
-					if err != nil {
-						return err
-					}
-					if n >= 0 && k != n {
-						return fmt.Errorf("columns of unequal length (%d, %d): only top-level, non-repeated columns can be scanned", n, k)
-					}
-					n = k
-				}
-				if n <= 0 {
-					return nil
-				}
-				for i := range out {
-					out[i] = bufs[i][:n]
-				}
-				if err := fn(out); err != nil {
-					return err
-				}
-				if n < len(bufs[0]) {
-					return nil
-				}
-			}
-		}()
-		if err != nil {
+		if err := scanGroup(pf, rg, idx, bufs, out, onGroup, fn); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func scanGroup(pf *pq.File, rg pq.RowGroup, idx []int, bufs, out [][]pq.Value, onGroup func(*pq.File, pq.RowGroup) (func(), error), fn func([][]pq.Value) error) error {
+	cursors := make([]*columnCursor, len(idx))
+	for i, ci := range idx {
+		cursors[i] = &columnCursor{pages: rg.ColumnChunks()[ci].Pages()}
+		defer cursors[i].pages.Close()
+	}
+	if onGroup != nil {
+		closeExtra, err := onGroup(pf, rg)
+		if err != nil {
+			return err
+		}
+		defer closeExtra()
+	}
+	for {
+		n := -1
+		for i, c := range cursors {
+			k, err := c.read(bufs[i])
+			if err != nil {
+				return err
+			}
+			if n >= 0 && k != n {
+				return fmt.Errorf("columns of unequal length (%d, %d): only top-level, non-repeated columns can be scanned", n, k)
+			}
+			n = k
+		}
+		if n <= 0 {
+			return nil
+		}
+		for i := range out {
+			out[i] = bufs[i][:n]
+		}
+		if err := fn(out); err != nil {
+			return err
+		}
+		if n < len(bufs[0]) {
+			return nil
+		}
+	}
 }
 
 // listCursor reads a list column row by row: a row's values start with
@@ -269,17 +285,6 @@ var eventColumns = []string{"event_id", "type", "platform", "customer_id", "pass
 // decoding rows into structs (replays read millions), and calls fn with
 // batches of events; the slice is reused between calls.
 func ScanEvents(dir, fromDay, toDay string, fn func([]walletsync.Event) error) error {
-	files, _, err := Files(dir, EventsDataset, false)
-	if err != nil {
-		return err
-	}
-	days := make([]string, 0, len(files))
-	for d := range files {
-		if (fromDay == "" || d >= fromDay) && (toDay == "" || d < toDay) {
-			days = append(days, d)
-		}
-	}
-	sort.Strings(days)
 	// Few distinct values repeat in most string columns: one string each.
 	interned := map[string]string{}
 	intern := func(b []byte) string {
@@ -292,129 +297,61 @@ func ScanEvents(dir, fromDay, toDay string, fn func([]walletsync.Event) error) e
 		}
 		return s
 	}
-	const batch = 4096
-	bufs := make([][]pq.Value, len(eventColumns))
-	for i := range bufs {
-		bufs[i] = make([]pq.Value, batch)
-	}
-	evs := make([]walletsync.Event, batch)
-	for _, d := range days {
-		for _, path := range files[d] {
-			if err := scanEventsFile(path, bufs, evs, intern, fn); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
-			}
-		}
-	}
-	return nil
-}
-
-func scanEventsFile(path string, bufs [][]pq.Value, evs []walletsync.Event, intern func([]byte) string, fn func([]walletsync.Event) error) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	pf, err := pq.OpenFile(f, st.Size())
-	if err != nil {
-		return err
-	}
-	idx := make([]int, len(eventColumns))
-	for i, name := range eventColumns {
-		leaf, ok := pf.Schema().Lookup(name)
+	// The tags are a list column, read beside the scalar ones.
+	var tags *listCursor
+	onGroup := func(pf *pq.File, rg pq.RowGroup) (func(), error) {
+		leaf, ok := pf.Schema().Lookup("tags", "list", "element")
 		if !ok {
-			return fmt.Errorf("no column %q", name)
+			return nil, errors.New("no column tags")
 		}
-		idx[i] = leaf.ColumnIndex
+		tags = &listCursor{col: columnCursor{pages: rg.ColumnChunks()[leaf.ColumnIndex].Pages()}, buf: make([]pq.Value, 1024)}
+		return func() { tags.col.pages.Close() }, nil
 	}
-	tagsLeaf, ok := pf.Schema().Lookup("tags", "list", "element")
-	if !ok {
-		return errors.New("no column tags")
-	}
-	for _, rg := range pf.RowGroups() {
-		cursors := make([]*columnCursor, len(idx))
-		for i, ci := range idx {
-			cursors[i] = &columnCursor{pages: rg.ColumnChunks()[ci].Pages()}
-		}
-		tags := &listCursor{col: columnCursor{pages: rg.ColumnChunks()[tagsLeaf.ColumnIndex].Pages()}, buf: make([]pq.Value, 1024)}
-		err := func() error {
-			defer func() {
-				for _, c := range cursors {
-					c.pages.Close()
-				}
-				tags.col.pages.Close()
-			}()
-			for {
-				n := -1
-				for i, c := range cursors {
-					k, err := c.read(bufs[i])
-					if err != nil {
-						return err
-					}
-					if n >= 0 && k != n {
-						return fmt.Errorf("columns of unequal length (%d, %d)", n, k)
-					}
-					n = k
-				}
-				if n <= 0 {
-					return nil
-				}
-				for j := range n {
-					e := &evs[j]
-					*e = walletsync.Event{
-						ID: string(bufs[0][j].ByteArray()), CustomerID: string(bufs[3][j].ByteArray()),
-						PassID: string(bufs[4][j].ByteArray()), PassType: intern(bufs[5][j].ByteArray()),
-						OccurredAt: bufs[6][j].Int64(), Source: intern(bufs[9][j].ByteArray()),
-					}
-					switch bufs[1][j].ByteArray()[0] {
-					case 'i':
-						e.Type = walletsync.TypeInstalled
-					case 'u':
-						e.Type = walletsync.TypeUninstalled
-					default:
-						e.Type = walletsync.TypeObserved
-					}
-					if p := bufs[2][j].ByteArray(); len(p) > 0 && p[0] == 'a' {
-						e.Platform = walletsync.PlatformApple
-					} else {
-						e.Platform = walletsync.PlatformGoogle
-					}
-					if v := bufs[7][j]; !v.IsNull() {
-						e.Installed = v.Boolean()
-					}
-					if v := bufs[8][j]; !v.IsNull() {
-						e.InstalledAt = v.Int64()
-					}
-					t, err := tags.row(intern)
-					if err != nil {
-						return err
-					}
-					if bufs[10][j].Boolean() {
-						reg := &walletsync.Registration{Medium: intern(bufs[11][j].ByteArray()), Origin: intern(bufs[12][j].ByteArray()),
-							UserAgent: intern(bufs[13][j].ByteArray()), Tags: t}
-						if v := bufs[14][j]; !v.IsNull() {
-							reg.ActiveCount, reg.HasActiveCount = v.Int64(), true
-						}
-						if v := bufs[15][j]; !v.IsNull() {
-							reg.TotalCount, reg.HasTotalCount = v.Int64(), true
-						}
-						e.Registration = reg
-					}
-				}
-				if err := fn(evs[:n]); err != nil {
-					return err
-				}
-				if n < len(bufs[0]) {
-					return nil
-				}
+	evs := make([]walletsync.Event, batchRows)
+	return scan(dir, EventsDataset, fromDay, toDay, eventColumns, onGroup, func(cols [][]pq.Value) error {
+		n := len(cols[0])
+		for j := range n {
+			e := &evs[j]
+			*e = walletsync.Event{
+				ID: string(cols[0][j].ByteArray()), CustomerID: string(cols[3][j].ByteArray()),
+				PassID: string(cols[4][j].ByteArray()), PassType: intern(cols[5][j].ByteArray()),
+				OccurredAt: cols[6][j].Int64(), Source: intern(cols[9][j].ByteArray()),
 			}
-		}()
-		if err != nil {
-			return err
+			switch cols[1][j].ByteArray()[0] {
+			case 'i':
+				e.Type = walletsync.TypeInstalled
+			case 'u':
+				e.Type = walletsync.TypeUninstalled
+			default:
+				e.Type = walletsync.TypeObserved
+			}
+			if p := cols[2][j].ByteArray(); len(p) > 0 && p[0] == 'a' {
+				e.Platform = walletsync.PlatformApple
+			} else {
+				e.Platform = walletsync.PlatformGoogle
+			}
+			if v := cols[7][j]; !v.IsNull() {
+				e.Installed = v.Boolean()
+			}
+			if v := cols[8][j]; !v.IsNull() {
+				e.InstalledAt = v.Int64()
+			}
+			t, err := tags.row(intern)
+			if err != nil {
+				return err
+			}
+			if cols[10][j].Boolean() {
+				reg := &walletsync.Registration{Medium: intern(cols[11][j].ByteArray()), Origin: intern(cols[12][j].ByteArray()),
+					UserAgent: intern(cols[13][j].ByteArray()), Tags: t}
+				if v := cols[14][j]; !v.IsNull() {
+					reg.ActiveCount, reg.HasActiveCount = v.Int64(), true
+				}
+				if v := cols[15][j]; !v.IsNull() {
+					reg.TotalCount, reg.HasTotalCount = v.Int64(), true
+				}
+				e.Registration = reg
+			}
 		}
-	}
-	return nil
+		return fn(evs[:n])
+	})
 }
