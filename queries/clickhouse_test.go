@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -303,8 +304,10 @@ func conformance(t *testing.T, name string, engine queries.Engine, evs []wallets
 }
 
 // One suite, both engines: ClickHouse (with a batch inserted twice, as a
-// sink retry does) and the embedded engine over a Parquet archive of the
-// same events must each equal the oracles, and so give identical rows.
+// sink retry does, its months marked dirty first as the sink does; then
+// again once the verifier merged them clean) and the embedded engine over a
+// Parquet archive of the same events must each equal the oracles, and so
+// give identical rows.
 func TestEnginesConformToTheOracleAndEachOther(t *testing.T) {
 	evs, versions, fold := conformanceData()
 
@@ -329,16 +332,45 @@ func TestEnginesConformToTheOracleAndEachOther(t *testing.T) {
 	if err := clickhouse.InsertEvents(ctx, conn, evs); err != nil {
 		t.Fatal(err)
 	}
+	again := clickhouse.EventMonths(evs[:1000])
+	if err := clickhouse.MarkDirty(ctx, conn, again); err != nil {
+		t.Fatal(err)
+	}
 	if err := clickhouse.InsertEvents(ctx, conn, evs[:1000]); err != nil {
 		t.Fatal(err)
 	}
 	if err := clickhouse.InsertStatuses(ctx, conn, versions); err != nil {
 		t.Fatal(err)
 	}
+	all := clickhouse.EventMonths(evs)
+	if len(again) == len(all) {
+		t.Fatalf("the twice-inserted batch spans every month (%v): the plain-scan path goes untested", all)
+	}
 	ch := conformance(t, "clickhouse", &queries.ClickHouse{Conn: conn}, evs, fold)
 	for i := range conformanceCases {
 		if embedded[i] != ch[i] {
 			t.Errorf("%v: the engines differ:\nembedded   %s\nclickhouse %s", conformanceCases[i], embedded[i], ch[i])
+		}
+	}
+
+	// Marks carry the server's second: a verification in the same second
+	// cannot tell whether it saw an insert that followed them.
+	time.Sleep(1100 * time.Millisecond)
+	cleared, err := clickhouse.Verify(ctx, conn, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dirty, err := clickhouse.DirtyMonths(ctx, conn); err != nil || len(dirty) != 0 || !slices.Equal(cleared, again) {
+		t.Fatalf("after Verify: cleared %v, still dirty %v (%v); want %v cleared, none dirty", cleared, dirty, err, again)
+	}
+	var rows uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM wallet_events").Scan(&rows); err != nil || rows != uint64(len(evs)) {
+		t.Fatalf("after Verify wallet_events holds %d rows (%v), want %d: OPTIMIZE did not merge the copies", rows, err, len(evs))
+	}
+	ch = conformance(t, "clickhouse verified", &queries.ClickHouse{Conn: conn}, evs, fold)
+	for i := range conformanceCases {
+		if embedded[i] != ch[i] {
+			t.Errorf("%v after Verify: the engines differ:\nembedded   %s\nclickhouse %s", conformanceCases[i], embedded[i], ch[i])
 		}
 	}
 }

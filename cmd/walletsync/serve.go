@@ -75,6 +75,7 @@ type roleFlags struct {
 	from, to, by, format                string
 	batchRows                           int
 	batchInterval                       time.Duration
+	verifyEvery, verifySettle           time.Duration
 	crm                                 crmFlags
 	passapi                             passAPIFlags
 	sim                                 simulateFlags
@@ -95,6 +96,8 @@ func (f *roleFlags) clickhouseFlags(fs *flag.FlagSet, help string) {
 	fs.StringVar(&f.clickhouseDSN, "clickhouse", "", help)
 	fs.IntVar(&f.batchRows, "clickhouse-batch-rows", 50_000, "ClickHouse sink: insert when this many records are buffered")
 	fs.DurationVar(&f.batchInterval, "clickhouse-batch-interval", time.Second, "ClickHouse sink: or when the oldest buffered record is this old")
+	fs.DurationVar(&f.verifyEvery, "clickhouse-verify-every", 10*time.Minute, "ClickHouse sink: check months marked dirty this often and clear those with one row per event (negative: never)")
+	fs.DurationVar(&f.verifySettle, "clickhouse-verify-settle", 10*time.Minute, "ClickHouse sink: how long after its dirty mark an insert may still land (at least the 2 min insert timeout plus a minute)")
 }
 
 func (f *roleFlags) kafkaFlags(fs *flag.FlagSet, brokersHelp string) {
@@ -279,6 +282,7 @@ func (n *node) addClickHouse(f *roleFlags) error {
 	t := kafka.DefaultTopics()
 	sink := chsink.NewSink(chsink.SinkConfig{
 		Brokers: n.brokers, Topics: t, BatchRows: f.batchRows, BatchInterval: f.batchInterval,
+		VerifyEvery: f.verifyEvery, VerifySettle: f.verifySettle,
 		Logger: n.log, Metrics: chsink.NewSinkMetrics(n.reg),
 	}, conn)
 	n.comps = append(n.comps, sink.Run)

@@ -18,14 +18,16 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"001_wallet_events", "002_wallet_status_versions", "003_wallet_status_current"}
+	want := []string{"001_wallet_events", "002_wallet_status_versions", "003_wallet_status_current",
+		"004_wallet_events_dirty", "005_wallet_events_verified"}
 	if !slices.Equal(done, want) {
 		t.Fatalf("first run applied %v, want %v", done, want)
 	}
 	if again, err := clickhouse.Migrate(ctx, conn); err != nil || len(again) != 0 {
 		t.Fatalf("second run applied %v, %v; want nothing", again, err)
 	}
-	for _, table := range []string{"wallet_events", "wallet_status_versions", "wallet_status_current"} {
+	for _, table := range []string{"wallet_events", "wallet_status_versions", "wallet_status_current",
+		"wallet_events_dirty", "wallet_events_verified"} {
 		var n uint64
 		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&n); err != nil || n != 1 {
 			t.Errorf("table %s: %d, %v", table, n, err)

@@ -5,10 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -26,6 +32,13 @@ type SinkConfig struct {
 	Group         string
 	BatchRows     int           // flush at this many records (default 50,000)
 	BatchInterval time.Duration // or this long after the first (default 1 s)
+	// InsertTimeout bounds one insert attempt (default 2 min); VerifySettle
+	// (default 10 min, must exceed it) is how long after its dirty mark an
+	// insert may still land; the verifier runs every VerifyEvery (default
+	// 10 min, negative: never).
+	InsertTimeout time.Duration
+	VerifySettle  time.Duration
+	VerifyEvery   time.Duration
 	Logger        *slog.Logger
 	Metrics       *SinkMetrics
 }
@@ -34,13 +47,36 @@ type SinkConfig struct {
 // at-least-once by construction — offsets are committed only after
 // ClickHouse acknowledged the rows — and exactly-once in query results,
 // because a re-inserted row has the same sorting key as its first copy
-// (see the migrations) and queries read one row per key.
+// (see the migrations), and every insert that may repeat rows first marks
+// their months dirty, so that queries read those months with FINAL.
+//
+// Which inserts may repeat rows: a retried one, one whose announcement was
+// refused, and records a previous owner of the partition announced. Before
+// each insert attempt the sink announces, in the group's committed offset
+// metadata, the last offset it is about to insert, committed under its
+// generation; a member that lost the partition is refused (and so marks its
+// months), and the next owner reads the announcement when it is assigned
+// the partition.
 type Sink struct {
 	cfg  SinkConfig
 	conn driver.Conn
 	log  *slog.Logger
 	m    *SinkMetrics
+
+	mu        sync.Mutex
+	announced map[topicPart]int64 // by previous owners: records up to here may be in ClickHouse
+	topicIDs  map[string][16]byte // OffsetCommit v10+ names topics by ID; writer goroutine only
+
+	crashAfterInsert func() bool // tests: stop as a crash would, between insert and commit
 }
+
+type topicPart struct {
+	topic string
+	part  int32
+}
+
+// announcePrefix starts the offset commit metadata of an announcement.
+const announcePrefix = "walletsync-inserting-through:"
 
 // NewSink returns a sink writing through conn.
 func NewSink(cfg SinkConfig, conn driver.Conn) *Sink {
@@ -56,13 +92,25 @@ func NewSink(cfg SinkConfig, conn driver.Conn) *Sink {
 	if cfg.BatchInterval <= 0 {
 		cfg.BatchInterval = time.Second
 	}
+	if cfg.InsertTimeout <= 0 {
+		cfg.InsertTimeout = 2 * time.Minute
+	}
+	if cfg.VerifySettle <= 0 {
+		cfg.VerifySettle = 10 * time.Minute
+	}
+	// An attempt that timed out may still land on the server a little later;
+	// a shorter settle would let the verifier clear a month too early.
+	cfg.VerifySettle = max(cfg.VerifySettle, cfg.InsertTimeout+time.Minute)
+	if cfg.VerifyEvery == 0 {
+		cfg.VerifyEvery = 10 * time.Minute
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewSinkMetrics(prometheus.NewRegistry())
 	}
-	return &Sink{cfg: cfg, conn: conn, log: cfg.Logger, m: cfg.Metrics}
+	return &Sink{cfg: cfg, conn: conn, log: cfg.Logger, m: cfg.Metrics, announced: map[topicPart]int64{}, topicIDs: map[string][16]byte{}}
 }
 
 // Run consumes until ctx ends.
@@ -84,6 +132,7 @@ func (s *Sink) Run(ctx context.Context) error {
 		// A rebalance waits until the batch in hand is written and its
 		// offsets committed, so no other member writes it again.
 		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(s.readAnnouncements),
 	)...)
 	if err != nil {
 		return fmt.Errorf("clickhouse sink: %w", err)
@@ -106,8 +155,11 @@ func (s *Sink) Run(ctx context.Context) error {
 	go func() {
 		defer close(writerDone)
 		for j := range jobs {
-			if err := s.flush(ctx, j.b); err != nil {
+			if err := s.flush(ctx, cl, j.b); err != nil {
 				return // ctx ended while retrying
+			}
+			if s.crashAfterInsert != nil && s.crashAfterInsert() {
+				return
 			}
 			cl.CommitOffsetsSync(ctx, j.offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
 				if err != nil {
@@ -116,8 +168,12 @@ func (s *Sink) Run(ctx context.Context) error {
 					s.log.Warn("clickhouse sink offset commit failed", "err", err)
 				}
 			})
+			s.forgetAnnouncements(j.b)
 		}
 	}()
+	if s.cfg.VerifyEvery > 0 {
+		go s.verifyLoop(ctx)
+	}
 	defer func() {
 		close(jobs)
 		<-writerDone
@@ -165,11 +221,11 @@ func (s *Sink) Run(ctx context.Context) error {
 
 // flush writes the batch, retrying with backoff until ClickHouse takes it or
 // ctx ends. While it retries nothing more is polled: that is the backpressure.
-func (s *Sink) flush(ctx context.Context, b *batch) error {
+func (s *Sink) flush(ctx context.Context, cl *kgo.Client, b *batch) error {
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		err := s.write(ctx, b)
+		err := s.attempt(ctx, cl, b, attempt > 1)
 		if err == nil {
 			s.m.rows.WithLabelValues("wallet_events").Add(float64(len(b.events)))
 			s.m.rows.WithLabelValues("wallet_status_versions").Add(float64(len(b.statuses)))
@@ -187,11 +243,171 @@ func (s *Sink) flush(ctx context.Context, b *batch) error {
 	}
 }
 
-func (s *Sink) write(ctx context.Context, b *batch) error {
+// attempt announces the batch, marks the months whose rows it may repeat,
+// and inserts it. A retry may repeat any row of the batch: the attempt
+// before it may have landed, in part or entirely.
+func (s *Sink) attempt(ctx context.Context, cl *kgo.Client, b *batch, retry bool) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
+	defer cancel()
+	var months []uint32
+	if s.announce(ctx, cl, b) && !retry {
+		months = s.repeatedMonths(b)
+	} else {
+		months = EventMonths(b.events)
+	}
+	if err := MarkDirty(ctx, s.conn, months); err != nil {
+		return fmt.Errorf("marking months dirty: %w", err)
+	}
+	s.m.dirtyMarks.Add(float64(len(months)))
 	if err := InsertEvents(ctx, s.conn, b.events); err != nil {
 		return err
 	}
 	return InsertStatuses(ctx, s.conn, b.statuses)
+}
+
+// announce commits, for each partition of wallet.events.clean in the batch,
+// its first offset (where the group's offset already is) with the last one
+// as metadata, under this member's generation. False when it was refused or
+// failed: the batch must then be treated as a repeat.
+func (s *Sink) announce(ctx context.Context, cl *kgo.Client, b *batch) bool {
+	if len(b.spans) == 0 {
+		return true
+	}
+	member, gen := cl.GroupMetadata()
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group, req.Generation, req.MemberID = s.cfg.Group, gen, member
+	topics := map[string]int{}
+	for tp, sp := range b.spans {
+		i, ok := topics[tp.topic]
+		if !ok {
+			id, err := s.topicID(ctx, cl, tp.topic)
+			if err != nil {
+				s.log.Warn("clickhouse sink could not announce its insert; marking its months dirty", "err", err)
+				return false
+			}
+			i = len(req.Topics)
+			topics[tp.topic] = i
+			t := kmsg.NewOffsetCommitRequestTopic()
+			t.Topic, t.TopicID = tp.topic, id
+			req.Topics = append(req.Topics, t)
+		}
+		p := kmsg.NewOffsetCommitRequestTopicPartition()
+		p.Partition, p.Offset, p.LeaderEpoch = tp.part, sp[0], -1
+		meta := announcePrefix + strconv.FormatInt(sp[1], 10)
+		p.Metadata = &meta
+		req.Topics[i].Partitions = append(req.Topics[i].Partitions, p)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		s.log.Warn("clickhouse sink could not announce its insert; marking its months dirty", "err", err)
+		return false
+	}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				s.log.Warn("clickhouse sink insert announcement refused; marking its months dirty", "topic", t.Topic, "partition", p.Partition, "err", err)
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (s *Sink) topicID(ctx context.Context, cl *kgo.Client, topic string) ([16]byte, error) {
+	if id, ok := s.topicIDs[topic]; ok {
+		return id, nil
+	}
+	ts, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		return [16]byte{}, err
+	}
+	d, ok := ts[topic]
+	if !ok || d.Err != nil {
+		return [16]byte{}, fmt.Errorf("topic %s: %v", topic, d.Err)
+	}
+	s.topicIDs[topic] = d.ID
+	return d.ID, nil
+}
+
+// readAnnouncements learns, for newly assigned partitions, what their
+// previous owner announced it was inserting.
+func (s *Sink) readAnnouncements(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	var offs kadm.OffsetResponses
+	for backoff := 100 * time.Millisecond; ; backoff = min(backoff*2, 5*time.Second) {
+		var err error
+		if offs, err = kadm.NewClient(cl).FetchOffsets(ctx, s.cfg.Group); err == nil {
+			break
+		}
+		s.log.Warn("clickhouse sink could not read insert announcements; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for topic, parts := range assigned {
+		for _, p := range parts {
+			o, ok := offs.Lookup(topic, p)
+			if !ok || o.Err != nil {
+				continue
+			}
+			if last, ok := strings.CutPrefix(o.Metadata, announcePrefix); ok {
+				if n, err := strconv.ParseInt(last, 10, 64); err == nil {
+					s.announced[topicPart{topic, p}] = n
+				}
+			}
+		}
+	}
+}
+
+// repeatedMonths lists the months of the events a previous owner announced.
+func (s *Sink) repeatedMonths(b *batch) []uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.announced) == 0 {
+		return nil
+	}
+	var ms []uint32
+	for i, at := range b.at {
+		if last, ok := s.announced[at.tp]; ok && at.offset <= last {
+			ms = append(ms, Month(b.events[i].OccurredAt))
+		}
+	}
+	slices.Sort(ms)
+	return slices.Compact(ms)
+}
+
+// forgetAnnouncements drops those the batch has gone past.
+func (s *Sink) forgetAnnouncements(b *batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for tp, sp := range b.spans {
+		if last, ok := s.announced[tp]; ok && sp[1] >= last {
+			delete(s.announced, tp)
+		}
+	}
+}
+
+// verifyLoop clears dirty months (see Verify) every VerifyEvery.
+func (s *Sink) verifyLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.VerifyEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cleared, err := Verify(ctx, s.conn, s.cfg.VerifySettle)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("clickhouse verify failed", "err", err)
+		}
+		if len(cleared) > 0 {
+			s.log.Info("clickhouse months verified: one row per event", "months", cleared)
+		}
+	}
 }
 
 // InsertEvents writes events to wallet_events in one batch.
@@ -274,8 +490,15 @@ const (
 
 type batch struct {
 	events   []walletsync.Event
+	at       []recordAt // where each event came from
 	statuses []walletsync.Status
+	spans    map[topicPart][2]int64 // first and last offset read from each wallet.events.clean partition
 	dec      walletsync.Decoder
+}
+
+type recordAt struct {
+	tp     topicPart
+	offset int64
 }
 
 func (b *batch) len() int { return len(b.events) + len(b.statuses) }
@@ -284,6 +507,18 @@ func (b *batch) len() int { return len(b.events) + len(b.statuses) }
 // the processors; they are counted and skipped rather than blocking the sink
 // forever (the processors' DLQ is where bad input goes).
 func (b *batch) add(r *kgo.Record, t kafka.Topics, m *SinkMetrics) {
+	tp := topicPart{r.Topic, r.Partition}
+	if r.Topic == t.Clean {
+		if b.spans == nil {
+			b.spans = map[topicPart][2]int64{}
+		}
+		sp, ok := b.spans[tp]
+		if !ok {
+			sp[0] = r.Offset
+		}
+		sp[1] = r.Offset
+		b.spans[tp] = sp
+	}
 	if r.Attrs.IsControl() {
 		return
 	}
@@ -295,6 +530,7 @@ func (b *batch) add(r *kgo.Record, t kafka.Topics, m *SinkMetrics) {
 			return
 		}
 		b.events = append(b.events, e)
+		b.at = append(b.at, recordAt{tp, r.Offset})
 	case t.Status:
 		if r.Value == nil {
 			return
@@ -312,6 +548,7 @@ func (b *batch) add(r *kgo.Record, t kafka.Topics, m *SinkMetrics) {
 type SinkMetrics struct {
 	rows          *prometheus.CounterVec
 	retries       prometheus.Counter
+	dirtyMarks    prometheus.Counter
 	skipped       prometheus.Counter
 	insertSeconds prometheus.Histogram
 }
@@ -323,11 +560,13 @@ func NewSinkMetrics(reg prometheus.Registerer) *SinkMetrics {
 			Help: "Rows inserted into ClickHouse, by table."}, []string{"table"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "insert_retries_total",
 			Help: "Failed batch inserts, each retried with backoff."}),
+		dirtyMarks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "dirty_months_marked_total",
+			Help: "Months marked as possibly holding an event twice (read with FINAL until verified)."}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "records_skipped_total",
 			Help: "Records that did not parse and were skipped."}),
 		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "insert_seconds",
 			Help: "Time to insert one batch.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
-	reg.MustRegister(m.rows, m.retries, m.skipped, m.insertSeconds)
+	reg.MustRegister(m.rows, m.retries, m.dirtyMarks, m.skipped, m.insertSeconds)
 	return m
 }

@@ -2,6 +2,9 @@ package clickhouse_test
 
 import (
 	"context"
+	"log/slog"
+	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -108,12 +111,40 @@ func waitExact(t *testing.T, conn driver.Conn, pl *pipeline) {
 		_ = conn.QueryRow(ctx, "SELECT count() FROM wallet_status_current FINAL").Scan(&customers)
 		if events == uint64(pl.uniq) && customers == uint64(pl.want.Len()) && statusesMatch(t, conn, pl, false) {
 			statusesMatch(t, conn, pl, true)
+			copiesAreMarked(t, conn)
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	statusesMatch(t, conn, pl, true)
 	t.Fatalf("ClickHouse holds %d events and %d customers, want %d and %d", events, customers, pl.uniq, pl.want.Len())
+}
+
+// copiesAreMarked checks what lets queries skip FINAL: every month in which
+// an event has two rows is marked dirty.
+func copiesAreMarked(t *testing.T, conn driver.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	dirty, err := clickhouse.DirtyMonths(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, `SELECT toYYYYMM(occurred_at, 'UTC') AS m, count() - uniqExact(event_id) AS copies
+		FROM wallet_events GROUP BY m HAVING copies > 0`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m uint32
+		var copies int64
+		if err := rows.Scan(&m, &copies); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(dirty, m) {
+			t.Errorf("month %d holds %d copies of events but is not marked dirty (dirty: %v)", m, copies, dirty)
+		}
+	}
 }
 
 func statusesMatch(t *testing.T, conn driver.Conn, pl *pipeline, report bool) bool {
@@ -166,6 +197,53 @@ func TestSinkRestartsCountNothingTwice(t *testing.T) {
 	}
 	runSink(t, pl.brokers, conn)
 	waitExact(t, conn, pl)
+}
+
+// The sink inserts a batch and dies before committing its offsets. The
+// next sink inserts those records again: it must have read the dead one's
+// announcement and marked their months dirty before it did.
+func TestSinkCrashBetweenInsertAndCommitMarksTheRepeat(t *testing.T) {
+	srv := chtest.Start(t)
+	conn := srv.Conn(t)
+	pl := startPipeline(t, 4000)
+	ctx := context.Background()
+
+	s := clickhouse.NewSink(clickhouse.SinkConfig{Brokers: pl.brokers, BatchRows: 400, BatchInterval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}, conn)
+	clickhouse.SetCrashAfterInsert(s, func() bool { return true })
+	if err := s.Run(ctx); err != nil { // returns once the first insert "crashed" it
+		t.Fatal(err)
+	}
+	var first []uint32
+	rows, err := conn.Query(ctx, "SELECT DISTINCT toYYYYMM(occurred_at, 'UTC') FROM wallet_events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var m uint32
+		if err := rows.Scan(&m); err != nil {
+			t.Fatal(err)
+		}
+		first = append(first, m)
+	}
+	rows.Close()
+	if len(first) == 0 {
+		t.Fatal("the first sink inserted nothing before it stopped")
+	}
+	if dirty, _ := clickhouse.DirtyMonths(ctx, conn); len(dirty) != 0 {
+		t.Fatalf("months %v dirty after a first insert: nothing could have been repeated yet", dirty)
+	}
+
+	runSink(t, pl.brokers, conn)
+	waitExact(t, conn, pl)
+	dirty, err := clickhouse.DirtyMonths(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range first {
+		if !slices.Contains(dirty, m) {
+			t.Errorf("month %d was inserted by the crashed sink and again by the next, but is not marked dirty (dirty: %v)", m, dirty)
+		}
+	}
 }
 
 // ClickHouse killed mid-stream and started again: the sink retries with
