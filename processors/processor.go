@@ -506,8 +506,11 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 	}
 	batch.events++
 	status, regsChanged, changed := st.fold.ApplyDetail(&ev)
+	// Sized from the input, which is about as long as its canonical form,
+	// so that encoding allocates once instead of growing the slice.
+	clean := ev.AppendJSON(make([]byte, 0, len(r.Value)+64))
 	sess.Produce(ctx, &kgo.Record{
-		Topic: t.Clean, Partition: r.Partition, Key: r.Key, Value: ev.AppendJSON(nil), Timestamp: r.Timestamp,
+		Topic: t.Clean, Partition: r.Partition, Key: r.Key, Value: clean, Timestamp: r.Timestamp,
 		Headers: []kgo.RecordHeader{{Key: HeaderIDKey, Value: key[:]}},
 	}, promise)
 	if regsChanged {

@@ -193,21 +193,15 @@ in the same run, their ratio, and the goal. Takes about 5 minutes with
 					fmt.Fprintln(e.stderr, "walletsync bench: the suite needs the Go toolchain (go) in PATH")
 					return exitUsage
 				}
-				var groups []benchGroup
 				want := map[string]bool{}
 				for _, s := range strings.Split(*only, ",") {
 					if s = strings.TrimSpace(s); s != "" {
 						want[s] = true
 					}
 				}
-				for _, g := range benchSuite() {
-					if len(want) == 0 || want[g.name] {
-						groups = append(groups, g)
-						delete(want, g.name)
-					}
-				}
-				if len(want) > 0 {
-					fmt.Fprintf(e.stderr, "walletsync bench: unknown suites %v\n", slices.Sorted(mapKeys(want)))
+				groups, unknown := selectSuites(benchSuite(), want)
+				if len(unknown) > 0 {
+					fmt.Fprintf(e.stderr, "walletsync bench: unknown suites %v\n", unknown)
 					return exitUsage
 				}
 				results := map[string]map[string]map[string][]float64{}
@@ -238,17 +232,26 @@ in the same run, their ratio, and the goal. Takes about 5 minutes with
 	}
 }
 
-func mapKeys(m map[string]bool) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// selectSuites keeps the suites named in want, all of them when want is
+// empty, and returns the names that match none.
+func selectSuites(all []benchGroup, want map[string]bool) (groups []benchGroup, unknown []string) {
+	known := map[string]bool{}
+	for _, g := range all {
+		known[g.name] = true
+		if len(want) == 0 || want[g.name] {
+			groups = append(groups, g)
+		}
+	}
+	for name := range want {
+		if !known[name] {
+			unknown = append(unknown, name)
+		}
+	}
+	slices.Sort(unknown)
+	return groups, unknown
 }

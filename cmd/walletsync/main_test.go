@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -359,5 +360,27 @@ PASS`
 	}
 	if r := runCLI(t, "", nil, "bench", "--only", "nosuch"); r.code != exitUsage || !strings.Contains(r.stderr, "unknown suites") {
 		t.Errorf("bench --only nosuch: %+v", r)
+	}
+}
+
+// --only runs exactly the suites it names, whatever their order in the
+// suite (a suite named before the end once let every later one run too).
+func TestBenchSelectsOnlyTheNamedSuites(t *testing.T) {
+	names := func(gs []benchGroup) (out []string) {
+		for _, g := range gs {
+			out = append(out, g.name)
+		}
+		return out
+	}
+	all := benchSuite()
+	if got, unknown := selectSuites(all, nil); len(got) != len(all) || unknown != nil {
+		t.Errorf("no --only: %v, unknown %v", names(got), unknown)
+	}
+	got, unknown := selectSuites(all, map[string]bool{"clickhouse": true, "fold": true})
+	if !slices.Equal(names(got), []string{"fold", "clickhouse"}) || unknown != nil {
+		t.Errorf("--only clickhouse,fold: %v, unknown %v", names(got), unknown)
+	}
+	if _, unknown := selectSuites(all, map[string]bool{"zz": true, "crm": true, "aa": true}); !slices.Equal(unknown, []string{"aa", "zz"}) {
+		t.Errorf("unknown suites %v, want [aa zz]", unknown)
 	}
 }
