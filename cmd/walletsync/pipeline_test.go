@@ -24,6 +24,7 @@ import (
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/processors"
+	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
 	"github.com/walletsync/walletsync/sinks/crm/crmtest"
 )
 
@@ -602,6 +603,7 @@ func TestArchiveRebuildAndReplay(t *testing.T) {
 	if !strings.Contains(rb.stderr, `"customers":`+fmt.Sprint(len(want))) {
 		t.Errorf("rebuild summary: %s", rb.stderr)
 	}
+	rebuildIntoClickHouseTwice(t, archive)
 
 	emb, err := kafka.StartEmbedded("", 1)
 	if err != nil {
@@ -630,6 +632,38 @@ func TestArchiveRebuildAndReplay(t *testing.T) {
 	_, m := httpDo(t, "GET", fresh.url+"/metrics", "", nil)
 	if !strings.Contains(string(m), fmt.Sprintf("walletsync_process_duplicates_total %d", countDistinct(lines))) {
 		t.Errorf("the second replay should be all duplicates:\n%s", grepLines(string(m), "walletsync_process_"))
+	}
+}
+
+// A rebuild loaded into ClickHouse twice (as after a first load that failed
+// half-way) leaves daily counting each event once: the second load marks
+// its months dirty before it inserts.
+func rebuildIntoClickHouseTwice(t *testing.T, archive string) {
+	ch := chtest.Start(t)
+	conn := ch.Conn(t)
+	ctx := context.Background()
+	var daily [2]string
+	for round := range 2 {
+		rb := runCLI(t, "", nil, "replay", "rebuild", "--from", "archive", "--archive-dir", archive, "--out", filepath.Join(t.TempDir(), "s.ndjson"), "--clickhouse", ch.DSN())
+		if rb.code != 0 || !strings.Contains(rb.stderr, `"clickhouse":"loaded"`) {
+			t.Fatalf("rebuild into ClickHouse, round %d: exit %d, %s", round, rb.code, rb.stderr)
+		}
+		var first, last time.Time
+		if err := conn.QueryRow(ctx, "SELECT min(occurred_at), max(occurred_at) FROM wallet_events").Scan(&first, &last); err != nil {
+			t.Fatal(err)
+		}
+		q := runCLI(t, "", nil, "query", "daily", "--from", first.UTC().Format(time.DateOnly), "--to", last.UTC().AddDate(0, 0, 1).Format(time.DateOnly),
+			"--format", "csv", "--clickhouse", ch.DSN())
+		if q.code != 0 || strings.Count(q.stdout, "\n") < 2 {
+			t.Fatalf("query daily, round %d: %+v", round, q)
+		}
+		daily[round] = q.stdout
+	}
+	if daily[1] != daily[0] {
+		t.Errorf("daily after loading the rebuild twice differs from once:\n%s", diffLines(daily[1], daily[0]))
+	}
+	if dirty, err := chsink.DirtyMonths(ctx, conn); err != nil || len(dirty) == 0 {
+		t.Errorf("the second load marked no month dirty: %v, %v", dirty, err)
 	}
 }
 

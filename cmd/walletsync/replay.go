@@ -336,6 +336,19 @@ func rebuild(ctx context.Context, e env, brokers []string, from, dir, out, chDSN
 		if _, err := chsink.Migrate(ctx, conn); err != nil {
 			return err
 		}
+		// A rebuild loaded again into the same database (after one that
+		// failed half-way, say) inserts rows that are already there; marking
+		// their months first keeps daily counting each event once (see the
+		// sink's dirty months). A fresh database needs no marks.
+		var existing uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM wallet_events").Scan(&existing); err != nil {
+			return fmt.Errorf("loading ClickHouse: %w", err)
+		}
+		if existing > 0 {
+			if err := chsink.MarkDirty(ctx, conn, chsink.EventMonths(events)); err != nil {
+				return fmt.Errorf("loading ClickHouse: %w", err)
+			}
+		}
 		for i := 0; i < len(events); i += 100_000 {
 			if err := chsink.InsertEvents(ctx, conn, events[i:min(i+100_000, len(events))]); err != nil {
 				return fmt.Errorf("loading ClickHouse: %w", err)
