@@ -176,15 +176,28 @@ func NewFold() *Fold { return &Fold{customers: make(map[string]*customer)} }
 // status and whether its fields changed (and so its version went up). An
 // event that loses to what the register holds changes nothing.
 func (f *Fold) Apply(e *Event) (Status, bool) {
-	st, _, changed := f.ApplyDetail(e)
+	st, _, changed, _ := f.ApplyBase(e)
 	return st, changed
 }
 
-// ApplyDetail is Apply that also reports whether the customer's registers
-// changed. They can change while the status does not (a second pass
-// installed where one already is): whoever persists state for recovery must
-// persist it then too.
-func (f *Fold) ApplyDetail(e *Event) (st Status, registersChanged, statusChanged bool) {
+// BaseChange is what an install or uninstall event does to its register's
+// installed state (observations ignored, as the installed-base insight
+// counts it) at its place in the register's history: +1 installed after
+// not, -1 the reverse, 0 no change. Summed over a register's events up to
+// an instant, the changes give its state then, so an installed base is a
+// plain sum per day. It is known only for an event that ranks after every
+// earlier one of its register (an event arriving in order); a late event
+// also changes its successor's, which this fold does not keep.
+type BaseChange struct {
+	Delta int8
+	Known bool
+}
+
+// ApplyBase is Apply that also reports whether the customer's registers
+// changed, and the event's BaseChange. Registers can change while the
+// status does not (a second pass installed where one already is): whoever
+// persists state for recovery must persist it then too.
+func (f *Fold) ApplyBase(e *Event) (st Status, registersChanged, statusChanged bool, base BaseChange) {
 	c := f.customers[e.CustomerID]
 	if c == nil {
 		var key string
@@ -202,7 +215,11 @@ func (f *Fold) ApplyDetail(e *Event) (st Status, registersChanged, statusChanged
 		c.regs = append(c.regs, Register{PassID: e.PassID, Platform: e.Platform})
 		r = &c.regs[len(c.regs)-1]
 	}
+	wasInstalled := r.EID != "" && !r.EUninstalled
 	if r.apply(e) {
+		if e.Type != TypeObserved {
+			base = BaseChange{Delta: b2i(e.Type == TypeInstalled) - b2i(wasInstalled), Known: true}
+		}
 		registersChanged = true
 		if nf := FieldsOf(c.regs); nf != c.fields {
 			c.fields = nf
@@ -210,7 +227,14 @@ func (f *Fold) ApplyDetail(e *Event) (st Status, registersChanged, statusChanged
 			statusChanged = true
 		}
 	}
-	return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, registersChanged, statusChanged
+	return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, registersChanged, statusChanged, base
+}
+
+func b2i(b bool) int8 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Status returns a customer's current status.

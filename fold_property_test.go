@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/walletsync/walletsync"
@@ -370,5 +371,100 @@ func TestStatusRecordRoundTrip(t *testing.T) {
 		if _, _, _, err := walletsync.ParseStatusRecord([]byte(bad)); err == nil {
 			t.Errorf("ParseStatusRecord(%s) accepted", bad)
 		}
+	}
+}
+
+// ApplyBase's changes, summed over a register's events up to any instant,
+// give the register's installed state then (E among the install/uninstall
+// events up to that instant), for every register whose events all arrived
+// in rank order; an event's change is unknown exactly when an earlier
+// arrival of its register outranks it.
+func TestBaseChangesSumToTheInstalledState(t *testing.T) {
+	type regKey struct {
+		customer, pass string
+		platform       walletsync.Platform
+	}
+	// rank packs an event as the fold orders E: time, then uninstall over
+	// install (the id only orders events of one type, which agree).
+	rank := func(e *walletsync.Event) int64 {
+		r := e.OccurredAt * 2
+		if e.Type == walletsync.TypeUninstalled {
+			r++
+		}
+		return r
+	}
+	rng := rand.New(rand.NewPCG(11, 11))
+	checked := 0
+	for iter := range 500 {
+		evs := randomEvents(rng, 1+rng.IntN(40))
+		rng.Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
+		if iter%2 == 0 { // half the streams in rank order: every change known
+			slices.SortStableFunc(evs, func(a, b walletsync.Event) int {
+				ra, rb := rank(&a), rank(&b)
+				if ra != rb {
+					return int(ra - rb)
+				}
+				return strings.Compare(a.ID, b.ID)
+			})
+		}
+		f := walletsync.NewFold()
+		type seen struct {
+			e     *walletsync.Event
+			delta int8
+		}
+		hist := map[regKey][]seen{}
+		unknown := map[regKey]bool{}
+		for i := range evs {
+			e := &evs[i]
+			_, _, _, base := f.ApplyBase(e)
+			if e.Type == walletsync.TypeObserved {
+				continue
+			}
+			k := regKey{e.CustomerID, e.PassID, e.Platform}
+			outranked := false
+			for _, h := range hist[k] {
+				if rank(h.e) > rank(e) || rank(h.e) == rank(e) && h.e.ID > e.ID {
+					outranked = true
+				}
+			}
+			if base.Known == outranked {
+				t.Fatalf("iter %d: event %+v known=%v, but outranked by an earlier arrival=%v", iter, *e, base.Known, outranked)
+			}
+			if !base.Known {
+				unknown[k] = true
+			}
+			hist[k] = append(hist[k], seen{e, base.Delta})
+		}
+		if iter%2 == 0 && len(unknown) > 0 {
+			t.Fatalf("iter %d: a stream in rank order has unknown changes", iter)
+		}
+		for k, h := range hist {
+			if unknown[k] {
+				continue
+			}
+			for at := int64(1772359200000) - 1000; at <= 1772359200000+13_000; at += 500 {
+				var sum int
+				var last *walletsync.Event
+				for _, s := range h {
+					if s.e.OccurredAt <= at {
+						sum += int(s.delta)
+						if last == nil || rank(s.e) > rank(last) {
+							last = s.e
+						}
+					}
+				}
+				want := 0
+				if last != nil && last.Type == walletsync.TypeInstalled {
+					want = 1
+				}
+				if sum != want {
+					t.Fatalf("iter %d register %v at %d: changes sum to %d, state is %d", iter, k, at, sum, want)
+				}
+				checked++
+			}
+		}
+	}
+	if checked < 10_000 {
+		t.Fatalf("only %d register-instants checked", checked)
 	}
 }

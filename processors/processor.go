@@ -27,6 +27,8 @@ const (
 	// HeaderIDKey carries walletsync.KeyOf(eventId) on clean records, so
 	// that dedupe state is rebuilt without parsing the events.
 	HeaderIDKey = "walletsync-idkey"
+	// HeaderBaseChange: see kafka.HeaderBaseChange.
+	HeaderBaseChange = kafka.HeaderBaseChange
 	// DLQ headers: why, and where the original bytes came from.
 	HeaderError     = "walletsync-error"
 	HeaderTopic     = "walletsync-topic"
@@ -505,13 +507,18 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 		return buf
 	}
 	batch.events++
-	status, regsChanged, changed := st.fold.ApplyDetail(&ev)
+	status, regsChanged, changed, base := st.fold.ApplyBase(&ev)
 	// Sized from the input, which is about as long as its canonical form,
 	// so that encoding allocates once instead of growing the slice.
 	clean := ev.AppendJSON(make([]byte, 0, len(r.Value)+64))
+	headers := make([]kgo.RecordHeader, 1, 2)
+	headers[0] = kgo.RecordHeader{Key: HeaderIDKey, Value: key[:]}
+	if base.Known {
+		headers = append(headers, kgo.RecordHeader{Key: HeaderBaseChange, Value: strconv.AppendInt(make([]byte, 0, 2), int64(base.Delta), 10)})
+	}
 	sess.Produce(ctx, &kgo.Record{
 		Topic: t.Clean, Partition: r.Partition, Key: r.Key, Value: clean, Timestamp: r.Timestamp,
-		Headers: []kgo.RecordHeader{{Key: HeaderIDKey, Value: key[:]}},
+		Headers: headers,
 	}, promise)
 	if regsChanged {
 		buf = walletsync.AppendStatusRecord(buf[:0], &status, st.fold.Registers(status.CustomerID))

@@ -14,9 +14,11 @@ import (
 )
 
 // benchEvents feeds the benchmarks' 10M events over 1M customers to load in
-// ten chunks a month apart (the events span most of a year), and returns
-// the fold with every status version it emitted.
-func benchEvents(b *testing.B, load func(chunk int, evs []walletsync.Event)) (*walletsync.Fold, []walletsync.Status) {
+// ten chunks a month apart (the events span most of a year), each with
+// what it did to its register's installed state folded in that order (as
+// the processors report it), and returns the fold with every status
+// version it emitted.
+func benchEvents(b *testing.B, load func(chunk int, evs []walletsync.Event, base []walletsync.BaseChange)) (*walletsync.Fold, []walletsync.Status) {
 	const chunks, perChunk = 10, 1_000_000
 	fold := walletsync.NewFold()
 	start := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
@@ -26,12 +28,15 @@ func benchEvents(b *testing.B, load func(chunk int, evs []walletsync.Event)) (*w
 		cfg.Customers, cfg.Seed, cfg.DupRate = 1_000_000, uint64(c+1), 0
 		cfg.Start = start.AddDate(0, c, 0)
 		evs := synth.Events(cfg)
-		load(c, evs)
+		base := make([]walletsync.BaseChange, len(evs))
 		for i := range evs {
-			if st, changed := fold.Apply(&evs[i]); changed {
+			st, _, changed, bc := fold.ApplyBase(&evs[i])
+			if changed {
 				versions = append(versions, st)
 			}
+			base[i] = bc
 		}
+		load(c, evs, base)
 	}
 	return fold, versions
 }
@@ -75,9 +80,9 @@ func BenchmarkClickHouseInsights(b *testing.B) {
 	if _, err := clickhouse.Migrate(ctx, conn); err != nil {
 		b.Fatal(err)
 	}
-	fold, _ := benchEvents(b, func(_ int, evs []walletsync.Event) {
+	fold, _ := benchEvents(b, func(_ int, evs []walletsync.Event, base []walletsync.BaseChange) {
 		for i := 0; i < len(evs); i += 200_000 {
-			if err := clickhouse.InsertEvents(ctx, conn, evs[i:min(i+200_000, len(evs))]); err != nil {
+			if err := clickhouse.InsertEvents(ctx, conn, evs[i:min(i+200_000, len(evs))], base[i:min(i+200_000, len(evs))]); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -95,7 +100,7 @@ func BenchmarkClickHouseInsights(b *testing.B) {
 // same 10M events, in process (goal: daily over 10M events < 2 s).
 func BenchmarkEmbeddedInsights(b *testing.B) {
 	dir := b.TempDir()
-	_, versions := benchEvents(b, func(chunk int, evs []walletsync.Event) {
+	_, versions := benchEvents(b, func(chunk int, evs []walletsync.Event, _ []walletsync.BaseChange) {
 		if err := parquet.WriteEvents(dir, int32(chunk), 0, evs); err != nil {
 			b.Fatal(err)
 		}

@@ -234,16 +234,19 @@ func boundaryEvents() []walletsync.Event {
 
 // conformanceData: events (with same-millisecond ties and retention
 // boundaries) and every status version the fold emits, in order.
-func conformanceData() ([]walletsync.Event, []walletsync.Status, *walletsync.Fold) {
+func conformanceData() ([]walletsync.Event, []walletsync.Status, *walletsync.Fold, []walletsync.BaseChange) {
 	evs := append(events(1, 3000), boundaryEvents()...)
 	fold := walletsync.NewFold()
 	var versions []walletsync.Status
+	base := make([]walletsync.BaseChange, len(evs))
 	for i := range evs {
-		if st, changed := fold.Apply(&evs[i]); changed {
+		st, _, changed, bc := fold.ApplyBase(&evs[i])
+		if changed {
 			versions = append(versions, st)
 		}
+		base[i] = bc
 	}
-	return evs, versions, fold
+	return evs, versions, fold, base
 }
 
 // conformanceCases are the queries every engine answers.
@@ -309,7 +312,7 @@ func conformance(t *testing.T, name string, engine queries.Engine, evs []wallets
 // Parquet archive of the same events must each equal the oracles, and so
 // give identical rows.
 func TestEnginesConformToTheOracleAndEachOther(t *testing.T) {
-	evs, versions, fold := conformanceData()
+	evs, versions, fold, base := conformanceData()
 
 	dir := t.TempDir()
 	if err := parquet.WriteEvents(dir, 0, 0, evs[:1500]); err != nil {
@@ -329,14 +332,22 @@ func TestEnginesConformToTheOracleAndEachOther(t *testing.T) {
 	if _, err := clickhouse.Migrate(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
-	if err := clickhouse.InsertEvents(ctx, conn, evs); err != nil {
+	// With each event's change as the processor reports it in this order:
+	// registers whose events all came in order take installed-base's fast
+	// way, the others (a late event) its slow way; both must be there.
+	if err := clickhouse.InsertEvents(ctx, conn, evs, base); err != nil {
 		t.Fatal(err)
+	}
+	var fast, slow uint64
+	if err := conn.QueryRow(ctx, `SELECT uniqExactIf(register, known), uniqExactIf(register, NOT known) FROM (
+		SELECT register, min(base_known) = 1 AS known FROM wallet_events WHERE type != 'observed' GROUP BY register)`).Scan(&fast, &slow); err != nil || fast < 100 || slow < 100 {
+		t.Fatalf("registers all known %d, with an unknown change %d (%v): want both ways exercised", fast, slow, err)
 	}
 	again := clickhouse.EventMonths(evs[:1000])
 	if err := clickhouse.MarkDirty(ctx, conn, again); err != nil {
 		t.Fatal(err)
 	}
-	if err := clickhouse.InsertEvents(ctx, conn, evs[:1000]); err != nil {
+	if err := clickhouse.InsertEvents(ctx, conn, evs[:1000], base[:1000]); err != nil {
 		t.Fatal(err)
 	}
 	if err := clickhouse.InsertStatuses(ctx, conn, versions); err != nil {

@@ -291,7 +291,7 @@ func TestQueryInsightCommand(t *testing.T) {
 		}
 		evs = append(evs, e)
 	}
-	if err := chsink.InsertEvents(ctx, conn, evs); err != nil {
+	if err := chsink.InsertEvents(ctx, conn, evs, nil); err != nil {
 		t.Fatal(err)
 	}
 	dsn := srv.DSN()

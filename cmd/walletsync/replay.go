@@ -257,14 +257,18 @@ func replayArchive(ctx context.Context, e env, brokers []string, dir, topic stri
 // rebuild folds every clean event into a fresh state and writes it out.
 func rebuild(ctx context.Context, e env, brokers []string, from, dir, out, chDSN string, dest crm.Destination, summary map[string]any) error {
 	fold := walletsync.NewFold()
-	var events []walletsync.Event // kept only to load ClickHouse
+	// Kept only to load ClickHouse, with what each event did to its
+	// register's installed state, as the processors report it.
+	var events []walletsync.Event
+	var base []walletsync.BaseChange
 	keep := chDSN != ""
 	n := 0
 	apply := func(ev *walletsync.Event) {
-		fold.Apply(ev)
+		_, _, _, bc := fold.ApplyBase(ev)
 		n++
 		if keep {
 			events = append(events, *ev)
+			base = append(base, bc)
 		}
 	}
 	switch from {
@@ -350,7 +354,7 @@ func rebuild(ctx context.Context, e env, brokers []string, from, dir, out, chDSN
 			}
 		}
 		for i := 0; i < len(events); i += 100_000 {
-			if err := chsink.InsertEvents(ctx, conn, events[i:min(i+100_000, len(events))]); err != nil {
+			if err := chsink.InsertEvents(ctx, conn, events[i:min(i+100_000, len(events))], base[i:min(i+100_000, len(events))]); err != nil {
 				return fmt.Errorf("loading ClickHouse: %w", err)
 			}
 		}

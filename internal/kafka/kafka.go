@@ -19,6 +19,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// HeaderBaseChange carries, on a clean install/uninstall record, the
+// event's walletsync.BaseChange when the processor knew it: "1", "0" or
+// "-1"; absent, it is unknown (a late event). Written by the processors,
+// stored by the ClickHouse sink.
+const HeaderBaseChange = "walletsync-base-change"
+
 // Topics names the pipeline's topics (SPEC diagram and §4).
 type Topics struct {
 	Events string // wallet.events: canonical events, key customerId

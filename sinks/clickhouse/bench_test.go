@@ -41,7 +41,7 @@ func BenchmarkSink(b *testing.B) {
 				b.Fatal(err)
 			}
 			for i := 0; i < n; i += 50_000 {
-				if err := clickhouse.InsertEvents(ctx, conn, evs[i:i+50_000]); err != nil {
+				if err := clickhouse.InsertEvents(ctx, conn, evs[i:i+50_000], nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -53,7 +53,7 @@ func TestSinkVerifierClearsSettledMonthsOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, evs := range [][]walletsync.Event{old, old, recent} {
-		if err := clickhouse.InsertEvents(ctx, conn, evs); err != nil {
+		if err := clickhouse.InsertEvents(ctx, conn, evs, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,6 +7,7 @@ package clickhouse
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 )
 
 //go:embed migrations/*.sql
@@ -73,7 +75,8 @@ func record(ctx context.Context, conn driver.Conn, m Migration) error {
 
 // Migrate applies the migrations the database lacks and returns their names.
 // It is idempotent and safe to run from several processes at once: every
-// statement is CREATE … IF NOT EXISTS, and the bookkeeping table collapses
+// statement is CREATE … IF NOT EXISTS or an ALTER … ADD COLUMN whose "column
+// already exists" counts as applied, and the bookkeeping table collapses
 // duplicate rows, so a migration recorded twice or applied again is harmless.
 func Migrate(ctx context.Context, conn driver.Conn) ([]string, error) {
 	if err := conn.Exec(ctx, migrationsTable); err != nil {
@@ -105,7 +108,7 @@ func Migrate(ctx context.Context, conn driver.Conn) ([]string, error) {
 		if applied[m.Version] {
 			continue
 		}
-		if err := conn.Exec(ctx, m.SQL); err != nil {
+		if err := conn.Exec(ctx, m.SQL); err != nil && !alreadyAdded(m, err) {
 			return done, fmt.Errorf("migration %03d_%s: %w", m.Version, m.Name, err)
 		}
 		if err := record(ctx, conn, m); err != nil {
@@ -114,4 +117,24 @@ func Migrate(ctx context.Context, conn driver.Conn) ([]string, error) {
 		done = append(done, fmt.Sprintf("%03d_%s", m.Version, m.Name))
 	}
 	return done, nil
+}
+
+// alreadyAdded reports the error of an ALTER … ADD COLUMN that another
+// migrator applied first (code 44, "column with this name already
+// exists"; one ALTER's columns are added together or not at all).
+func alreadyAdded(m Migration, err error) bool {
+	var ex *proto.Exception
+	return strings.HasPrefix(strings.TrimSpace(stripComments(m.SQL)), "ALTER TABLE") &&
+		errors.As(err, &ex) && ex.Code == 44 && strings.Contains(ex.Message, "already exists")
+}
+
+func stripComments(sql string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(sql, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+			b.WriteString(l)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
 }

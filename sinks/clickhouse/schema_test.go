@@ -2,9 +2,12 @@ package clickhouse_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	chgo "github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/walletsync/walletsync/internal/chtest"
 	"github.com/walletsync/walletsync/sinks/clickhouse"
@@ -19,7 +22,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"001_wallet_events", "002_wallet_status_versions", "003_wallet_status_current",
-		"004_wallet_events_dirty", "005_wallet_events_verified"}
+		"004_wallet_events_dirty", "005_wallet_events_verified", "006_wallet_events_base_change"}
 	if !slices.Equal(done, want) {
 		t.Fatalf("first run applied %v, want %v", done, want)
 	}
@@ -72,5 +75,38 @@ func TestEventsInsertedTwiceCountOnce(t *testing.T) {
 	}
 	if raw != 6 || final != 3 || distinct != 3 {
 		t.Fatalf("rows %d, FINAL %d, one per event_id %d; want 6, 3, 3", raw, final, distinct)
+	}
+}
+
+// Sinks starting together all migrate: each must succeed, whichever applies
+// a step first, ALTER … ADD COLUMN included (18.16 has no IF NOT EXISTS).
+func TestMigrateConcurrently(t *testing.T) {
+	srv := chtest.Start(t)
+	ctx := context.Background()
+	for round := range 3 {
+		db := fmt.Sprintf("concurrent%d", round)
+		if err := srv.Conn(t).Exec(ctx, "CREATE DATABASE "+db); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 4)
+		for range 4 {
+			go func() {
+				conn, err := chgo.Open(&chgo.Options{Addr: []string{srv.Addr}, Auth: chgo.Auth{Database: db}})
+				if err == nil {
+					_, err = clickhouse.Migrate(ctx, conn)
+					conn.Close()
+				}
+				errs <- err
+			}()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Errorf("round %d: a concurrent migrate failed: %v", round, err)
+			}
+		}
+		var n uint64
+		if err := srv.Conn(t).QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = 'wallet_events' AND name IN ('base_change', 'base_known', 'register')", db).Scan(&n); err != nil || n != 3 {
+			t.Errorf("round %d: %d of the added columns (%v)", round, n, err)
+		}
 	}
 }

@@ -259,7 +259,7 @@ func (s *Sink) attempt(ctx context.Context, cl *kgo.Client, b *batch, retry bool
 		return fmt.Errorf("marking months dirty: %w", err)
 	}
 	s.m.dirtyMarks.Add(float64(len(months)))
-	if err := InsertEvents(ctx, s.conn, b.events); err != nil {
+	if err := InsertEvents(ctx, s.conn, b.events, b.base); err != nil {
 		return err
 	}
 	return InsertStatuses(ctx, s.conn, b.statuses)
@@ -410,8 +410,27 @@ func (s *Sink) verifyLoop(ctx context.Context) {
 	}
 }
 
-// InsertEvents writes events to wallet_events in one batch.
-func InsertEvents(ctx context.Context, conn driver.Conn, events []walletsync.Event) error {
+// baseChange reads a clean record's kafka.HeaderBaseChange; anything but
+// "1", "0" or "-1" is unknown, which is always safe (the slow way).
+func baseChange(hs []kgo.RecordHeader) walletsync.BaseChange {
+	for _, h := range hs {
+		if h.Key == kafka.HeaderBaseChange {
+			switch string(h.Value) {
+			case "1":
+				return walletsync.BaseChange{Delta: 1, Known: true}
+			case "0":
+				return walletsync.BaseChange{Delta: 0, Known: true}
+			case "-1":
+				return walletsync.BaseChange{Delta: -1, Known: true}
+			}
+		}
+	}
+	return walletsync.BaseChange{}
+}
+
+// InsertEvents writes events to wallet_events in one batch, with base[i]
+// as events[i]'s BaseChange (nil: all unknown).
+func InsertEvents(ctx context.Context, conn driver.Conn, events []walletsync.Event, base []walletsync.BaseChange) error {
 	if len(events) == 0 {
 		return nil
 	}
@@ -430,13 +449,14 @@ func InsertEvents(ctx context.Context, conn driver.Conn, events []walletsync.Eve
 		if tags == nil {
 			tags = []string{}
 		}
-		installed := uint8(0)
-		if e.Installed {
-			installed = 1
+		installed := b2u8(e.Installed)
+		var bc walletsync.BaseChange
+		if base != nil {
+			bc = base[i]
 		}
 		if err := ins.Append(e.ID, e.Type.String(), e.Platform.String(), e.CustomerID, e.PassID, e.PassType,
 			time.UnixMilli(e.OccurredAt).UTC(), e.OccurredAt, installed, e.InstalledAt,
-			e.Source, medium, origin, ua, tags, now); err != nil {
+			e.Source, medium, origin, ua, tags, now, bc.Delta, b2u8(bc.Known)); err != nil {
 			return err
 		}
 	}
@@ -481,7 +501,8 @@ func lastEvent(l walletsync.LastEvent) string {
 // Explicit column lists: ClickHouse 18.16 needs them for batches.
 const (
 	insertEvents = `INSERT INTO wallet_events (event_id, type, platform, customer_id, pass_id, pass_type,
-	occurred_at, occurred_ms, installed, installed_at_ms, source, medium, origin, user_agent, tags, ingested_at)`
+	occurred_at, occurred_ms, installed, installed_at_ms, source, medium, origin, user_agent, tags, ingested_at,
+	base_change, base_known)`
 	insertVersions = `INSERT INTO wallet_status_versions (customer_id, version, wallet_status,
 	apple_installed_at_ms, google_installed_at_ms, last_changed_at_ms, last_event, last_changed_at)`
 	insertCurrent = `INSERT INTO wallet_status_current (customer_id, version, wallet_status,
@@ -490,7 +511,8 @@ const (
 
 type batch struct {
 	events   []walletsync.Event
-	at       []recordAt // where each event came from
+	base     []walletsync.BaseChange // each event's, from its record's header
+	at       []recordAt              // where each event came from
 	statuses []walletsync.Status
 	spans    map[topicPart][2]int64 // first and last offset read from each wallet.events.clean partition
 	dec      walletsync.Decoder
@@ -530,6 +552,7 @@ func (b *batch) add(r *kgo.Record, t kafka.Topics, m *SinkMetrics) {
 			return
 		}
 		b.events = append(b.events, e)
+		b.base = append(b.base, baseChange(r.Headers))
 		b.at = append(b.at, recordAt{tp, r.Offset})
 	case t.Status:
 		if r.Value == nil {
@@ -569,4 +592,11 @@ func NewSinkMetrics(reg prometheus.Registerer) *SinkMetrics {
 	}
 	reg.MustRegister(m.rows, m.retries, m.dirtyMarks, m.skipped, m.insertSeconds)
 	return m
+}
+
+func b2u8(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -181,6 +181,50 @@ func TestSinkWritesExactlyWhatThePipelineFolded(t *testing.T) {
 	pl := startPipeline(t, 4000)
 	runSink(t, pl.brokers, conn)
 	waitExact(t, conn, pl)
+	baseChangesAddUp(t, conn, pl)
+}
+
+// baseChangesAddUp checks the processors' base changes as the sink stored
+// them: for every register whose rows all carry one, they sum to its
+// installed state by the fold; most registers must carry them.
+func baseChangesAddUp(t *testing.T, conn driver.Conn, pl *pipeline) {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), `SELECT customer_id, pass_id, toString(platform), sum(base_change), min(base_known)
+		FROM (SELECT * FROM wallet_events LIMIT 1 BY event_id) WHERE type != 'observed'
+		GROUP BY customer_id, pass_id, platform`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	known, unknown := 0, 0
+	for rows.Next() {
+		var customer, pass, platform string
+		var sum int64
+		var allKnown uint8
+		if err := rows.Scan(&customer, &pass, &platform, &sum, &allKnown); err != nil {
+			t.Fatal(err)
+		}
+		if allKnown == 0 {
+			unknown++
+			continue
+		}
+		known++
+		want := int64(-1)
+		for _, r := range pl.want.Registers(customer) {
+			if r.PassID == pass && r.Platform.String() == platform {
+				want = 0
+				if r.EID != "" && !r.EUninstalled {
+					want = 1
+				}
+			}
+		}
+		if sum != want {
+			t.Errorf("register %s/%s/%s: stored base changes sum to %d, its installed state is %d", customer, pass, platform, sum, want)
+		}
+	}
+	if known == 0 || known < unknown {
+		t.Errorf("%d registers carry their base changes, %d do not: the header did not reach ClickHouse", known, unknown)
+	}
 }
 
 // The sink stopped and started again several times mid-stream, each time
@@ -209,8 +253,13 @@ func TestSinkCrashBetweenInsertAndCommitMarksTheRepeat(t *testing.T) {
 	ctx := context.Background()
 
 	s := clickhouse.NewSink(clickhouse.SinkConfig{Brokers: pl.brokers, BatchRows: 400, BatchInterval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}, conn)
-	clickhouse.SetCrashAfterInsert(s, func() bool { return true })
-	if err := s.Run(ctx); err != nil { // returns once the first insert "crashed" it
+	// The first batches may hold status records only; the crash comes
+	// after the first insert that wrote events.
+	clickhouse.SetCrashAfterInsert(s, func() bool {
+		var n uint64
+		return conn.QueryRow(ctx, "SELECT count() FROM wallet_events").Scan(&n) == nil && n > 0
+	})
+	if err := s.Run(ctx); err != nil { // returns once that insert "crashed" it
 		t.Fatal(err)
 	}
 	var first []uint32
