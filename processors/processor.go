@@ -80,6 +80,10 @@ type Processor struct {
 
 	mu    sync.Mutex // guards parts against the group's revoke callbacks
 	parts map[int32]*partState
+
+	// baseValues are the HeaderBaseChange values for -1, 0 and 1, shared
+	// by every record (the client only reads them).
+	baseValues [3][]byte
 }
 
 type partState struct {
@@ -119,7 +123,8 @@ func New(cfg Config) (*Processor, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
-	return &Processor{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, parts: map[int32]*partState{}}, nil
+	return &Processor{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, parts: map[int32]*partState{},
+		baseValues: [3][]byte{[]byte("-1"), []byte("0"), []byte("1")}}, nil
 }
 
 // dropParts forgets partitions this member no longer owns.
@@ -514,7 +519,7 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 	headers := make([]kgo.RecordHeader, 1, 2)
 	headers[0] = kgo.RecordHeader{Key: HeaderIDKey, Value: key[:]}
 	if base.Known {
-		headers = append(headers, kgo.RecordHeader{Key: HeaderBaseChange, Value: strconv.AppendInt(make([]byte, 0, 2), int64(base.Delta), 10)})
+		headers = append(headers, kgo.RecordHeader{Key: HeaderBaseChange, Value: p.baseValues[base.Delta+1]})
 	}
 	sess.Produce(ctx, &kgo.Record{
 		Topic: t.Clean, Partition: r.Partition, Key: r.Key, Value: clean, Timestamp: r.Timestamp,
