@@ -8,7 +8,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/walletsync/walletsync/internal/chtest"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/sinks/clickhouse"
@@ -22,12 +21,8 @@ import (
 // long, enough for it to be a small part, as in a sink that runs for days.
 func BenchmarkSink(b *testing.B) {
 	const n = 1_000_000
-	srv := chtest.Start(b)
-	conn := srv.Conn(b)
+	conn := migrated(b)
 	ctx := context.Background()
-	if _, err := clickhouse.Migrate(ctx, conn); err != nil {
-		b.Fatal(err)
-	}
 	// The clean topic holds each eventId once; with repeats in the stream,
 	// background merges would collapse rows under the count the sink
 	// waits for.

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/walletsync/walletsync"
-	"github.com/walletsync/walletsync/internal/chtest"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/sinks/clickhouse"
 )
@@ -17,12 +16,8 @@ import (
 // first; a month marked within the settle time stays dirty even when it
 // holds no copy, since an insert announced by that mark may still land.
 func TestSinkVerifierClearsSettledMonthsOnly(t *testing.T) {
-	srv := chtest.Start(t)
-	conn := srv.Conn(t)
+	conn := migrated(t)
 	ctx := context.Background()
-	if _, err := clickhouse.Migrate(ctx, conn); err != nil {
-		t.Fatal(err)
-	}
 	ev := func(id, at string) walletsync.Event {
 		e, err := walletsync.ParseEvent([]byte(`{"eventId":"` + id + `","type":"installed","platform":"apple","customerId":"c","occurredAt":"` + at + `","source":"webhook"}`))
 		if err != nil {

@@ -8,10 +8,22 @@ import (
 	"time"
 
 	chgo "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/walletsync/walletsync/internal/chtest"
 	"github.com/walletsync/walletsync/sinks/clickhouse"
 )
+
+// migrated starts a server and returns a connection to its default
+// database with the schema applied.
+func migrated(tb testing.TB) driver.Conn {
+	tb.Helper()
+	conn := chtest.Start(tb).Conn(tb)
+	if _, err := clickhouse.Migrate(context.Background(), conn); err != nil {
+		tb.Fatal(err)
+	}
+	return conn
+}
 
 func TestMigrateIsIdempotent(t *testing.T) {
 	srv := chtest.Start(t)
@@ -41,12 +53,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 // A batch inserted twice, as a sink does when it crashes after the insert
 // and before committing its offsets, counts once.
 func TestEventsInsertedTwiceCountOnce(t *testing.T) {
-	srv := chtest.Start(t)
-	conn := srv.Conn(t)
+	conn := migrated(t)
 	ctx := context.Background()
-	if _, err := clickhouse.Migrate(ctx, conn); err != nil {
-		t.Fatal(err)
-	}
 	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	for range 2 {
 		// An explicit column list: ClickHouse 18.16 needs it for batches.
