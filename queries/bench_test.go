@@ -44,12 +44,13 @@ func benchEvents(b *testing.B, load func(chunk int, evs []walletsync.Event, base
 // benchQueries times each insight over the year on engine.
 func benchQueries(b *testing.B, engine queries.Engine) {
 	ctx := context.Background()
-	for _, c := range []struct{ name, from, to, by string }{
-		{"daily", "2025-06-01", "2026-06-01", ""},
-		{"daily", "2025-06-01", "2026-06-01", "medium"},
-		{"status", "2025-06-01", "2025-06-02", ""},
-		{"installed-base", "2025-06-01", "2026-06-01", ""},
-		{"retention", "2025-06-01", "2026-06-01", ""},
+	for _, c := range []struct{ name, from, to, by, label string }{
+		{"daily", "2025-06-01", "2026-06-01", "", ""},
+		{"daily", "2025-06-01", "2026-06-01", "medium", ""},
+		{"status", "2025-06-01", "2025-06-02", "", ""},
+		{"installed-base", "2025-06-01", "2026-06-01", "", ""},
+		{"retention", "2025-06-01", "2026-06-01", "", ""},
+		{"retention", "2026-01-01", "2026-04-01", "", "retention_quarter"},
 	} {
 		q, err := queries.ParseQuery(c.name, c.from, c.to, c.by)
 		if err != nil {
@@ -58,6 +59,9 @@ func benchQueries(b *testing.B, engine queries.Engine) {
 		name := c.name
 		if c.by != "" {
 			name += "_by_" + c.by
+		}
+		if c.label != "" {
+			name = c.label
 		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {

@@ -240,6 +240,12 @@ func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
 		return Answer{}, fmt.Errorf("retention: %w", err)
 	}
 	const day = 86_400_000
+	// Only events from the range's start on: the state N days after an
+	// install is that of the last event at or before then, which is the
+	// install itself or a later one, never an earlier one. The occurred_at
+	// bounds let ClickHouse skip the partitions outside.
+	const window = `occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+		AND occurred_ms >= ? AND occurred_ms <= ? AND type != 'observed'`
 	sql := fmt.Sprintf(`SELECT toUInt32(w), p, count(), toUInt64(sum(s1)), toUInt64(sum(s7)), toUInt64(sum(s30)) FROM (
 		SELECT p, x.1 AS w, x.2 AS s1, x.3 AS s7, x.4 AS s30 FROM (
 			SELECT p, arrayJoin(arrayMap((m, all) -> (
@@ -254,11 +260,11 @@ func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
 					groupArrayIf(occurred_ms, type = 'installed' AND occurred_ms >= ? AND occurred_ms < ?) AS ims
 				FROM (
 					SELECT register, platform, occurred_ms, type FROM wallet_events
-					WHERE occurred_ms <= ? AND type != 'observed' AND NOT %[1]s
+					WHERE %[2]s AND NOT %[1]s
 				UNION ALL
 					SELECT register, platform, occurred_ms, type FROM (
 						SELECT register, platform, occurred_ms, type FROM wallet_events FINAL
-						WHERE occurred_ms <= ? AND type != 'observed' AND %[1]s
+						WHERE %[2]s AND %[1]s
 					)
 				)
 				GROUP BY register, platform
@@ -266,9 +272,11 @@ func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
 			)
 		)
 	)
-	GROUP BY w, p`, dirtyRanges(dirty))
+	GROUP BY w, p`, dirtyRanges(dirty), window)
 	last := q.To.UnixMilli() + 30*day
-	rows, err := c.Conn.Query(ctx, sql, q.From.UnixMilli(), q.To.UnixMilli(), last, last)
+	from := q.From.UnixMilli()
+	win := []any{from / 1000, last/1000 + 1, from, last}
+	rows, err := c.Conn.Query(ctx, sql, append(append([]any{from, q.To.UnixMilli()}, win...), win...)...)
 	if err != nil {
 		return Answer{}, fmt.Errorf("retention: %w", err)
 	}
