@@ -23,6 +23,15 @@ type Register struct {
 	Platform     Platform
 	EUninstalled bool // E.type = uninstalled
 	OInstalled   bool // O.installed
+
+	// Installs are the times of this register's install events that
+	// arrived in order (see BaseChange) and whose retention window
+	// (RetentionDays) is still open at E: the installs a later event may
+	// still change the retention of. InstallsUnknown is set on a register
+	// restored from a record that predates them; its changes are then
+	// unknown.
+	Installs        []int64
+	InstallsUnknown bool
 }
 
 // apply folds e into r and reports whether E or O changed.
@@ -191,7 +200,29 @@ func (f *Fold) Apply(e *Event) (Status, bool) {
 type BaseChange struct {
 	Delta int8
 	Known bool
+	// Retention is what the event did to the retention of its register's
+	// installs (known with the change): an install adds its own entry, and
+	// a change of ±1 corrects the installs whose windows it falls in.
+	Retention []RetentionChange
 }
+
+// RetentionDays are the retention insight's horizons: an install is
+// retained after N days if its register's E at install + N days (events up
+// to and including that instant) is an install.
+func RetentionDays() [3]int64 { return [3]int64{1, 7, 30} }
+
+// RetentionChange is a change to one install's retention. Summed per
+// install over its entries — its own (Initial, every horizon 1, since an
+// install arriving in order is its register's E) and the corrections of
+// the events after it — Delta gives whether it is retained after each of
+// RetentionDays, for a register whose events all arrived in order.
+type RetentionChange struct {
+	InstallAt int64
+	Initial   bool
+	Delta     [3]int8
+}
+
+const dayMs = 86_400_000
 
 // ApplyBase is Apply that also reports whether the customer's registers
 // changed, and the event's BaseChange. Registers can change while the
@@ -217,8 +248,9 @@ func (f *Fold) ApplyBase(e *Event) (st Status, registersChanged, statusChanged b
 	}
 	wasInstalled := r.EID != "" && !r.EUninstalled
 	if r.apply(e) {
-		if e.Type != TypeObserved {
+		if e.Type != TypeObserved && !r.InstallsUnknown {
 			base = BaseChange{Delta: b2i(e.Type == TypeInstalled) - b2i(wasInstalled), Known: true}
+			base.Retention = r.retain(e, base.Delta)
 		}
 		registersChanged = true
 		if nf := FieldsOf(c.regs); nf != c.fields {
@@ -228,6 +260,43 @@ func (f *Fold) ApplyBase(e *Event) (st Status, registersChanged, statusChanged b
 		}
 	}
 	return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, registersChanged, statusChanged, base
+}
+
+// retain applies an event arriving in order (so after every install in
+// r.Installs) to the retention of those installs, and records it when it
+// is one. Installs whose longest window has closed are let go.
+func (r *Register) retain(e *Event, delta int8) []RetentionChange {
+	if len(r.Installs) == 0 && e.Type != TypeInstalled {
+		return nil
+	}
+	days := RetentionDays()
+	var out []RetentionChange
+	keep := make([]int64, 0, len(r.Installs)+1)
+	for _, at := range r.Installs {
+		if delta != 0 {
+			var d [3]int8
+			for k, n := range days {
+				if e.OccurredAt <= at+n*dayMs {
+					d[k] = delta
+				}
+			}
+			if d != ([3]int8{}) {
+				out = append(out, RetentionChange{InstallAt: at, Delta: d})
+			}
+		}
+		if e.OccurredAt <= at+days[len(days)-1]*dayMs {
+			keep = append(keep, at)
+		}
+	}
+	if e.Type == TypeInstalled {
+		out = append(out, RetentionChange{InstallAt: e.OccurredAt, Initial: true, Delta: [3]int8{1, 1, 1}})
+		keep = append(keep, e.OccurredAt)
+	}
+	if len(keep) == 0 {
+		keep = nil
+	}
+	r.Installs = keep
+	return out
 }
 
 func b2i(b bool) int8 {

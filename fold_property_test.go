@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -365,7 +366,23 @@ func TestStatusRecordRoundTrip(t *testing.T) {
 			if got := b.Restore(id, version, regs); got != s {
 				t.Fatalf("restored %+v from %s, want %+v", got, rec, s)
 			}
+			if want := a.Registers(s.CustomerID); !reflect.DeepEqual(regs, want) {
+				t.Fatalf("registers from %s:\n got %+v\nwant %+v", rec, regs, want)
+			}
 		}
+	}
+	// A record written before registers kept their installs: the
+	// register's changes are unknown from then on (they would miss the
+	// corrections of installs it no longer lists).
+	_, _, regs, err := walletsync.ParseStatusRecord([]byte(`{"customerId":"c","version":1,"registers":[{"passId":"","platform":"apple","e":{"eventId":"a","type":"installed","occurredAt":"2026-03-01T10:00:00Z"}}]}`))
+	if err != nil || len(regs) != 1 || !regs[0].InstallsUnknown {
+		t.Fatalf("old record: %+v, %v", regs, err)
+	}
+	f := walletsync.NewFold()
+	f.Restore("c", 1, regs)
+	later := walletsync.Event{ID: "b", Type: walletsync.TypeUninstalled, Platform: walletsync.PlatformApple, CustomerID: "c", OccurredAt: 1772359200000 + 3_600_000}
+	if _, _, _, base := f.ApplyBase(&later); base.Known || base.Retention != nil {
+		t.Errorf("after an old record, an event's change is %+v; want unknown", base)
 	}
 	for _, bad := range []string{`{}`, `{"customerId":"c","registers":[{"platform":"samsung"}]}`, `{"customerId":"c","registers":[{"platform":"apple"}]}`, `nope`} {
 		if _, _, _, err := walletsync.ParseStatusRecord([]byte(bad)); err == nil {
@@ -395,8 +412,15 @@ func TestBaseChangesSumToTheInstalledState(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(11, 11))
 	checked := 0
-	for iter := range 500 {
+	for iter := range 600 {
 		evs := randomEvents(rng, 1+rng.IntN(40))
+		// Spread the twelve instants a second, a day or three days apart,
+		// so that events fall before, on and after the 1, 7 and 30 day
+		// horizons of the installs.
+		spread := []int64{1, 86_400, 3 * 86_400}[iter%3]
+		for i := range evs {
+			evs[i].OccurredAt = 1772359200000 + (evs[i].OccurredAt-1772359200000)*spread
+		}
 		rng.Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
 		if iter%2 == 0 { // half the streams in rank order: every change known
 			slices.SortStableFunc(evs, func(a, b walletsync.Event) int {
@@ -413,6 +437,12 @@ func TestBaseChangesSumToTheInstalledState(t *testing.T) {
 			delta int8
 		}
 		hist := map[regKey][]seen{}
+		type regAt struct {
+			reg regKey
+			at  int64
+		}
+		retained := map[regAt][3]int{} // summed retention changes per install instant
+		initial := map[regAt]int{}
 		unknown := map[regKey]bool{}
 		for i := range evs {
 			e := &evs[i]
@@ -433,16 +463,65 @@ func TestBaseChangesSumToTheInstalledState(t *testing.T) {
 			if !base.Known {
 				unknown[k] = true
 			}
+			for _, rc := range base.Retention {
+				ra := regAt{k, rc.InstallAt}
+				sum := retained[ra]
+				for n := range sum {
+					sum[n] += int(rc.Delta[n])
+				}
+				retained[ra] = sum
+				if rc.Initial {
+					initial[ra]++
+				}
+			}
 			hist[k] = append(hist[k], seen{e, base.Delta})
 		}
 		if iter%2 == 0 && len(unknown) > 0 {
 			t.Fatalf("iter %d: a stream in rank order has unknown changes", iter)
 		}
+		// Retention: per install instant of a register whose changes are
+		// all known, one initial entry per install event there, and the
+		// entries sum to how many of those installs are retained after
+		// each horizon (E at install + N days, events at that instant
+		// included, is an install).
+		days := walletsync.RetentionDays()
 		for k, h := range hist {
 			if unknown[k] {
 				continue
 			}
-			for at := int64(1772359200000) - 1000; at <= 1772359200000+13_000; at += 500 {
+			installs := map[int64]int{}
+			for _, s := range h {
+				if s.e.Type == walletsync.TypeInstalled {
+					installs[s.e.OccurredAt]++
+				}
+			}
+			for at, n := range installs {
+				var want [3]int
+				for d, horizon := range days {
+					end := at + horizon*86_400_000
+					var last *walletsync.Event
+					for _, s := range h {
+						if s.e.OccurredAt <= end && (last == nil || rank(s.e) > rank(last)) {
+							last = s.e
+						}
+					}
+					if last.Type == walletsync.TypeInstalled {
+						want[d] = n
+					}
+				}
+				ra := regAt{k, at}
+				if initial[ra] != n || retained[ra] != want {
+					t.Fatalf("iter %d register %v install at %d (%d events): initial entries %d, retained %v; want %d, %v",
+						iter, k, at, n, initial[ra], retained[ra], n, want)
+				}
+				checked++
+			}
+		}
+		for k, h := range hist {
+			if unknown[k] {
+				continue
+			}
+			for at := int64(1772359200000) - 1000; at <= 1772359200000+13_000*spread; at += 500 * spread {
 				var sum int
 				var last *walletsync.Event
 				for _, s := range h {
@@ -466,5 +545,29 @@ func TestBaseChangesSumToTheInstalledState(t *testing.T) {
 	}
 	if checked < 10_000 {
 		t.Fatalf("only %d register-instants checked", checked)
+	}
+}
+
+// Retention changes survive their header encoding; malformed text is refused.
+func TestRetentionChangesRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 13))
+	for range 200 {
+		var in []walletsync.RetentionChange
+		for range rng.IntN(4) {
+			c := walletsync.RetentionChange{InstallAt: rng.Int64N(1 << 42), Initial: rng.IntN(2) == 0}
+			for k := range c.Delta {
+				c.Delta[k] = int8(rng.IntN(3) - 1)
+			}
+			in = append(in, c)
+		}
+		out, err := walletsync.ParseRetentionChanges(walletsync.AppendRetentionChanges(nil, in))
+		if err != nil || !reflect.DeepEqual(out, in) {
+			t.Fatalf("round trip of %+v: %+v, %v", in, out, err)
+		}
+	}
+	for _, bad := range []string{"1,1,1,1", "x,1,1,1,1", "1,2,1,1,1", "1,1,1,1,2", "1,1,1,1,1;", "1,1,1,1,1,1"} {
+		if _, err := walletsync.ParseRetentionChanges([]byte(bad)); err == nil {
+			t.Errorf("ParseRetentionChanges(%q) accepted", bad)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // AppendStatusRecord appends the record a processor writes to wallet.status
@@ -36,6 +37,18 @@ func AppendStatusRecord(dst []byte, s *Status, regs []Register) []byte {
 			dst = append(dst, `","occurredAt":`...)
 			dst = appendNullTime(dst, r.EAt)
 			dst = append(dst, '}')
+			// Written even when empty: a register with E and no
+			// "installs" comes from a record that predates them.
+			if !r.InstallsUnknown {
+				dst = append(dst, `,"installs":[`...)
+				for k, at := range r.Installs {
+					if k > 0 {
+						dst = append(dst, ',')
+					}
+					dst = strconv.AppendInt(dst, at, 10)
+				}
+				dst = append(dst, ']')
+			}
 		}
 		if r.OID != "" {
 			dst = append(dst, `,"o":{"eventId":`...)
@@ -72,7 +85,8 @@ type registerJSON struct {
 		Type       string `json:"type"`
 		OccurredAt string `json:"occurredAt"`
 	} `json:"e"`
-	O *struct {
+	Installs *[]int64 `json:"installs"`
+	O        *struct {
 		EventID     string `json:"eventId"`
 		Installed   bool   `json:"installed"`
 		InstalledAt string `json:"installedAt"`
@@ -108,6 +122,11 @@ func ParseStatusRecord(b []byte) (customerID string, version uint64, regs []Regi
 				return "", 0, nil, fmt.Errorf("status record %q: bad register E", r.CustomerID)
 			}
 			reg.EID, reg.EAt, reg.EUninstalled = rj.E.EventID, at, rj.E.Type == "uninstalled"
+			if rj.Installs == nil {
+				reg.InstallsUnknown = true
+			} else if len(*rj.Installs) > 0 {
+				reg.Installs = *rj.Installs
+			}
 		}
 		if rj.O != nil {
 			at, err := ParseTime([]byte(rj.O.OccurredAt))

@@ -516,10 +516,13 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 	// Sized from the input, which is about as long as its canonical form,
 	// so that encoding allocates once instead of growing the slice.
 	clean := ev.AppendJSON(make([]byte, 0, len(r.Value)+64))
-	headers := make([]kgo.RecordHeader, 1, 2)
+	headers := make([]kgo.RecordHeader, 1, 3)
 	headers[0] = kgo.RecordHeader{Key: HeaderIDKey, Value: key[:]}
 	if base.Known {
 		headers = append(headers, kgo.RecordHeader{Key: HeaderBaseChange, Value: p.baseValues[base.Delta+1]})
+		if len(base.Retention) > 0 {
+			headers = append(headers, kgo.RecordHeader{Key: kafka.HeaderRetention, Value: walletsync.AppendRetentionChanges(nil, base.Retention)})
+		}
 	}
 	sess.Produce(ctx, &kgo.Record{
 		Topic: t.Clean, Partition: r.Partition, Key: r.Key, Value: clean, Timestamp: r.Timestamp,

@@ -25,6 +25,10 @@ import (
 // stored by the ClickHouse sink.
 const HeaderBaseChange = "walletsync-base-change"
 
+// HeaderRetention carries, next to HeaderBaseChange, the event's
+// walletsync.RetentionChange list (walletsync.AppendRetentionChanges).
+const HeaderRetention = "walletsync-retention"
+
 // Topics names the pipeline's topics (SPEC diagram and §4).
 type Topics struct {
 	Events string // wallet.events: canonical events, key customerId

@@ -144,13 +144,20 @@ func Verify(ctx context.Context, conn driver.Conn, settle time.Duration) ([]uint
 	return cleared, nil
 }
 
+// onePerEventID reports whether month m holds each row once: one per
+// event_id in wallet_events, one per (event_id, seq) in wallet_retention.
 func onePerEventID(ctx context.Context, conn driver.Conn, m uint32) (bool, error) {
 	from, to := MonthRange(m)
-	var rows, ids uint64
-	err := conn.QueryRow(ctx, `SELECT count(), uniqExact(event_id) FROM wallet_events
-		WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) AND occurred_ms >= ? AND occurred_ms < ?`,
-		from/1000, to/1000, from, to).Scan(&rows, &ids)
-	return rows == ids, err
+	for _, table := range []struct{ name, key string }{{"wallet_events", "event_id"}, {"wallet_retention", "event_id, seq"}} {
+		var rows, ids uint64
+		err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(), uniqExact(%s) FROM %s
+		WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) AND occurred_ms >= ? AND occurred_ms < ?`, table.key, table.name),
+			from/1000, to/1000, from, to).Scan(&rows, &ids)
+		if err != nil || rows != ids {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // optimize merges the partitions (server time zone months) that hold the
@@ -176,8 +183,10 @@ func optimize(ctx context.Context, conn driver.Conn, m uint32) error {
 		return err
 	}
 	for _, p := range parts {
-		if err := conn.Exec(ctx, fmt.Sprintf("OPTIMIZE TABLE wallet_events PARTITION %d FINAL", p)); err != nil {
-			return err
+		for _, table := range []string{"wallet_events", "wallet_retention"} {
+			if err := conn.Exec(ctx, fmt.Sprintf("OPTIMIZE TABLE %s PARTITION %d FINAL", table, p)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -34,7 +34,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"001_wallet_events", "002_wallet_status_versions", "003_wallet_status_current",
-		"004_wallet_events_dirty", "005_wallet_events_verified", "006_wallet_events_base_change"}
+		"004_wallet_events_dirty", "005_wallet_events_verified", "006_wallet_events_base_change", "007_wallet_retention"}
 	if !slices.Equal(done, want) {
 		t.Fatalf("first run applied %v, want %v", done, want)
 	}
@@ -42,7 +42,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Fatalf("second run applied %v, %v; want nothing", again, err)
 	}
 	for _, table := range []string{"wallet_events", "wallet_status_versions", "wallet_status_current",
-		"wallet_events_dirty", "wallet_events_verified"} {
+		"wallet_events_dirty", "wallet_events_verified", "wallet_retention"} {
 		var n uint64
 		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&n); err != nil || n != 1 {
 			t.Errorf("table %s: %d, %v", table, n, err)

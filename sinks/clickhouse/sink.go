@@ -410,22 +410,36 @@ func (s *Sink) verifyLoop(ctx context.Context) {
 	}
 }
 
-// baseChange reads a clean record's kafka.HeaderBaseChange; anything but
-// "1", "0" or "-1" is unknown, which is always safe (the slow way).
+// baseChange reads a clean record's kafka.HeaderBaseChange and
+// kafka.HeaderRetention; anything malformed is unknown, which is always
+// safe (the slow way).
 func baseChange(hs []kgo.RecordHeader) walletsync.BaseChange {
+	var bc walletsync.BaseChange
 	for _, h := range hs {
-		if h.Key == kafka.HeaderBaseChange {
+		switch h.Key {
+		case kafka.HeaderBaseChange:
 			switch string(h.Value) {
 			case "1":
-				return walletsync.BaseChange{Delta: 1, Known: true}
+				bc.Delta, bc.Known = 1, true
 			case "0":
-				return walletsync.BaseChange{Delta: 0, Known: true}
+				bc.Delta, bc.Known = 0, true
 			case "-1":
-				return walletsync.BaseChange{Delta: -1, Known: true}
+				bc.Delta, bc.Known = -1, true
+			default:
+				return walletsync.BaseChange{}
 			}
+		case kafka.HeaderRetention:
+			rc, err := walletsync.ParseRetentionChanges(h.Value)
+			if err != nil {
+				return walletsync.BaseChange{}
+			}
+			bc.Retention = rc
 		}
 	}
-	return walletsync.BaseChange{}
+	if !bc.Known {
+		return walletsync.BaseChange{}
+	}
+	return bc
 }
 
 // InsertEvents writes events to wallet_events in one batch, with base[i]
@@ -458,6 +472,34 @@ func InsertEvents(ctx context.Context, conn driver.Conn, events []walletsync.Eve
 			time.UnixMilli(e.OccurredAt).UTC(), e.OccurredAt, installed, e.InstalledAt,
 			e.Source, medium, origin, ua, tags, now, bc.Delta, b2u8(bc.Known)); err != nil {
 			return err
+		}
+	}
+	if err := ins.Send(); err != nil {
+		return err
+	}
+	return insertRetention(ctx, conn, events, base)
+}
+
+// insertRetention writes the events' retention changes to wallet_retention.
+func insertRetention(ctx context.Context, conn driver.Conn, events []walletsync.Event, base []walletsync.BaseChange) error {
+	n := 0
+	for i := range base {
+		n += len(base[i].Retention)
+	}
+	if n == 0 {
+		return nil
+	}
+	ins, err := conn.PrepareBatch(ctx, insertRetentionRows)
+	if err != nil {
+		return err
+	}
+	for i := range base {
+		e := &events[i]
+		for seq, rc := range base[i].Retention {
+			if err := ins.Append(e.ID, uint16(seq), time.UnixMilli(e.OccurredAt).UTC(), e.OccurredAt, e.CustomerID, e.PassID,
+				e.Platform.String(), rc.InstallAt, b2u8(rc.Initial), rc.Delta[0], rc.Delta[1], rc.Delta[2]); err != nil {
+				return err
+			}
 		}
 	}
 	return ins.Send()
@@ -503,6 +545,8 @@ const (
 	insertEvents = `INSERT INTO wallet_events (event_id, type, platform, customer_id, pass_id, pass_type,
 	occurred_at, occurred_ms, installed, installed_at_ms, source, medium, origin, user_agent, tags, ingested_at,
 	base_change, base_known)`
+	insertRetentionRows = `INSERT INTO wallet_retention (event_id, seq, occurred_at, occurred_ms, customer_id, pass_id,
+	platform, install_ms, initial, d1, d7, d30)`
 	insertVersions = `INSERT INTO wallet_status_versions (customer_id, version, wallet_status,
 	apple_installed_at_ms, google_installed_at_ms, last_changed_at_ms, last_event, last_changed_at)`
 	insertCurrent = `INSERT INTO wallet_status_current (customer_id, version, wallet_status,

@@ -225,6 +225,17 @@ func baseChangesAddUp(t *testing.T, conn driver.Conn, pl *pipeline) {
 	if known == 0 || known < unknown {
 		t.Errorf("%d registers carry their base changes, %d do not: the header did not reach ClickHouse", known, unknown)
 	}
+	// Every install event of an in-order register has its initial
+	// retention row (the walletsync-retention header made it through).
+	var installs, initial uint64
+	if err := conn.QueryRow(context.Background(), `SELECT
+		(SELECT count() FROM (SELECT * FROM wallet_events LIMIT 1 BY event_id) WHERE type = 'installed' AND base_known = 1),
+		(SELECT count() FROM (SELECT * FROM wallet_retention LIMIT 1 BY event_id, seq) WHERE initial = 1)`).Scan(&installs, &initial); err != nil {
+		t.Fatal(err)
+	}
+	if installs == 0 || initial != installs {
+		t.Errorf("%d initial retention rows for %d in-order install events", initial, installs)
+	}
 }
 
 // The sink stopped and started again several times mid-stream, each time
