@@ -27,8 +27,6 @@ const (
 	// HeaderIDKey carries walletsync.KeyOf(eventId) on clean records, so
 	// that dedupe state is rebuilt without parsing the events.
 	HeaderIDKey = "walletsync-idkey"
-	// HeaderBaseChange: see kafka.HeaderBaseChange.
-	HeaderBaseChange = kafka.HeaderBaseChange
 	// DLQ headers: why, and where the original bytes came from.
 	HeaderError     = "walletsync-error"
 	HeaderTopic     = "walletsync-topic"
@@ -81,7 +79,7 @@ type Processor struct {
 	mu    sync.Mutex // guards parts against the group's revoke callbacks
 	parts map[int32]*partState
 
-	// baseValues are the HeaderBaseChange values for -1, 0 and 1, shared
+	// baseValues are the kafka.HeaderBaseChange values for -1, 0 and 1, shared
 	// by every record (the client only reads them).
 	baseValues [3][]byte
 }
@@ -519,7 +517,7 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 	headers := make([]kgo.RecordHeader, 1, 3)
 	headers[0] = kgo.RecordHeader{Key: HeaderIDKey, Value: key[:]}
 	if base.Known {
-		headers = append(headers, kgo.RecordHeader{Key: HeaderBaseChange, Value: p.baseValues[base.Delta+1]})
+		headers = append(headers, kgo.RecordHeader{Key: kafka.HeaderBaseChange, Value: p.baseValues[base.Delta+1]})
 		if len(base.Retention) > 0 {
 			headers = append(headers, kgo.RecordHeader{Key: kafka.HeaderRetention, Value: walletsync.AppendRetentionChanges(nil, base.Retention)})
 		}

@@ -35,42 +35,23 @@ func (c *ClickHouse) Insight(ctx context.Context, q Query) (Answer, error) {
 	return Answer{}, fmt.Errorf("%s: %w", q.Name, ErrNotImplemented)
 }
 
-// daily counts installed/uninstalled events by their occurredAt UTC day.
-// The day is computed from milliseconds, not with toDate, which would use
-// the server's time zone. Months that may hold a row twice (the sink marks
-// them before any insert that could repeat rows, see sinks/clickhouse) are
-// read with FINAL, which counts such a row once; every other month with a
-// plain scan, about five times faster on ClickHouse 18.16, where FINAL
-// merges all parts in a single stream. The occurred_at conditions let
-// ClickHouse skip whole partitions.
+// daily counts installed/uninstalled events by their occurredAt UTC day,
+// each event once (see once). The day is computed from milliseconds, not
+// with toDate, which would use the server's time zone. The occurred_at
+// conditions let ClickHouse skip whole partitions.
 func (c *ClickHouse) daily(ctx context.Context, q Query) (Answer, error) {
 	dirty, err := chsink.DirtyMonths(ctx, c.Conn)
 	if err != nil {
 		return Answer{}, fmt.Errorf("daily: %w", err)
 	}
-	col := byColumn[q.By]
-	inDirty := dirtyRanges(dirty)
 	const inRange = `occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
 		AND occurred_ms >= ? AND occurred_ms < ? AND type != 'observed'`
 	sql := fmt.Sprintf(`SELECT toUInt32(intDiv(occurred_ms, 86400000)) AS d, toString(platform) AS p, %[1]s AS b,
 		countIf(type = 'installed') AS i, countIf(type = 'uninstalled') AS u
-	FROM wallet_events
-	WHERE %[2]s AND NOT %[3]s
-	GROUP BY d, p, b`, col, inRange, inDirty)
+	FROM %[2]s
+	GROUP BY d, p, b`, byColumn[q.By], once("wallet_events", "occurred_ms, platform, type, pass_type, medium, source", inRange, dirty))
 	args := []any{q.From.Unix(), q.To.Unix(), q.From.UnixMilli(), q.To.UnixMilli()}
-	if len(dirty) > 0 {
-		sql = fmt.Sprintf(`SELECT d, p, b, sum(i), sum(u) FROM (%[4]s
-	UNION ALL
-	SELECT toUInt32(intDiv(occurred_ms, 86400000)) AS d, toString(platform) AS p, %[1]s AS b,
-		countIf(type = 'installed') AS i, countIf(type = 'uninstalled') AS u
-	FROM (
-		SELECT event_id, occurred_ms, platform, type, pass_type, medium, source FROM wallet_events FINAL
-		WHERE %[2]s AND %[3]s
-	)
-	GROUP BY d, p, b) GROUP BY d, p, b`, col, inRange, inDirty, sql)
-		args = append(args, args...)
-	}
-	rows, err := c.Conn.Query(ctx, sql, args...)
+	rows, err := c.Conn.Query(ctx, sql, append(args, args...)...)
 	if err != nil {
 		return Answer{}, fmt.Errorf("daily: %w", err)
 	}
@@ -90,6 +71,22 @@ func (c *ClickHouse) daily(ctx context.Context, q Query) (Answer, error) {
 		return Answer{}, fmt.Errorf("daily: %w", err)
 	}
 	return q.answer(dailyRows(q, counts)), nil
+}
+
+// once is a FROM source: table's cols of the rows matching cond, each row
+// once. Rows of the dirty months (those that may hold a row twice: the sink
+// marks them before any insert that could repeat rows, see sinks/clickhouse)
+// are read with FINAL, which counts such a row once; all others with a plain
+// scan, about five times faster on ClickHouse 18.16, where FINAL merges all
+// parts in a single stream. cond appears twice: its arguments are passed
+// twice.
+func once(table, cols, cond string, dirty []uint32) string {
+	inDirty := dirtyRanges(dirty)
+	return fmt.Sprintf(`(
+		SELECT %[2]s FROM %[1]s WHERE %[3]s AND NOT %[4]s
+	UNION ALL
+		SELECT %[2]s FROM (SELECT %[2]s FROM %[1]s FINAL WHERE %[3]s AND %[4]s)
+	)`, table, cols, cond, inDirty)
 }
 
 // dirtyRanges is a condition true for rows of the dirty months, as literal
@@ -151,8 +148,7 @@ const unknownRegisters = `(SELECT register FROM wallet_events WHERE base_known =
 // The fast way: the processors know each event's change when it arrives in
 // order (walletsync.BaseChange), and the sink stores it (base_change where
 // base_known = 1); for a register all of whose rows carry it, the day's
-// changes are a plain sum. Dirty months (see daily) are read with FINAL so
-// that a row inserted twice counts once.
+// changes are a plain sum, each row once (see once).
 //
 // The slow way, for registers (customer and pass, both platforms) with any
 // row whose change is unknown — a late event, or rows the sink did not
@@ -169,22 +165,10 @@ func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error)
 	if err != nil {
 		return Answer{}, fmt.Errorf("installed-base: %w", err)
 	}
-	inDirty := dirtyRanges(dirty)
-	const (
-		unknown = unknownRegisters
-		before  = `occurred_at < toDateTime(?) AND occurred_ms < ? AND type != 'observed'`
-	)
+	const before = `occurred_at < toDateTime(?) AND occurred_ms < ? AND type != 'observed'`
 	sql := fmt.Sprintf(`SELECT p, d, sum(delta) FROM (
 		SELECT toString(platform) AS p, toUInt32(intDiv(occurred_ms, 86400000)) AS d, sum(base_change) AS delta
-		FROM wallet_events
-		WHERE %[1]s AND NOT %[2]s AND register NOT IN %[3]s
-		GROUP BY p, d
-	UNION ALL
-		SELECT toString(platform) AS p, toUInt32(intDiv(occurred_ms, 86400000)) AS d, sum(base_change) AS delta
-		FROM (
-			SELECT occurred_ms, platform, base_change, register FROM wallet_events FINAL
-			WHERE %[1]s AND %[2]s
-		)
+		FROM %[2]s
 		WHERE register NOT IN %[3]s
 		GROUP BY p, d
 	UNION ALL
@@ -200,7 +184,7 @@ func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error)
 		)
 		WHERE delta != 0
 	)
-	GROUP BY p, d`, before, inDirty, unknown)
+	GROUP BY p, d`, before, once("wallet_events", "occurred_ms, platform, base_change, register", before, dirty), unknownRegisters)
 	args := []any{q.To.Unix() + 1, q.To.UnixMilli()}
 	rows, err := c.Conn.Query(ctx, sql, append(append(args, args...), args...)...)
 	if err != nil {
@@ -233,12 +217,11 @@ func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error)
 // The fast way, for registers whose events all came in order: the
 // processors' retention changes (wallet_retention, one initial row per
 // install and a correction from each later event that changed the state
-// within a horizon) summed per install week; dirty months read with FINAL.
+// within a horizon) summed per install week, each row once (see once).
 //
 // The slow way, for unknownRegisters: per register (grouped as in
 // installedBase's slow way), its events packed and sorted as there, and its
-// installs of the range. A row inserted twice must count once: rows of
-// dirty months are read with FINAL, the rest plainly (see daily). The state
+// installs of the range, each row once (see once). The state
 // N days after an install is the last packed event at or before that
 // instant: the count of those that are, as an index. Lambdas on 18.16
 // cannot read columns, so the register's events reach the inner lambda as
@@ -261,15 +244,7 @@ func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
 	sql := fmt.Sprintf(`SELECT w, p, sum(n), sum(s1), sum(s7), sum(s30) FROM (
 		SELECT toUInt32(intDiv(install_ms, 86400000) - (intDiv(install_ms, 86400000) + 3) %% 7) AS w, toString(platform) AS p,
 			toInt64(countIf(initial = 1)) AS n, toInt64(sum(d1)) AS s1, toInt64(sum(d7)) AS s7, toInt64(sum(d30)) AS s30
-		FROM (
-			SELECT install_ms, platform, initial, d1, d7, d30, register FROM wallet_retention
-			WHERE %[2]s AND NOT %[1]s
-		UNION ALL
-			SELECT install_ms, platform, initial, d1, d7, d30, register FROM (
-				SELECT install_ms, platform, initial, d1, d7, d30, register FROM wallet_retention FINAL
-				WHERE %[2]s AND %[1]s
-			)
-		)
+		FROM %[1]s
 		WHERE install_ms >= ? AND install_ms < ? AND register NOT IN %[3]s
 		GROUP BY w, p
 	UNION ALL
@@ -285,16 +260,8 @@ func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
 					SELECT toString(any(platform)) AS p,
 						arraySort(arrayDistinct(groupArray(occurred_ms * 2 + (type = 'uninstalled')))) AS ks,
 						groupArrayIf(occurred_ms, type = 'installed' AND occurred_ms >= ? AND occurred_ms < ?) AS ims
-					FROM (
-						SELECT register, platform, occurred_ms, type FROM wallet_events
-						WHERE %[2]s AND type != 'observed' AND NOT %[1]s AND register IN %[3]s
-					UNION ALL
-						SELECT register, platform, occurred_ms, type FROM (
-							SELECT register, platform, occurred_ms, type FROM wallet_events FINAL
-							WHERE %[2]s AND type != 'observed' AND %[1]s
-						)
-						WHERE register IN %[3]s
-					)
+					FROM %[2]s
+					WHERE register IN %[3]s
 					GROUP BY register, platform
 					HAVING length(ims) > 0
 				)
@@ -302,7 +269,8 @@ func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
 		)
 		GROUP BY w, p
 	)
-	GROUP BY w, p`, dirtyRanges(dirty), window, unknownRegisters)
+	GROUP BY w, p`, once("wallet_retention", "install_ms, platform, initial, d1, d7, d30, register", window, dirty),
+		once("wallet_events", "register, platform, occurred_ms, type", window+" AND type != 'observed'", dirty), unknownRegisters)
 	last := q.To.UnixMilli() + 30*day
 	from, to := q.From.UnixMilli(), q.To.UnixMilli()
 	win := []any{from / 1000, last/1000 + 1, from, last}
