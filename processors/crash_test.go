@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 			// members into being expelled while they still run, so the
 			// test covers zombies as well as SIGKILL.
 			SessionTimeout: 1500 * time.Millisecond, RebalanceTimeout: 10 * time.Second,
+			// Checkpoints every few hundred events, so that members are
+			// killed before, during and after them, and loads replay.
+			CheckpointEvery: 300 * time.Millisecond, CheckpointEvents: 250,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("member", id),
 		})
 		if err != nil {

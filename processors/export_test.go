@@ -21,11 +21,11 @@ func LoadAll(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.To
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, n, _, err := load(ctx, slog.New(slog.DiscardHandler), brokers, adm, t, p, walletsync.DefaultDedupeWindow)
+			st, ls, err := load(ctx, slog.New(slog.DiscardHandler), brokers, adm, t, p, walletsync.DefaultDedupeWindow)
 			if err != nil {
 				panic(err)
 			}
-			states[p], counts[p] = st, n
+			states[p], counts[p] = st, ls.customers
 		}()
 	}
 	wg.Wait()

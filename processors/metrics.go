@@ -9,6 +9,8 @@ type Metrics struct {
 	events, duplicates, statuses prometheus.Counter
 	rejected, drift              *prometheus.CounterVec
 	commits, aborts              prometheus.Counter
+	checkpoints, stateRecords    prometheus.Counter
+	replayed                     prometheus.Counter
 	sessionRestarts, loads       prometheus.Counter
 	txnSeconds, loadSeconds      prometheus.Histogram
 }
@@ -25,6 +27,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		duplicates:      c("duplicates_total", "Events dropped as duplicates of an earlier eventId."),
 		statuses:        c("statuses_total", "Status records emitted (a customer's status changed)."),
 		commits:         c("transactions_committed_total", "Transactions committed."),
+		checkpoints:     c("checkpoints_total", "Partition checkpoints committed to wallet.state."),
+		stateRecords:    c("state_records_total", "Customer state records committed to wallet.state at checkpoints."),
+		replayed:        c("replayed_events_total", "Clean events folded again while loading a partition, from its last checkpoint on."),
 		aborts:          c("transactions_aborted_total", "Transactions aborted; their records are processed again."),
 		sessionRestarts: c("session_restarts_total", "Group sessions restarted after a fatal error."),
 		loads:           c("partition_loads_total", "Partition states rebuilt from Kafka."),

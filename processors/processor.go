@@ -6,12 +6,14 @@ package processors
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,9 +59,20 @@ type Config struct {
 	// members to rejoin (default 30s).
 	SessionTimeout   time.Duration
 	RebalanceTimeout time.Duration
+	// A partition's changed customers are written to wallet.state at a
+	// checkpoint, at most CheckpointEvery after they changed (default 5s)
+	// and at least every CheckpointEvents events (default 50,000); a
+	// member taking the partition over folds the clean events after the
+	// last checkpoint again. Longer means fewer writes, a longer replay.
+	CheckpointEvery  time.Duration
+	CheckpointEvents int
 	Logger           *slog.Logger
 	Metrics          *Metrics
 }
+
+// checkpointKey keys the checkpoint marker on wallet.state. 0xff never
+// occurs in UTF-8, and a customerId is UTF-8, so it is no customer's key.
+const checkpointKey = "\xffwalletsync-checkpoint"
 
 // DefaultTransactionalID is stable per host, which suits one member a host.
 func DefaultTransactionalID() string {
@@ -90,6 +103,31 @@ type partState struct {
 	dec        walletsync.Decoder
 	maxTS      int64 // newest input timestamp seen, the dedupe clock
 	lastExpire int64
+
+	// Checkpointing. dirty holds the customers changed since the last
+	// checkpoint, whose state wallet.state does not have yet; since counts
+	// the events folded since then (each is replayed after a takeover).
+	dirty  map[string]struct{}
+	since  int
+	ckptAt time.Time
+	// marked: wallet.state holds a checkpoint marker for the partition.
+	// Without one, a loader would not know to replay, so the first
+	// transaction writes one before any event it folds.
+	marked bool
+	// cleanNext is the clean partition's offset just past the last record
+	// this state reflects: where a replay from a checkpoint written now
+	// would start. Set by the clean records' promises, in offset order.
+	cleanNext atomic.Int64
+}
+
+// due reports whether the partition's checkpoint should be written in this
+// transaction: always before the first folded event when no marker exists,
+// and when enough events or time have passed since the last one.
+func (st *partState) due(cfg *Config, now time.Time) bool {
+	if !st.marked || st.since >= cfg.CheckpointEvents {
+		return true
+	}
+	return (len(st.dirty) > 0 || st.since > 0) && now.Sub(st.ckptAt) >= cfg.CheckpointEvery
 }
 
 // New checks the configuration and returns a Processor.
@@ -114,6 +152,12 @@ func New(cfg Config) (*Processor, error) {
 	}
 	if cfg.RebalanceTimeout <= 0 {
 		cfg.RebalanceTimeout = 30 * time.Second
+	}
+	if cfg.CheckpointEvery <= 0 {
+		cfg.CheckpointEvery = 5 * time.Second
+	}
+	if cfg.CheckpointEvents <= 0 {
+		cfg.CheckpointEvents = 50_000
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -195,7 +239,11 @@ func (p *Processor) session(ctx context.Context) error {
 	adm := kadm.NewClient(sess.Client())
 
 	for {
-		fetches := sess.PollRecords(ctx, 20_000)
+		// The poll returns at least every CheckpointEvery, so that the
+		// changes of a partition that went quiet are checkpointed too.
+		pctx, cancel := context.WithTimeout(ctx, p.cfg.CheckpointEvery)
+		fetches := sess.PollRecords(pctx, 20_000)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -204,110 +252,192 @@ func (p *Processor) session(ctx context.Context) error {
 		}
 		var ferr error
 		fetches.EachError(func(t string, part int32, err error) {
-			ferr = fmt.Errorf("fetching %s/%d: %w", t, part, err)
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				ferr = fmt.Errorf("fetching %s/%d: %w", t, part, err)
+			}
 		})
 		if ferr != nil {
 			p.log.Warn("fetch error", "err", ferr)
-			if errors.Is(ferr, context.Canceled) {
-				return nil
-			}
 		}
-		if fetches.NumRecords() == 0 {
+		idle := p.idleDue(fetches)
+		if fetches.NumRecords() == 0 && len(idle) == 0 {
 			continue
 		}
 		// Partitions seen for the first time are loaded before the
 		// transaction begins: a load may wait out another member's open
 		// transaction, and this member's own must not time out meanwhile.
 		p.preload(ctx, adm, fetches)
-		if err := sess.Begin(); err != nil {
-			return fmt.Errorf("beginning a transaction: %w", err)
-		}
-		var (
-			prodErr  error
-			prodMu   sync.Mutex
-			batch    batchCounts
-			touched  = map[int32]bool{}
-			loadFail error
-		)
-		promise := func(_ *kgo.Record, err error) {
-			if err != nil {
-				prodMu.Lock()
-				if prodErr == nil {
-					prodErr = err
-				}
-				prodMu.Unlock()
-			}
-		}
-		// Partitions share nothing, so each is folded on its own
-		// goroutine; records of one partition stay in order.
-		var (
-			wg      sync.WaitGroup
-			mergeMu sync.Mutex
-		)
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if len(fp.Records) == 0 {
-				return
-			}
-			touched[fp.Partition] = true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				st, err := p.state(ctx, adm, fp.Partition)
-				var mine batchCounts
-				if err == nil {
-					var buf []byte
-					for _, r := range fp.Records {
-						buf = p.process(ctx, sess, st, r, buf, &mine, promise)
-					}
-				}
-				mergeMu.Lock()
-				defer mergeMu.Unlock()
-				if err != nil && loadFail == nil {
-					loadFail = err
-				}
-				batch.add(&mine)
-			}()
-		})
-		wg.Wait()
-		// Flush before deciding, so that a record that failed is known
-		// and the transaction is aborted, not committed without it.
-		if err := sess.Client().Flush(ctx); err != nil && ctx.Err() != nil {
-			return nil
-		}
-		prodMu.Lock()
-		failed := prodErr
-		prodMu.Unlock()
-		commit := kgo.TryCommit
-		if loadFail != nil || failed != nil {
-			commit = kgo.TryAbort
-		}
-		start := time.Now()
-		committed, err := sess.End(ctx, commit)
-		p.m.txnSeconds.Observe(time.Since(start).Seconds())
-		if failed != nil {
-			p.log.Warn("producing failed; transaction aborted", "err", failed)
-		}
-		if loadFail != nil {
-			p.log.Warn("loading partition state failed; transaction aborted", "err", loadFail)
-		}
-		if committed {
-			p.m.commits.Inc()
-			batch.report(p.m)
-		} else {
-			// The records will be fetched again from the committed
-			// offsets; the state they changed in memory must go too, and
-			// is rebuilt from what Kafka committed.
-			p.m.aborts.Inc()
-			p.mu.Lock()
-			for part := range touched {
-				delete(p.parts, part)
-			}
-			p.mu.Unlock()
-		}
-		if err != nil {
-			return fmt.Errorf("ending a transaction: %w", err)
+		if err := p.transact(ctx, sess, adm, fetches, idle); err != nil {
+			return err
 		}
 	}
+}
+
+// idleDue lists the loaded partitions absent from fetches whose checkpoint
+// is due: quiet partitions must not keep changes out of wallet.state.
+func (p *Processor) idleDue(fetches kgo.Fetches) map[int32]*partState {
+	polled := map[int32]bool{}
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if len(fp.Records) > 0 {
+			polled[fp.Partition] = true
+		}
+	})
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var idle map[int32]*partState
+	for part, st := range p.parts {
+		if !polled[part] && st.marked && st.due(&p.cfg, now) {
+			if idle == nil {
+				idle = map[int32]*partState{}
+			}
+			idle[part] = st
+		}
+	}
+	return idle
+}
+
+// transact processes one poll in one transaction: the fetched records of
+// every partition, and the checkpoints that are due.
+func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession, adm *kadm.Client, fetches kgo.Fetches, idle map[int32]*partState) error {
+	if err := sess.Begin(); err != nil {
+		return fmt.Errorf("beginning a transaction: %w", err)
+	}
+	var (
+		prodErr  error
+		prodMu   sync.Mutex
+		batch    batchCounts
+		touched  = map[int32]bool{}
+		loadFail error
+	)
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			prodMu.Lock()
+			if prodErr == nil {
+				prodErr = err
+			}
+			prodMu.Unlock()
+		}
+	}
+	for part, st := range idle {
+		touched[part] = true
+		p.checkpoint(ctx, sess, st, part, promise, &batch)
+	}
+	// Partitions share nothing, so each is folded on its own goroutine;
+	// records of one partition stay in order.
+	var (
+		wg      sync.WaitGroup
+		mergeMu sync.Mutex
+	)
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if len(fp.Records) == 0 {
+			return
+		}
+		touched[fp.Partition] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := p.state(ctx, adm, fp.Partition)
+			var mine batchCounts
+			if err == nil {
+				if st.due(&p.cfg, time.Now()) {
+					p.checkpoint(ctx, sess, st, fp.Partition, promise, &mine)
+				}
+				cleanPromise := func(r *kgo.Record, err error) {
+					if err != nil {
+						promise(r, err)
+						return
+					}
+					st.cleanNext.Store(r.Offset + 1)
+				}
+				var buf []byte
+				for _, r := range fp.Records {
+					buf = p.process(ctx, sess, st, r, buf, &mine, promise, cleanPromise)
+				}
+			}
+			mergeMu.Lock()
+			defer mergeMu.Unlock()
+			if err != nil && loadFail == nil {
+				loadFail = err
+			}
+			batch.add(&mine)
+		}()
+	})
+	wg.Wait()
+	// Flush before deciding, so that a record that failed is known and the
+	// transaction is aborted, not committed without it.
+	if err := sess.Client().Flush(ctx); err != nil && ctx.Err() != nil {
+		return nil
+	}
+	prodMu.Lock()
+	failed := prodErr
+	prodMu.Unlock()
+	commit := kgo.TryCommit
+	if loadFail != nil || failed != nil {
+		commit = kgo.TryAbort
+	}
+	start := time.Now()
+	committed, err := sess.End(ctx, commit)
+	p.m.txnSeconds.Observe(time.Since(start).Seconds())
+	if failed != nil {
+		p.log.Warn("producing failed; transaction aborted", "err", failed)
+	}
+	if loadFail != nil {
+		p.log.Warn("loading partition state failed; transaction aborted", "err", loadFail)
+	}
+	if committed {
+		p.m.commits.Inc()
+		batch.report(p.m)
+	} else {
+		// The records will be fetched again from the committed offsets;
+		// the state they changed in memory must go too, and is rebuilt
+		// from what Kafka committed.
+		p.m.aborts.Inc()
+		p.mu.Lock()
+		for part := range touched {
+			delete(p.parts, part)
+		}
+		p.mu.Unlock()
+	}
+	if err != nil {
+		return fmt.Errorf("ending a transaction: %w", err)
+	}
+	return nil
+}
+
+// checkpoint writes, inside the open transaction, the state of every
+// customer of the partition changed since the last checkpoint, then the
+// marker telling a loader to replay the clean records from cleanNext on.
+// It runs before the transaction folds anything of the partition, so the
+// records are the state as of cleanNext exactly. If the transaction
+// aborts, the state is rebuilt from Kafka, so nothing here is undone by
+// hand.
+func (p *Processor) checkpoint(ctx context.Context, sess *kgo.GroupTransactSession, st *partState, part int32, promise func(*kgo.Record, error), batch *batchCounts) {
+	t := p.cfg.Topics
+	// One buffer holds every value; a slice of it stays valid when it
+	// grows, since the old array lives on in the slices already taken.
+	var arena []byte
+	recs := make([]kgo.Record, 0, len(st.dirty)+1)
+	for id := range st.dirty {
+		status, ok := st.fold.Status(id)
+		if !ok {
+			continue
+		}
+		from := len(arena)
+		arena = walletsync.AppendStatusRecord(arena, &status, st.fold.Registers(id))
+		recs = append(recs, kgo.Record{Topic: t.State, Partition: part, Key: []byte(id), Value: arena[from:len(arena):len(arena)]})
+	}
+	next := st.cleanNext.Load()
+	recs = append(recs, kgo.Record{Topic: t.State, Partition: part, Key: []byte(checkpointKey),
+		Value: strconv.AppendInt([]byte(`{"cleanOffset":`), next, 10)})
+	recs[len(recs)-1].Value = append(recs[len(recs)-1].Value, '}')
+	for i := range recs {
+		sess.Produce(ctx, &recs[i], promise)
+	}
+	batch.checkpoints++
+	batch.stateRecords += len(recs) - 1
+	clear(st.dirty)
+	st.since, st.ckptAt, st.marked = 0, time.Now(), true
 }
 
 // preload loads the state of the fetched partitions this member has none
@@ -343,25 +473,34 @@ func (p *Processor) state(ctx context.Context, adm *kadm.Client, part int32) (*p
 		return st, nil
 	}
 	start := time.Now()
-	st, customers, ids, err := load(ctx, p.log, p.cfg.Brokers, adm, p.cfg.Topics, part, p.cfg.DedupeWindow)
+	st, ls, err := load(ctx, p.log, p.cfg.Brokers, adm, p.cfg.Topics, part, p.cfg.DedupeWindow)
 	if err != nil {
 		return nil, err
 	}
+	p.m.replayed.Add(float64(ls.replayed))
 	p.mu.Lock()
 	p.parts[part] = st
 	p.mu.Unlock()
 	p.m.loads.Inc()
 	p.m.loadSeconds.Observe(time.Since(start).Seconds())
-	p.log.Info("partition state loaded", "partition", part, "customers", customers, "dedupeIds", ids, "took", time.Since(start).Round(time.Millisecond).String())
+	p.log.Info("partition state loaded", "partition", part, "customers", ls.customers, "dedupeIds", ls.dedupeIDs, "replayedEvents", ls.replayed, "took", time.Since(start).Round(time.Millisecond).String())
 	return st, nil
 }
 
+// loadStats says what a load read.
+type loadStats struct {
+	customers, dedupeIDs, replayed int
+}
+
 // load rebuilds one partition's state: the fold from the state records
-// (registers and version), the dedupe memory from the clean records of the
-// last window (their id-key headers). wallet.status cannot serve: it gets a
-// record only when the six fields change, and registers change more often.
-func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, int, int, error) {
-	st := &partState{fold: walletsync.NewFold(), dedupe: walletsync.NewDeduper(window)}
+// (registers and version) of the last checkpoint, plus the clean events
+// committed after it, folded again; the dedupe memory from the clean records
+// of the last window (their id-key headers). wallet.status cannot serve: it
+// gets a record only when the six fields change, and registers change more
+// often.
+func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, loadStats, error) {
+	var ls loadStats
+	st := &partState{fold: walletsync.NewFold(), dedupe: walletsync.NewDeduper(window), dirty: map[string]struct{}{}, ckptAt: time.Now()}
 	// This member writes to the partition's outputs only after loading, so
 	// a transaction open there belongs to a previous owner: expelled but
 	// still running, or dead under a transactional id nobody reuses. Read
@@ -375,22 +514,42 @@ func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Cli
 	for _, topic := range []string{t.State, t.Clean} {
 		waited, err := kafka.WaitStable(wctx, adm, topic, part)
 		if err != nil {
-			return nil, 0, 0, fmt.Errorf("loading partition %d: %w", part, err)
+			return nil, ls, fmt.Errorf("loading partition %d: %w", part, err)
 		}
 		if waited > time.Second {
 			log.Warn("waited for another member's open transaction before loading", "topic", topic, "partition", part, "waited", waited.Round(time.Millisecond).String())
 		}
 	}
+	// Nobody else writes the partition now, so its end stays where it is
+	// until this member writes.
+	ends, err := adm.ListEndOffsets(ctx, t.Clean)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, ls, fmt.Errorf("loading partition %d: end of %s: %w", part, t.Clean, err)
+	}
+	cleanEnd, _ := ends.Lookup(t.Clean, part)
+	st.cleanNext.Store(cleanEnd.Offset)
 	var (
-		wg           sync.WaitGroup
-		errS, errC   error
-		badRecords   int
-		cleanRecords int
+		wg         sync.WaitGroup
+		errS, errC error
+		badRecords int
+		replayFrom = int64(-1) // the last marker's offset; -1: no marker
 	)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		_, errS = kafka.ReadPartition(ctx, brokers, adm, t.State, part, -1, func(r *kgo.Record) {
+			if string(r.Key) == checkpointKey {
+				off, err := parseCheckpoint(r.Value)
+				if err != nil {
+					badRecords++
+					return
+				}
+				replayFrom = off
+				return
+			}
 			if r.Value == nil { // a tombstone forgets the customer
 				st.fold.Restore(string(r.Key), 0, nil)
 				return
@@ -415,29 +574,82 @@ func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Cli
 		if o, ok := offs.Lookup(t.Clean, part); ok && o.Err == nil {
 			from = o.Offset
 		}
-		cleanRecords, errC = kafka.ReadPartition(ctx, brokers, adm, t.Clean, part, from, func(r *kgo.Record) {
+		ls.dedupeIDs, errC = kafka.ReadPartition(ctx, brokers, adm, t.Clean, part, from, func(r *kgo.Record) {
 			ts := r.Timestamp.UnixMilli()
-			for _, h := range r.Headers {
-				if h.Key == HeaderIDKey && len(h.Value) == len(walletsync.IDKey{}) {
-					st.dedupe.Remember(walletsync.IDKey(h.Value), ts)
-				}
+			if k, ok := idKeyHeader(r); ok {
+				st.dedupe.Remember(k, ts)
 			}
 			st.maxTS = max(st.maxTS, ts)
 		})
 	}()
 	wg.Wait()
 	if err := errors.Join(errS, errC); err != nil {
-		return nil, 0, 0, fmt.Errorf("loading partition %d: %w", part, err)
+		return nil, ls, fmt.Errorf("loading partition %d: %w", part, err)
 	}
 	if badRecords > 0 {
 		log.Warn("unreadable state records skipped while loading", "partition", part, "records", badRecords)
 	}
+	// No marker: wallet.state is empty or was written by a version that
+	// wrote every change, and is whole either way. The first transaction
+	// writes a marker before it folds anything.
+	st.marked = replayFrom >= 0
+	if st.marked && replayFrom < cleanEnd.Offset {
+		// The fold is idempotent, so an event that a state record already
+		// holds changes nothing when folded again: a replay may start too
+		// early, never too late.
+		starts, err := adm.ListStartOffsets(ctx, t.Clean)
+		if err == nil {
+			if s, ok := starts.Lookup(t.Clean, part); ok && s.Offset > replayFrom {
+				log.Error("clean records after the last checkpoint are gone (retention); the state misses their events", "partition", part, "checkpoint", replayFrom, "logStart", s.Offset)
+			}
+		}
+		var dec walletsync.Decoder
+		ls.replayed, err = kafka.ReadPartition(ctx, brokers, adm, t.Clean, part, replayFrom, func(r *kgo.Record) {
+			ev, err := dec.Parse(r.Value)
+			if err != nil {
+				badRecords++
+				return
+			}
+			if _, regsChanged, _, _ := st.fold.ApplyBase(&ev); regsChanged {
+				st.dirty[ev.CustomerID] = struct{}{}
+			}
+		})
+		if err != nil {
+			return nil, ls, fmt.Errorf("loading partition %d: replaying %s from %d: %w", part, t.Clean, replayFrom, err)
+		}
+		// The replayed events count towards the next checkpoint, which
+		// also writes the customers they changed.
+		st.since = ls.replayed
+	}
 	st.lastExpire = st.maxTS
-	return st, st.fold.Len(), cleanRecords, nil
+	ls.customers = st.fold.Len()
+	return st, ls, nil
+}
+
+// idKeyHeader is a clean record's walletsync.KeyOf(eventId).
+func idKeyHeader(r *kgo.Record) (walletsync.IDKey, bool) {
+	for _, h := range r.Headers {
+		if h.Key == HeaderIDKey && len(h.Value) == len(walletsync.IDKey{}) {
+			return walletsync.IDKey(h.Value), true
+		}
+	}
+	return walletsync.IDKey{}, false
+}
+
+// parseCheckpoint reads a checkpoint marker's {"cleanOffset":N}.
+func parseCheckpoint(b []byte) (int64, error) {
+	var m struct {
+		CleanOffset *int64 `json:"cleanOffset"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil || m.CleanOffset == nil || *m.CleanOffset < 0 {
+		return 0, fmt.Errorf("checkpoint marker %q: want {\"cleanOffset\":N}", b)
+	}
+	return *m.CleanOffset, nil
 }
 
 type batchCounts struct {
 	events, duplicates, statuses int
+	checkpoints, stateRecords    int
 	rejected                     map[string]int
 	drift                        [3]int // by Platform
 }
@@ -446,6 +658,8 @@ func (b *batchCounts) add(o *batchCounts) {
 	b.events += o.events
 	b.duplicates += o.duplicates
 	b.statuses += o.statuses
+	b.checkpoints += o.checkpoints
+	b.stateRecords += o.stateRecords
 	for i := range b.drift {
 		b.drift[i] += o.drift[i]
 	}
@@ -461,6 +675,8 @@ func (b *batchCounts) report(m *Metrics) {
 	m.events.Add(float64(b.events))
 	m.duplicates.Add(float64(b.duplicates))
 	m.statuses.Add(float64(b.statuses))
+	m.checkpoints.Add(float64(b.checkpoints))
+	m.stateRecords.Add(float64(b.stateRecords))
 	for field, n := range b.rejected {
 		m.rejected.WithLabelValues(field).Add(float64(n))
 	}
@@ -473,7 +689,7 @@ func (b *batchCounts) report(m *Metrics) {
 
 // process handles one input record inside the open transaction.
 func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession, st *partState, r *kgo.Record, buf []byte,
-	batch *batchCounts, promise func(*kgo.Record, error)) []byte {
+	batch *batchCounts, promise, cleanPromise func(*kgo.Record, error)) []byte {
 	t := p.cfg.Topics
 	ev, err := st.dec.Parse(r.Value)
 	if err == nil && string(r.Key) != ev.CustomerID {
@@ -525,16 +741,19 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 	sess.Produce(ctx, &kgo.Record{
 		Topic: t.Clean, Partition: r.Partition, Key: r.Key, Value: clean, Timestamp: r.Timestamp,
 		Headers: headers,
-	}, promise)
+	}, cleanPromise)
+	st.since++
 	if regsChanged {
-		buf = walletsync.AppendStatusRecord(buf[:0], &status, st.fold.Registers(status.CustomerID))
-		rec := append([]byte(nil), buf...)
-		sess.Produce(ctx, &kgo.Record{Topic: t.State, Partition: r.Partition, Key: r.Key, Value: rec}, promise)
+		// wallet.state gets the customer at the next checkpoint; until
+		// then the clean record just written is what a loader replays.
+		st.dirty[status.CustomerID] = struct{}{}
 		if changed {
 			batch.statuses++
 			if ev.Type == walletsync.TypeObserved {
 				batch.drift[ev.Platform]++
 			}
+			buf = walletsync.AppendStatusRecord(buf[:0], &status, st.fold.Registers(status.CustomerID))
+			rec := append([]byte(nil), buf...)
 			sess.Produce(ctx, &kgo.Record{Topic: t.Status, Partition: r.Partition, Key: r.Key, Value: rec}, promise)
 		}
 	}
