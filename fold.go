@@ -135,7 +135,9 @@ func FieldsOf(regs []Register) Fields {
 type customer struct {
 	fields  Fields
 	version uint64
-	regs    []Register
+	// dirty: the registers changed since the last TakeChanged.
+	dirty bool
+	regs  []Register
 	// inline backs regs while a customer has one register, as most do, and
 	// text holds the bytes of the customer id (the map key) and of that
 	// register's pass id. With them in one allocation, the lookup of an
@@ -176,6 +178,8 @@ func newCustomer(id, passID string, p Platform) (*customer, string) {
 // use; a streaming processor keeps one Fold per partition.
 type Fold struct {
 	customers map[string]*customer
+	// changed lists the ids of the dirty customers, for TakeChanged.
+	changed []string
 }
 
 // NewFold returns an empty Fold.
@@ -253,6 +257,10 @@ func (f *Fold) ApplyBase(e *Event) (st Status, registersChanged, statusChanged b
 			base.Retention = r.retain(e, base.Delta)
 		}
 		registersChanged = true
+		if !c.dirty {
+			c.dirty = true
+			f.changed = append(f.changed, e.CustomerID)
+		}
 		if nf := FieldsOf(c.regs); nf != c.fields {
 			c.fields = nf
 			c.version++
@@ -313,6 +321,35 @@ func (f *Fold) Status(customerID string) (Status, bool) {
 		return Status{}, false
 	}
 	return Status{CustomerID: customerID, Fields: c.fields, Version: c.version}, true
+}
+
+// TakeChanged calls fn with every customer whose registers changed since
+// the previous call (or since the fold began), once each, and forgets them:
+// what a processor persists at a checkpoint.
+func (f *Fold) TakeChanged(fn func(customerID string)) {
+	for _, id := range f.changed {
+		if c := f.customers[id]; c != nil && c.dirty {
+			c.dirty = false
+			fn(id)
+		}
+	}
+	clear(f.changed)
+	f.changed = f.changed[:0]
+}
+
+// Changed is the number of customers TakeChanged would report.
+func (f *Fold) Changed() int { return len(f.changed) }
+
+// AppendRecord appends a customer's status record with its registers
+// (AppendStatusRecord) without copying them; ok is false for an unknown
+// customer.
+func (f *Fold) AppendRecord(dst []byte, customerID string) (_ []byte, ok bool) {
+	c := f.customers[customerID]
+	if c == nil {
+		return dst, false
+	}
+	st := Status{CustomerID: customerID, Fields: c.fields, Version: c.version}
+	return AppendStatusRecord(dst, &st, c.regs), true
 }
 
 // Registers returns a copy of a customer's registers, for persisting state.

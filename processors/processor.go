@@ -5,6 +5,7 @@
 package processors
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -104,10 +105,9 @@ type partState struct {
 	maxTS      int64 // newest input timestamp seen, the dedupe clock
 	lastExpire int64
 
-	// Checkpointing. dirty holds the customers changed since the last
+	// Checkpointing. The fold knows the customers changed since the last
 	// checkpoint, whose state wallet.state does not have yet; since counts
 	// the events folded since then (each is replayed after a takeover).
-	dirty  map[string]struct{}
 	since  int
 	ckptAt time.Time
 	// marked: wallet.state holds a checkpoint marker for the partition.
@@ -127,7 +127,7 @@ func (st *partState) due(cfg *Config, now time.Time) bool {
 	if !st.marked || st.since >= cfg.CheckpointEvents {
 		return true
 	}
-	return (len(st.dirty) > 0 || st.since > 0) && now.Sub(st.ckptAt) >= cfg.CheckpointEvery
+	return (st.fold.Changed() > 0 || st.since > 0) && now.Sub(st.ckptAt) >= cfg.CheckpointEvery
 }
 
 // New checks the configuration and returns a Processor.
@@ -350,9 +350,9 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 					}
 					st.cleanNext.Store(r.Offset + 1)
 				}
-				var buf []byte
+				var out outputs
 				for _, r := range fp.Records {
-					buf = p.process(ctx, sess, st, r, buf, &mine, promise, cleanPromise)
+					p.process(ctx, sess, st, r, &out, &mine, promise, cleanPromise)
 				}
 			}
 			mergeMu.Lock()
@@ -417,16 +417,12 @@ func (p *Processor) checkpoint(ctx context.Context, sess *kgo.GroupTransactSessi
 	// One buffer holds every value; a slice of it stays valid when it
 	// grows, since the old array lives on in the slices already taken.
 	var arena []byte
-	recs := make([]kgo.Record, 0, len(st.dirty)+1)
-	for id := range st.dirty {
-		status, ok := st.fold.Status(id)
-		if !ok {
-			continue
-		}
+	recs := make([]kgo.Record, 0, st.fold.Changed()+1)
+	st.fold.TakeChanged(func(id string) {
 		from := len(arena)
-		arena = walletsync.AppendStatusRecord(arena, &status, st.fold.Registers(id))
+		arena, _ = st.fold.AppendRecord(arena, id)
 		recs = append(recs, kgo.Record{Topic: t.State, Partition: part, Key: []byte(id), Value: arena[from:len(arena):len(arena)]})
-	}
+	})
 	next := st.cleanNext.Load()
 	recs = append(recs, kgo.Record{Topic: t.State, Partition: part, Key: []byte(checkpointKey),
 		Value: strconv.AppendInt([]byte(`{"cleanOffset":`), next, 10)})
@@ -436,7 +432,6 @@ func (p *Processor) checkpoint(ctx context.Context, sess *kgo.GroupTransactSessi
 	}
 	batch.checkpoints++
 	batch.stateRecords += len(recs) - 1
-	clear(st.dirty)
 	st.since, st.ckptAt, st.marked = 0, time.Now(), true
 }
 
@@ -500,7 +495,7 @@ type loadStats struct {
 // often.
 func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, loadStats, error) {
 	var ls loadStats
-	st := &partState{fold: walletsync.NewFold(), dedupe: walletsync.NewDeduper(window), dirty: map[string]struct{}{}, ckptAt: time.Now()}
+	st := &partState{fold: walletsync.NewFold(), dedupe: walletsync.NewDeduper(window), ckptAt: time.Now()}
 	// This member writes to the partition's outputs only after loading, so
 	// a transaction open there belongs to a previous owner: expelled but
 	// still running, or dead under a transactional id nobody reuses. Read
@@ -610,9 +605,8 @@ func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Cli
 				badRecords++
 				return
 			}
-			if _, regsChanged, _, _ := st.fold.ApplyBase(&ev); regsChanged {
-				st.dirty[ev.CustomerID] = struct{}{}
-			}
+			// Changed customers are marked for the next checkpoint.
+			st.fold.ApplyBase(&ev)
 		})
 		if err != nil {
 			return nil, ls, fmt.Errorf("loading partition %d: replaying %s from %d: %w", part, t.Clean, replayFrom, err)
@@ -687,9 +681,51 @@ func (b *batchCounts) report(m *Metrics) {
 	}
 }
 
+// outputs is where one partition's share of a transaction allocates what it
+// produces: records, headers and values are cut from chunks instead of
+// allocated one by one, which is most of the garbage of a record otherwise.
+// The client holds on to them until the transaction ends, so a chunk is
+// never written again once handed out; a full one is replaced, not grown.
+type outputs struct {
+	recs    []kgo.Record
+	headers []kgo.RecordHeader
+	bytes   []byte
+	scratch []byte // the canonical encoding, compared with the input
+}
+
+const outChunk = 1024
+
+func (o *outputs) record() *kgo.Record {
+	if len(o.recs) == cap(o.recs) {
+		o.recs = make([]kgo.Record, 0, outChunk)
+	}
+	o.recs = o.recs[:len(o.recs)+1]
+	return &o.recs[len(o.recs)-1]
+}
+
+func (o *outputs) headerSlots(n int) []kgo.RecordHeader {
+	if len(o.headers)+n > cap(o.headers) {
+		o.headers = make([]kgo.RecordHeader, 0, 4*outChunk)
+	}
+	h := o.headers[len(o.headers) : len(o.headers) : len(o.headers)+n]
+	o.headers = o.headers[:len(o.headers)+n]
+	return h
+}
+
+// value copies b into the chunk and returns the copy, capped so that
+// appending to it can never reach into a later value.
+func (o *outputs) value(b []byte) []byte {
+	if len(o.bytes)+len(b) > cap(o.bytes) {
+		o.bytes = make([]byte, 0, max(64<<10, len(b)))
+	}
+	from := len(o.bytes)
+	o.bytes = append(o.bytes, b...)
+	return o.bytes[from:len(o.bytes):len(o.bytes)]
+}
+
 // process handles one input record inside the open transaction.
-func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession, st *partState, r *kgo.Record, buf []byte,
-	batch *batchCounts, promise, cleanPromise func(*kgo.Record, error)) []byte {
+func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession, st *partState, r *kgo.Record, out *outputs,
+	batch *batchCounts, promise, cleanPromise func(*kgo.Record, error)) {
 	t := p.cfg.Topics
 	ev, err := st.dec.Parse(r.Value)
 	if err == nil && string(r.Key) != ev.CustomerID {
@@ -716,46 +752,49 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 				{Key: HeaderOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
 			},
 		}, promise)
-		return buf
+		return
 	}
 	ts := r.Timestamp.UnixMilli()
 	st.maxTS = max(st.maxTS, ts)
 	key := walletsync.KeyOf(ev.ID)
 	if st.dedupe.SeenKey(key, ts) {
 		batch.duplicates++
-		return buf
+		return
 	}
 	batch.events++
 	status, regsChanged, changed, base := st.fold.ApplyBase(&ev)
-	// Sized from the input, which is about as long as its canonical form,
-	// so that encoding allocates once instead of growing the slice.
-	clean := ev.AppendJSON(make([]byte, 0, len(r.Value)+64))
-	headers := make([]kgo.RecordHeader, 1, 3)
-	headers[0] = kgo.RecordHeader{Key: HeaderIDKey, Value: key[:]}
+	// Ingest writes canonical events, so the input usually is the clean
+	// record already and is passed on as it is.
+	out.scratch = ev.AppendJSON(out.scratch[:0])
+	clean := r.Value
+	if !bytes.Equal(out.scratch, r.Value) {
+		clean = out.value(out.scratch)
+	}
+	headers := out.headerSlots(3)
+	headers = append(headers, kgo.RecordHeader{Key: HeaderIDKey, Value: out.value(key[:])})
 	if base.Known {
 		headers = append(headers, kgo.RecordHeader{Key: kafka.HeaderBaseChange, Value: p.baseValues[base.Delta+1]})
 		if len(base.Retention) > 0 {
-			headers = append(headers, kgo.RecordHeader{Key: kafka.HeaderRetention, Value: walletsync.AppendRetentionChanges(nil, base.Retention)})
+			out.scratch = walletsync.AppendRetentionChanges(out.scratch[:0], base.Retention)
+			headers = append(headers, kgo.RecordHeader{Key: kafka.HeaderRetention, Value: out.value(out.scratch)})
 		}
 	}
-	sess.Produce(ctx, &kgo.Record{
-		Topic: t.Clean, Partition: r.Partition, Key: r.Key, Value: clean, Timestamp: r.Timestamp,
-		Headers: headers,
-	}, cleanPromise)
+	rec := out.record()
+	*rec = kgo.Record{Topic: t.Clean, Partition: r.Partition, Key: r.Key, Value: clean, Timestamp: r.Timestamp, Headers: headers}
+	sess.Produce(ctx, rec, cleanPromise)
 	st.since++
-	if regsChanged {
-		// wallet.state gets the customer at the next checkpoint; until
-		// then the clean record just written is what a loader replays.
-		st.dirty[status.CustomerID] = struct{}{}
-		if changed {
-			batch.statuses++
-			if ev.Type == walletsync.TypeObserved {
-				batch.drift[ev.Platform]++
-			}
-			buf = walletsync.AppendStatusRecord(buf[:0], &status, st.fold.Registers(status.CustomerID))
-			rec := append([]byte(nil), buf...)
-			sess.Produce(ctx, &kgo.Record{Topic: t.Status, Partition: r.Partition, Key: r.Key, Value: rec}, promise)
+	// A changed customer goes to wallet.state at the next checkpoint (the
+	// fold keeps the list); until then the clean record just written is
+	// what a loader replays.
+	if regsChanged && changed {
+		batch.statuses++
+		if ev.Type == walletsync.TypeObserved {
+			batch.drift[ev.Platform]++
 		}
+		out.scratch, _ = st.fold.AppendRecord(out.scratch[:0], status.CustomerID)
+		rec := out.record()
+		*rec = kgo.Record{Topic: t.Status, Partition: r.Partition, Key: r.Key, Value: out.value(out.scratch)}
+		sess.Produce(ctx, rec, promise)
 	}
 	// Forget ids past the window now and then; the rebuild costs a pass
 	// over the table, so not on every record.
@@ -763,5 +802,4 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 		st.dedupe.Expire(st.maxTS)
 		st.lastExpire = st.maxTS
 	}
-	return buf
 }
