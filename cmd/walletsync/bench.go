@@ -47,6 +47,8 @@ func benchSuite() []benchGroup {
 		}},
 		{"pipeline", "./processors", "^BenchmarkPipeline$", "1x", []benchRow{
 			{figure: "exactly-once processor", bench: "BenchmarkPipeline/walletsync_processor", metric: "events/s", baseline: "BenchmarkPipeline/plain_consume_produce_baseline", goal: "≥ 200,000/s, ratio ≥ 0.5"},
+			{figure: "floor: transactions + decoding only", bench: "BenchmarkPipeline/transactional_parse_copy", metric: "events/s", baseline: "BenchmarkPipeline/plain_consume_produce_baseline"},
+			{figure: "exactly-once processor vs that floor", bench: "BenchmarkPipeline/walletsync_processor", metric: "events/s", baseline: "BenchmarkPipeline/transactional_parse_copy"},
 		}},
 		{"clickhouse", "./sinks/clickhouse", "^BenchmarkSink$", "", []benchRow{
 			{figure: "ClickHouse sink", bench: "BenchmarkSink/sink", metric: "rows/s", baseline: "BenchmarkSink/bare_prepare_batch_baseline", goal: "≥ 1M rows/s, ratio ≥ 0.7"},

@@ -208,7 +208,7 @@ func TestHelp(t *testing.T) {
 	for role, flags := range map[string][]string{
 		"run":     {"--data-dir directory", "--brokers brokers", "--webhook-secret secret", "--api-token", "--transactional-id", "env WALLETSYNC_PARTITIONS"},
 		"ingest":  {"--customer-key", "--connector-api-key", "--produce-timeout", "--max-skew"},
-		"process": {"--dedupe-window", "--group", "--transactional-id"},
+		"process": {"--dedupe-window", "--group", "--transactional-id", "--checkpoint-every", "--checkpoint-events"},
 		"query":   {"--api-token", "--http address"},
 		"sink":    {"--clickhouse DSN", "--clickhouse-batch-rows", "--clickhouse-batch-interval", "--destination", "--crm-settle", "--hubspot-token", "--actito-api-key", "--crm-webhook-url URL"},
 		"replay":  {"crm-dlq", "--destination", "--brokers"},

@@ -69,6 +69,8 @@ type roleFlags struct {
 	customerKey, connectorKey, apiToken string
 	webhookSecrets                      listFlag
 	dedupeWindow, produceTimeout, skew  time.Duration
+	checkpointEvery                     time.Duration
+	checkpointEvents                    int
 	transactionalID, group              string
 	embeddedBrokers                     int
 	clickhouseDSN                       string
@@ -127,6 +129,8 @@ func (f *roleFlags) processFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&f.dedupeWindow, "dedupe-window", walletsync.DefaultDedupeWindow, "how long event ids are remembered for dedupe")
 	fs.StringVar(&f.transactionalID, "transactional-id", processors.DefaultTransactionalID(), "Kafka transactional id of this processor: unique per running processor, stable across its restarts")
 	fs.StringVar(&f.group, "group", processors.DefaultGroup, "consumer group of the processors")
+	fs.DurationVar(&f.checkpointEvery, "checkpoint-every", 5*time.Second, "longest a changed customer waits before its state is checkpointed to wallet.state")
+	fs.IntVar(&f.checkpointEvents, "checkpoint-events", 50_000, "events per partition after which a checkpoint is written (bounds what a member taking over replays)")
 }
 
 func (f *roleFlags) logger(e env) (*slog.Logger, error) {
@@ -229,9 +233,13 @@ func (n *node) addIngest(f *roleFlags) error {
 }
 
 func (n *node) addProcess(f *roleFlags) error {
+	if f.checkpointEvery <= 0 || f.checkpointEvents <= 0 {
+		return fmt.Errorf("--checkpoint-every and --checkpoint-events must be positive, got %v and %d", f.checkpointEvery, f.checkpointEvents)
+	}
 	p, err := processors.New(processors.Config{
 		Brokers: n.brokers, Topics: kafka.DefaultTopics(), Group: f.group, TransactionalID: f.transactionalID,
-		DedupeWindow: f.dedupeWindow, Logger: n.log, Metrics: processors.NewMetrics(n.reg),
+		DedupeWindow: f.dedupeWindow, CheckpointEvery: f.checkpointEvery, CheckpointEvents: f.checkpointEvents,
+		Logger: n.log, Metrics: processors.NewMetrics(n.reg),
 	})
 	if err != nil {
 		return err
