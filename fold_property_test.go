@@ -391,6 +391,38 @@ func TestStatusRecordRoundTrip(t *testing.T) {
 	}
 }
 
+// wallet.status records are the SPEC §4 record alone; ParseStatus reads
+// them back exactly, and reads a record of an earlier version (with
+// registers) as the same status.
+func TestParseStatus(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 13))
+	for range 200 {
+		evs := randomEvents(rng, 25)
+		a := walletsync.NewFold()
+		for i := range evs {
+			a.Apply(&evs[i])
+		}
+		for _, s := range a.Statuses() {
+			for _, rec := range [][]byte{s.AppendJSON(nil, true), walletsync.AppendStatusRecord(nil, &s, a.Registers(s.CustomerID))} {
+				got, err := walletsync.ParseStatus(rec)
+				if err != nil {
+					t.Fatalf("%s: %v", rec, err)
+				}
+				if got != s {
+					t.Fatalf("ParseStatus(%s) = %+v, want %+v", rec, got, s)
+				}
+			}
+		}
+	}
+	for _, bad := range []string{`{}`, `nope`, `{"customerId":"c"}`, `{"customerId":"c","walletStatus":"samsung"}`,
+		`{"customerId":"c","walletStatus":"apple","appleWalletInstalledAt":"yesterday"}`,
+		`{"customerId":"c","walletStatus":"none","walletLastEvent":"deleted"}`} {
+		if _, err := walletsync.ParseStatus([]byte(bad)); err == nil {
+			t.Errorf("ParseStatus(%s) accepted", bad)
+		}
+	}
+}
+
 // ApplyBase's changes, summed over a register's events up to any instant,
 // give the register's installed state then (E among the install/uninstall
 // events up to that instant), for every register whose events all arrived

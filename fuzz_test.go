@@ -119,3 +119,26 @@ func FuzzParseRetentionChanges(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseStatus: a status record ParseStatus accepts is written back by
+// Status.AppendJSON into one it reads as the same status.
+func FuzzParseStatus(f *testing.F) {
+	for _, s := range []string{
+		`{"customerId":"c-42","walletStatus":"both","appleWalletInstalledAt":"2026-01-03T09:00:00.000Z","googleWalletInstalledAt":"2026-01-05T18:30:12.250Z","walletLastChangedAt":"2026-01-05T18:30:12.250Z","walletLastEvent":"installed","version":7}`,
+		`{"customerId":"c","walletStatus":"none","appleWalletInstalledAt":null,"googleWalletInstalledAt":null,"walletLastChangedAt":"2026-01-05T18:30:12Z","walletLastEvent":"uninstalled","version":2,"registers":[]}`,
+		`{"customerId":"c","walletStatus":"apple"}`, `{}`, `[]`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := walletsync.ParseStatus(b)
+		if err != nil {
+			return
+		}
+		back := s.AppendJSON(nil, true)
+		again, err := walletsync.ParseStatus(back)
+		if err != nil || again != s {
+			t.Fatalf("%s read as %+v, written as %s, read back as %+v (%v)", b, s, back, again, err)
+		}
+	})
+}

@@ -7,10 +7,9 @@ import (
 	"strconv"
 )
 
-// AppendStatusRecord appends the record a processor writes to wallet.status
-// (SPEC §4): the status with its version, plus the customer's registers, so
-// that a processor taking over the partition rebuilds the fold from the
-// compacted topic alone.
+// AppendStatusRecord appends the record a processor writes to wallet.state:
+// the status record of SPEC §4 plus the customer's registers, so that a
+// processor taking over the partition rebuilds the fold from it.
 func AppendStatusRecord(dst []byte, s *Status, regs []Register) []byte {
 	dst = s.AppendJSON(dst, true)
 	dst = dst[:len(dst)-1] // reopen the object
@@ -146,4 +145,75 @@ func ParseStatusRecord(b []byte) (customerID string, version uint64, regs []Regi
 		regs = append(regs, reg)
 	}
 	return r.CustomerID, r.Version, regs, nil
+}
+
+type statusJSON struct {
+	CustomerID        string  `json:"customerId"`
+	WalletStatus      *string `json:"walletStatus"`
+	AppleInstalledAt  *string `json:"appleWalletInstalledAt"`
+	GoogleInstalledAt *string `json:"googleWalletInstalledAt"`
+	LastChangedAt     *string `json:"walletLastChangedAt"`
+	LastEvent         *string `json:"walletLastEvent"`
+	Version           uint64  `json:"version"`
+}
+
+// ParseStatus reads a wallet.status record (SPEC §4): the customer, its six
+// fields and version. Anything else in the record (registers, in records of
+// earlier versions) is ignored. The processors write wallet.status records
+// without registers; their state lives in wallet.state.
+func ParseStatus(b []byte) (Status, error) {
+	var j statusJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return Status{}, fmt.Errorf("status record: %w", err)
+	}
+	if j.CustomerID == "" {
+		return Status{}, errors.New("status record: no customerId")
+	}
+	bad := func(field string) (Status, error) {
+		return Status{}, fmt.Errorf("status record %q: bad or missing %s", j.CustomerID, field)
+	}
+	s := Status{CustomerID: j.CustomerID, Version: j.Version}
+	if j.WalletStatus == nil {
+		return bad("walletStatus")
+	}
+	switch *j.WalletStatus {
+	case "none":
+	case "apple":
+		s.Wallet = WalletApple
+	case "google":
+		s.Wallet = WalletGoogle
+	case "both":
+		s.Wallet = WalletBoth
+	default:
+		return bad("walletStatus")
+	}
+	for _, t := range []struct {
+		field string
+		v     *string
+		dst   *int64
+	}{
+		{"appleWalletInstalledAt", j.AppleInstalledAt, &s.AppleInstalledAt},
+		{"googleWalletInstalledAt", j.GoogleInstalledAt, &s.GoogleInstalledAt},
+		{"walletLastChangedAt", j.LastChangedAt, &s.LastChangedAt},
+	} {
+		if t.v == nil { // null or absent: no time
+			continue
+		}
+		at, err := ParseTime([]byte(*t.v))
+		if err != nil {
+			return bad(t.field)
+		}
+		*t.dst = at
+	}
+	if j.LastEvent != nil {
+		switch *j.LastEvent {
+		case "installed":
+			s.LastEvent = LastInstalled
+		case "uninstalled":
+			s.LastEvent = LastUninstalled
+		default:
+			return bad("walletLastEvent")
+		}
+	}
+	return s, nil
 }

@@ -151,12 +151,12 @@ func (o *onePartition) checkStatuses(t *testing.T, evs []walletsync.Event) {
 	got := map[string]walletsync.Fields{}
 	versions := map[string][]uint64{}
 	o.read(t, o.topics.Status, func(r *kgo.Record) {
-		id, v, regs, err := walletsync.ParseStatusRecord(r.Value)
+		st, err := walletsync.ParseStatus(r.Value)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got[id] = walletsync.FieldsOf(regs)
-		versions[id] = append(versions[id], v)
+		got[st.CustomerID] = st.Fields
+		versions[st.CustomerID] = append(versions[st.CustomerID], st.Version)
 	})
 	for _, s := range want.Statuses() {
 		if got[s.CustomerID] != s.Fields {
@@ -288,11 +288,11 @@ func TestStateWithoutMarkerLoadsAsWhole(t *testing.T) {
 	stop()
 	var versions []string
 	o.read(t, o.topics.Status, func(r *kgo.Record) {
-		id, v, regs, err := walletsync.ParseStatusRecord(r.Value)
+		st, err := walletsync.ParseStatus(r.Value)
 		if err != nil {
 			t.Fatal(err)
 		}
-		versions = append(versions, fmt.Sprintf("%s v%d %s", id, v, walletsync.FieldsOf(regs).Wallet))
+		versions = append(versions, fmt.Sprintf("%s v%d %s", st.CustomerID, st.Version, st.Wallet))
 	})
 	if fmt.Sprint(versions) != "[c1 v4 both]" {
 		t.Errorf("wallet.status %v, want [c1 v4 both]", versions)

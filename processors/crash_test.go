@@ -181,12 +181,12 @@ func TestCrashedProcessorsStayExact(t *testing.T) {
 	got := map[string]walletsync.Fields{}
 	versions := map[string][]uint64{}
 	readAll(t, brokers, adm, topics.Status, func(r *kgo.Record) {
-		id, v, regs, err := walletsync.ParseStatusRecord(r.Value)
+		st, err := walletsync.ParseStatus(r.Value)
 		if err != nil {
 			t.Fatalf("bad status record: %v", err)
 		}
-		got[id] = walletsync.FieldsOf(regs)
-		versions[id] = append(versions[id], v)
+		got[st.CustomerID] = st.Fields
+		versions[st.CustomerID] = append(versions[st.CustomerID], st.Version)
 	})
 	for _, s := range want.Statuses() {
 		if got[s.CustomerID] != s.Fields {

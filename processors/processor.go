@@ -791,7 +791,8 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 		if ev.Type == walletsync.TypeObserved {
 			batch.drift[ev.Platform]++
 		}
-		out.scratch, _ = st.fold.AppendRecord(out.scratch[:0], status.CustomerID)
+		// The SPEC §4 record alone: the registers are wallet.state's.
+		out.scratch = status.AppendJSON(out.scratch[:0], true)
 		rec := out.record()
 		*rec = kgo.Record{Topic: t.Status, Partition: r.Partition, Key: r.Key, Value: out.value(out.scratch)}
 		sess.Produce(ctx, rec, promise)

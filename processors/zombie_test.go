@@ -118,11 +118,11 @@ func TestStateLoadWaitsOutAnotherOwnersOpenTransaction(t *testing.T) {
 	for try := 0; readErr != nil && try < 50; try++ {
 		versions = nil
 		_, readErr = kafka.ReadPartition(ctx, brokers, adm, topics.Status, 0, -1, func(r *kgo.Record) {
-			_, v, _, err := walletsync.ParseStatusRecord(r.Value)
+			st, err := walletsync.ParseStatus(r.Value)
 			if err != nil {
 				t.Fatal(err)
 			}
-			versions = append(versions, v)
+			versions = append(versions, st.Version)
 		})
 		if readErr != nil {
 			time.Sleep(100 * time.Millisecond)

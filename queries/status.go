@@ -71,12 +71,12 @@ func (v *StatusView) Run(ctx context.Context) error {
 				delete(v.byID, string(r.Key))
 				return
 			}
-			id, version, regs, err := walletsync.ParseStatusRecord(r.Value)
+			st, err := walletsync.ParseStatus(r.Value)
 			if err != nil {
 				v.log.Warn("unreadable status record", "partition", r.Partition, "offset", r.Offset, "err", err)
 				return
 			}
-			v.byID[id] = walletsync.Status{CustomerID: id, Fields: walletsync.FieldsOf(regs), Version: version}
+			v.byID[st.CustomerID] = st
 		})
 		v.mu.Unlock()
 	}

@@ -602,12 +602,12 @@ func (b *batch) add(r *kgo.Record, t kafka.Topics, m *SinkMetrics) {
 		if r.Value == nil {
 			return
 		}
-		id, v, regs, err := walletsync.ParseStatusRecord(r.Value)
+		st, err := walletsync.ParseStatus(r.Value)
 		if err != nil {
 			m.skipped.Inc()
 			return
 		}
-		b.statuses = append(b.statuses, walletsync.Status{CustomerID: id, Fields: walletsync.FieldsOf(regs), Version: v})
+		b.statuses = append(b.statuses, st)
 	}
 }
 

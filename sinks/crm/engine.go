@@ -442,7 +442,7 @@ func (s *state) add(r *kgo.Record) {
 		t.done(r.Offset)
 		return
 	}
-	id, version, regs, err := walletsync.ParseStatusRecord(r.Value)
+	status, err := walletsync.ParseStatus(r.Value)
 	if err != nil {
 		it := &Item{Status: walletsync.Status{CustomerID: string(r.Key)}, Key: string(r.Key), part: r.Partition, offset: r.Offset, recordVal: r.Value, lastErr: fmt.Errorf("unreadable status record: %w", err)}
 		s.deadLetterNow(it)
@@ -450,8 +450,9 @@ func (s *state) add(r *kgo.Record) {
 		return
 	}
 	now := time.Now()
+	id, version := status.CustomerID, status.Version
 	it := &Item{
-		Status: walletsync.Status{CustomerID: id, Fields: walletsync.FieldsOf(regs), Version: version},
+		Status: status,
 		Key:    id + ":" + strconv.FormatUint(version, 10),
 		part:   r.Partition, offset: r.Offset, produced: r.Timestamp, arrived: now, recordVal: r.Value,
 	}

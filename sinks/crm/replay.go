@@ -123,9 +123,9 @@ func Replay(ctx context.Context, cfg ReplayConfig, dest Destination) (ReplayRepo
 					delete(current, string(r.Key))
 					return
 				}
-				id, v, regs, err := walletsync.ParseStatusRecord(r.Value)
-				if err == nil && v >= current[id].Version {
-					current[id] = walletsync.Status{CustomerID: id, Fields: walletsync.FieldsOf(regs), Version: v}
+				st, err := walletsync.ParseStatus(r.Value)
+				if err == nil && st.Version >= current[st.CustomerID].Version {
+					current[st.CustomerID] = st
 				}
 			})
 		})

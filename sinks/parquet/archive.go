@@ -267,12 +267,11 @@ func (a *Archiver) Run(ctx context.Context) error {
 				b.events[day] = append(b.events[day], EventToRow(&ev, r.Partition, r.Offset))
 				return
 			}
-			id, v, regs, err := walletsync.ParseStatusRecord(r.Value)
+			st, err := walletsync.ParseStatus(r.Value)
 			if err != nil {
 				a.m.skipped.Inc()
 				return
 			}
-			st := walletsync.Status{CustomerID: id, Version: v, Fields: walletsync.FieldsOf(regs)}
 			day := Day(st.LastChangedAt)
 			b.statuses[day] = append(b.statuses[day], StatusToRow(&st, r.Partition, r.Offset))
 		})
