@@ -137,39 +137,6 @@ func (o *onePartition) stateRecords(t *testing.T) (customers int, markers []int6
 	return customers, markers
 }
 
-// checkStatuses compares wallet.status with the fold of evs: the last
-// record of each customer has its fields, and versions run 1, 2, 3… once.
-func (o *onePartition) checkStatuses(t *testing.T, evs []walletsync.Event) {
-	t.Helper()
-	want := walletsync.NewFold()
-	dd := walletsync.NewDeduper(0)
-	for i := range evs {
-		if !dd.Seen(evs[i].ID, 0) {
-			want.Apply(&evs[i])
-		}
-	}
-	got := map[string]walletsync.Fields{}
-	versions := map[string][]uint64{}
-	o.read(t, o.topics.Status, func(r *kgo.Record) {
-		st, err := walletsync.ParseStatus(r.Value)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[st.CustomerID] = st.Fields
-		versions[st.CustomerID] = append(versions[st.CustomerID], st.Version)
-	})
-	for _, s := range want.Statuses() {
-		if got[s.CustomerID] != s.Fields {
-			t.Errorf("customer %s: status %+v, the fold says %+v", s.CustomerID, got[s.CustomerID], s.Fields)
-		}
-		for i, v := range versions[s.CustomerID] {
-			if v != uint64(i+1) {
-				t.Fatalf("customer %s: versions %v, want 1, 2, 3, … each once", s.CustomerID, versions[s.CustomerID])
-			}
-		}
-	}
-}
-
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -227,7 +194,7 @@ func TestCheckpointedStateRecoversExactly(t *testing.T) {
 	if counter(t, regB, "walletsync_process_replayed_events_total") == 0 {
 		t.Error("the second member replayed nothing: the first one's last events were never checkpointed, so it must have")
 	}
-	o.checkStatuses(t, evs)
+	checkStatuses(t, o.topics.Status, evs, func(topic string, fn func(*kgo.Record)) { o.read(t, topic, fn) })
 }
 
 // A partition that goes quiet is still checkpointed within CheckpointEvery:

@@ -167,40 +167,10 @@ func TestCrashedProcessorsStayExact(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	// The oracle: the fold of the events in the order they were produced.
-	want := walletsync.NewFold()
-	dd := walletsync.NewDeduper(0)
+	checkStatuses(t, topics.Status, events, func(topic string, fn func(*kgo.Record)) { readAll(t, brokers, adm, topic, fn) })
 	ids := map[string]bool{}
 	for i := range events {
-		if !dd.Seen(events[i].ID, 0) {
-			want.Apply(&events[i])
-			ids[events[i].ID] = true
-		}
-	}
-
-	got := map[string]walletsync.Fields{}
-	versions := map[string][]uint64{}
-	readAll(t, brokers, adm, topics.Status, func(r *kgo.Record) {
-		st, err := walletsync.ParseStatus(r.Value)
-		if err != nil {
-			t.Fatalf("bad status record: %v", err)
-		}
-		got[st.CustomerID] = st.Fields
-		versions[st.CustomerID] = append(versions[st.CustomerID], st.Version)
-	})
-	for _, s := range want.Statuses() {
-		if got[s.CustomerID] != s.Fields {
-			t.Errorf("customer %s: status %+v, the fold says %+v", s.CustomerID, got[s.CustomerID], s.Fields)
-		}
-		vs := versions[s.CustomerID]
-		for i, v := range vs {
-			if v != uint64(i+1) {
-				t.Fatalf("customer %s: versions %v, want 1, 2, 3, … each once", s.CustomerID, vs)
-			}
-		}
-	}
-	if len(got) != want.Len() {
-		t.Errorf("%d customers on wallet.status, the fold has %d", len(got), want.Len())
+		ids[events[i].ID] = true
 	}
 	clean := map[string]int{}
 	readAll(t, brokers, adm, topics.Clean, func(r *kgo.Record) {
@@ -215,6 +185,43 @@ func TestCrashedProcessorsStayExact(t *testing.T) {
 	}
 	if len(clean) != len(ids) {
 		t.Errorf("clean topic holds %d events, want %d", len(clean), len(ids))
+	}
+}
+
+// checkStatuses compares a status topic with the fold of evs (deduplicated
+// in order): each customer's last record has the fold's fields, versions run
+// 1, 2, 3… each once, and no customer is missing or extra.
+func checkStatuses(t *testing.T, topic string, evs []walletsync.Event, read func(string, func(*kgo.Record))) {
+	t.Helper()
+	want := walletsync.NewFold()
+	dd := walletsync.NewDeduper(0)
+	for i := range evs {
+		if !dd.Seen(evs[i].ID, 0) {
+			want.Apply(&evs[i])
+		}
+	}
+	got := map[string]walletsync.Fields{}
+	versions := map[string][]uint64{}
+	read(topic, func(r *kgo.Record) {
+		st, err := walletsync.ParseStatus(r.Value)
+		if err != nil {
+			t.Fatalf("bad status record: %v", err)
+		}
+		got[st.CustomerID] = st.Fields
+		versions[st.CustomerID] = append(versions[st.CustomerID], st.Version)
+	})
+	for _, s := range want.Statuses() {
+		if got[s.CustomerID] != s.Fields {
+			t.Errorf("customer %s: status %+v, the fold says %+v", s.CustomerID, got[s.CustomerID], s.Fields)
+		}
+		for i, v := range versions[s.CustomerID] {
+			if v != uint64(i+1) {
+				t.Fatalf("customer %s: versions %v, want 1, 2, 3, … each once", s.CustomerID, versions[s.CustomerID])
+			}
+		}
+	}
+	if len(got) != len(want.Statuses()) {
+		t.Errorf("%d customers on %s, the fold has %d with a status", len(got), topic, len(want.Statuses()))
 	}
 }
 
