@@ -179,8 +179,10 @@ func newCustomer(id, passID string, p Platform) (*customer, string) {
 // use; a streaming processor keeps one Fold per partition.
 type Fold struct {
 	customers map[string]*customer
-	// changed lists the ids of the dirty customers, for TakeChanged.
+	// changed lists the ids of the dirty customers, for TakeChanged, when
+	// track is set: other users of a Fold keep no such list.
 	changed []string
+	track   bool
 }
 
 // NewFold returns an empty Fold.
@@ -258,7 +260,7 @@ func (f *Fold) ApplyBase(e *Event) (st Status, registersChanged, statusChanged b
 			base.Retention = r.retain(e, base.Delta)
 		}
 		registersChanged = true
-		if !c.dirty {
+		if f.track && !c.dirty {
 			c.dirty = true
 			f.changed = append(f.changed, e.CustomerID)
 		}
@@ -324,8 +326,13 @@ func (f *Fold) Status(customerID string) (Status, bool) {
 	return Status{CustomerID: customerID, Fields: c.fields, Version: c.version}, true
 }
 
+// TrackChanged makes the fold list the customers whose registers change,
+// for TakeChanged. It costs a list entry per changed customer until taken,
+// so only a fold whose state is persisted asks for it.
+func (f *Fold) TrackChanged() { f.track = true }
+
 // TakeChanged calls fn with every customer whose registers changed since
-// the previous call (or since the fold began), once each, and forgets them:
+// the previous call (or since TrackChanged), once each, and forgets them:
 // what a processor persists at a checkpoint.
 func (f *Fold) TakeChanged(fn func(customerID string)) {
 	for _, id := range f.changed {

@@ -615,6 +615,7 @@ func TestCheckpointAndReplayRestoreTheFold(t *testing.T) {
 	for iter := range 200 {
 		evs := randomEvents(rng, 1+rng.IntN(60))
 		a := walletsync.NewFold()
+		a.TrackChanged()
 		persisted := map[string][]byte{} // compacted wallet.state
 		last := 0                        // events before the last checkpoint
 		checkpoint := func(at int) {
@@ -646,6 +647,7 @@ func TestCheckpointAndReplayRestoreTheFold(t *testing.T) {
 			}
 		}
 		b := walletsync.NewFold()
+		b.TrackChanged()
 		for _, rec := range persisted {
 			id, v, regs, err := walletsync.ParseStatusRecord(rec)
 			if err != nil {
@@ -658,6 +660,13 @@ func TestCheckpointAndReplayRestoreTheFold(t *testing.T) {
 		}
 		for i := rng.IntN(last + 1); i < len(evs); i++ {
 			b.ApplyBase(&evs[i])
+		}
+		untracked := walletsync.NewFold()
+		for i := range evs {
+			untracked.Apply(&evs[i])
+		}
+		if untracked.Changed() != 0 {
+			t.Fatalf("a fold that does not track changes lists %d customers", untracked.Changed())
 		}
 		for _, e := range evs {
 			sa, _ := a.Status(e.CustomerID)

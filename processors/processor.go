@@ -496,6 +496,7 @@ type loadStats struct {
 func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, loadStats, error) {
 	var ls loadStats
 	st := &partState{fold: walletsync.NewFold(), dedupe: walletsync.NewDeduper(window), ckptAt: time.Now()}
+	st.fold.TrackChanged()
 	// This member writes to the partition's outputs only after loading, so
 	// a transaction open there belongs to a previous owner: expelled but
 	// still running, or dead under a transactional id nobody reuses. Read
