@@ -321,7 +321,7 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 	}
 	for part, st := range idle {
 		touched[part] = true
-		p.checkpoint(ctx, sess, st, part, promise, &batch)
+		p.checkpoint(ctx, sess, st, part, new(outputs), promise, &batch)
 	}
 	// Partitions share nothing, so each is folded on its own goroutine;
 	// records of one partition stay in order.
@@ -340,8 +340,9 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 			st, err := p.state(ctx, adm, fp.Partition)
 			var mine batchCounts
 			if err == nil {
+				var out outputs
 				if st.due(&p.cfg, time.Now()) {
-					p.checkpoint(ctx, sess, st, fp.Partition, promise, &mine)
+					p.checkpoint(ctx, sess, st, fp.Partition, &out, promise, &mine)
 				}
 				cleanPromise := func(r *kgo.Record, err error) {
 					if err != nil {
@@ -350,7 +351,6 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 					}
 					st.cleanNext.Store(r.Offset + 1)
 				}
-				var out outputs
 				for _, r := range fp.Records {
 					p.process(ctx, sess, st, r, &out, &mine, promise, cleanPromise)
 				}
@@ -412,26 +412,22 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 // records are the state as of cleanNext exactly. If the transaction
 // aborts, the state is rebuilt from Kafka, so nothing here is undone by
 // hand.
-func (p *Processor) checkpoint(ctx context.Context, sess *kgo.GroupTransactSession, st *partState, part int32, promise func(*kgo.Record, error), batch *batchCounts) {
+func (p *Processor) checkpoint(ctx context.Context, sess *kgo.GroupTransactSession, st *partState, part int32, out *outputs,
+	promise func(*kgo.Record, error), batch *batchCounts) {
 	t := p.cfg.Topics
-	// One buffer holds every value; a slice of it stays valid when it
-	// grows, since the old array lives on in the slices already taken.
-	var arena []byte
-	recs := make([]kgo.Record, 0, st.fold.Changed()+1)
 	st.fold.TakeChanged(func(id string) {
-		from := len(arena)
-		arena, _ = st.fold.AppendRecord(arena, id)
-		recs = append(recs, kgo.Record{Topic: t.State, Partition: part, Key: []byte(id), Value: arena[from:len(arena):len(arena)]})
+		out.scratch, _ = st.fold.AppendRecord(out.scratch[:0], id)
+		rec := out.record()
+		*rec = kgo.Record{Topic: t.State, Partition: part, Key: []byte(id), Value: out.value(out.scratch)}
+		sess.Produce(ctx, rec, promise)
+		batch.stateRecords++
 	})
-	next := st.cleanNext.Load()
-	recs = append(recs, kgo.Record{Topic: t.State, Partition: part, Key: []byte(checkpointKey),
-		Value: strconv.AppendInt([]byte(`{"cleanOffset":`), next, 10)})
-	recs[len(recs)-1].Value = append(recs[len(recs)-1].Value, '}')
-	for i := range recs {
-		sess.Produce(ctx, &recs[i], promise)
-	}
+	out.scratch = strconv.AppendInt(append(out.scratch[:0], `{"cleanOffset":`...), st.cleanNext.Load(), 10)
+	out.scratch = append(out.scratch, '}')
+	rec := out.record()
+	*rec = kgo.Record{Topic: t.State, Partition: part, Key: []byte(checkpointKey), Value: out.value(out.scratch)}
+	sess.Produce(ctx, rec, promise)
 	batch.checkpoints++
-	batch.stateRecords += len(recs) - 1
 	st.since, st.ckptAt, st.marked = 0, time.Now(), true
 }
 
