@@ -93,7 +93,7 @@ type registerJSON struct {
 	} `json:"o"`
 }
 
-// ParseStatusRecord reads a wallet.status record back into the customer's
+// ParseStatusRecord reads a wallet.state record (AppendStatusRecord) back into the customer's
 // id, version and registers. The six fields are not read: Fold.Restore
 // derives them from the registers.
 func ParseStatusRecord(b []byte) (customerID string, version uint64, regs []Register, err error) {
