@@ -17,8 +17,11 @@ import (
 // skipped but must still be valid JSON. A field given twice keeps its last
 // value, as encoding/json does.
 func ParseEvent(data []byte) (Event, error) {
-	var d decoder
-	d.data = data
+	d := decoder{data: data}
+	if e, ok := d.canonical(); ok {
+		return e, nil
+	}
+	d = decoder{data: data}
 	return d.parse()
 }
 
@@ -28,7 +31,37 @@ func ParseEvent(data []byte) (Event, error) {
 // stream and memory wherever events are kept. Not safe for concurrent use.
 type Decoder struct {
 	d      decoder
-	intern map[string]string
+	intern internTable
+}
+
+// internTable is the Decoder's shared values: a map, and in front of it a
+// small cache of recent values by length and end bytes, which answers most
+// lookups of a stream's few distinct values with one comparison.
+type internTable struct {
+	m      map[string]string
+	recent [64]string
+}
+
+func (t *internTable) get(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	h := (uint(len(b))*37 + uint(b[0])*7 + uint(b[len(b)-1])) & 63
+	if s := t.recent[h]; s == string(b) {
+		return s
+	}
+	s, ok := t.m[string(b)]
+	if !ok {
+		s = string(b)
+		if t.m == nil {
+			t.m = make(map[string]string)
+		}
+		if len(t.m) < maxInterned {
+			t.m[s] = s
+		}
+	}
+	t.recent[h] = s
+	return s
 }
 
 // maxInterned bounds the shared values, so that a stream of unique values
@@ -40,11 +73,8 @@ const (
 
 // Parse is ParseEvent.
 func (dec *Decoder) Parse(data []byte) (Event, error) {
-	if dec.intern == nil {
-		dec.intern = make(map[string]string)
-	}
-	dec.d = decoder{data: data, scratch: dec.d.scratch[:0], intern: dec.intern}
-	return dec.d.parse()
+	e, _, err := dec.ParseCanonical(data)
+	return e, err
 }
 
 func (d *decoder) parse() (Event, error) {
@@ -67,8 +97,9 @@ type decoder struct {
 	// syntax error always wins and the reason does not depend on luck.
 	fieldErr *ValidationError
 	scratch  []byte
-	intern   map[string]string // nil: no interning
-	nonASCII bool              // the last string read has bytes ≥ 0x80 or escapes
+	intern   *internTable // nil: no interning
+	lean     bool         // canonical: check what the fold does not read, keep none of it
+	nonASCII bool         // the last string read has bytes ≥ 0x80 or escapes
 }
 
 func (d *decoder) syntax(msg string) *ValidationError {
@@ -412,17 +443,7 @@ func (d *decoder) sharedField(field string) (string, error) {
 	if !ok || err != nil {
 		return "", err
 	}
-	if d.intern == nil || len(b) > maxInternedLen {
-		return string(b), nil
-	}
-	if s, ok := d.intern[string(b)]; ok {
-		return s, nil
-	}
-	s := string(b)
-	if len(d.intern) < maxInterned {
-		d.intern[s] = s
-	}
-	return s, nil
+	return d.share(b), nil
 }
 
 func (d *decoder) timeField(field string) (int64, error) {

@@ -2,11 +2,13 @@ package walletsync_test
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/synth"
 )
 
 const good = `{"eventId":"e1","type":"installed","platform":"apple","customerId":"c-1","occurredAt":"2026-03-01T10:00:00Z"}`
@@ -210,5 +212,57 @@ func TestEventJSONRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(ev, back) {
 			t.Errorf("round trip changed the event:\n%+v\n%+v", ev, back)
 		}
+	}
+}
+
+// The decoder's fast path takes what ingest writes, and answers as the
+// general decoder does on everything else.
+func TestCanonicalFastPath(t *testing.T) {
+	var canonical [][]byte
+	canonical = append(canonical, synth.Lines(synth.Default(20_000))...)
+	rng := rand.New(rand.NewPCG(5, 5))
+	for _, e := range randomEvents(rng, 2000) {
+		canonical = append(canonical, e.AppendJSON(nil))
+	}
+	full := walletsync.Event{ID: "é-1", Type: walletsync.TypeObserved, Platform: walletsync.PlatformGoogle, CustomerID: "Zoë <zoe@example.com>",
+		PassID: "p/1", PassType: "gift card", OccurredAt: 1772359200123, Installed: true, InstalledAt: 1772359100000, Source: "backfill",
+		Registration: &walletsync.Registration{Medium: "qr", Origin: "https://x.example/a?b=c", UserAgent: "Mozilla/5.0 (iPhone)",
+			Tags: []string{"", "a", "日本"}, ActiveCount: 0, TotalCount: 9223372036854775807, HasActiveCount: true, HasTotalCount: true}}
+	for _, r := range []*walletsync.Registration{full.Registration, {}, {Tags: []string{}}, {TotalCount: 3, HasTotalCount: true}, {UserAgent: "u"}} {
+		e := full
+		e.Registration = r
+		canonical = append(canonical, e.AppendJSON(nil))
+	}
+	e := full
+	e.Installed, e.InstalledAt, e.Registration, e.Source, e.PassType, e.PassID = false, 0, nil, "", "", ""
+	canonical = append(canonical, e.AppendJSON(nil))
+	dec := new(walletsync.Decoder)
+	for _, line := range canonical {
+		ev, ok, err := dec.ParseCanonical(line)
+		if err != nil || !ok {
+			t.Fatalf("%s: canonical %v, %v", line, ok, err)
+		}
+		checkCanonicalPath(t, line, ev, err)
+	}
+
+	// Not canonical: the same event (or error) through the general path.
+	base := string(full.AppendJSON(nil))
+	for _, in := range []string{
+		" " + base, base + "\n", strings.Replace(base, `,"type"`, ` ,"type"`, 1),
+		strings.Replace(base, `.123Z`, `.123+00:00`, 1), strings.Replace(base, `00.123Z`, `00.1230Z`, 1),
+		strings.Replace(base, `"p/1"`, `"p\/1"`, 1), strings.Replace(base, `"é-1"`, `"\u00e9-1"`, 1),
+		strings.Replace(base, `"totalCount":9223372036854775807`, `"totalCount":9223372036854775808`, 1),
+		strings.Replace(base, `"activeCount":0`, `"activeCount":-0`, 1),
+		strings.Replace(base, `"passId":"p/1"`, `"passId":""`, 1), strings.Replace(base, `,"passId":"p/1"`, ``, 1),
+		strings.Replace(base, `"source":"backfill"`, `"source":"backfill","source":"x"`, 1),
+		strings.Replace(base, `"installed":true`, `"installed":false`, 1), // installedAt on a not-installed observation: allowed
+		strings.Replace(base, `"observed"`, `"installed"`, 1),             // installed fields on an install: ignored
+		strings.Replace(base, `2026-03-01T10:00:00.123Z`, `2126-03-01T10:00:00.123Z`, 1),
+		strings.Replace(base, `"qr"`, "\"q\xffr\"", 1), strings.Replace(base, `"gift card"`, "\"gift\tcard\"", 1),
+		strings.Replace(base, `"tags":["","a","日本"]`, `"tags":["",]`, 1),
+		base[:len(base)-1], base + "}",
+	} {
+		ev, err := walletsync.ParseEvent([]byte(in))
+		checkCanonicalPath(t, []byte(in), ev, err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/synth"
 )
 
 // FuzzParseEvent: no input panics; whatever is accepted is valid JSON, valid
@@ -31,8 +32,14 @@ func FuzzParseEvent(f *testing.F) {
 			f.Add(l)
 		}
 	}
+	// Canonical lines, as ingest writes them, for the decoder's fast path.
+	for _, l := range synth.Lines(synth.Default(40))[:8] {
+		f.Add(l)
+	}
+	f.Add([]byte(`{"eventId":"é","type":"observed","platform":"google","customerId":"c","passId":"p","passType":"t","occurredAt":"2026-03-01T10:00:00.123Z","installed":true,"installedAt":"2026-03-01T09:00:00.000Z","source":"s","registration":{"medium":"m","origin":"o","userAgent":"u","tags":["a",""],"activeCount":0,"totalCount":12}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ev, err := walletsync.ParseEvent(data)
+		checkCanonicalPath(t, data, ev, err)
 		if err != nil {
 			ve, ok := err.(*walletsync.ValidationError)
 			if !ok {
@@ -59,6 +66,43 @@ func FuzzParseEvent(f *testing.F) {
 			t.Fatalf("round trip changed the event:\n%+v\n%+v", ev, back)
 		}
 	})
+}
+
+// checkCanonicalPath holds the fast path of the decoder to the general
+// one: the same event or the same error, whichever path answered; input it
+// calls canonical is exactly AppendJSON's output; and it takes every
+// canonical input without escapes (those are left to the general path).
+func checkCanonicalPath(t *testing.T, data []byte, ev walletsync.Event, err error) {
+	t.Helper()
+	gev, gerr := walletsync.ParseEventGeneral(data)
+	if (err == nil) != (gerr == nil) || (err != nil && err.Error() != gerr.Error()) || (err == nil && !reflect.DeepEqual(ev, gev)) {
+		t.Fatalf("%q: ParseEvent %+v, %v; general decoder %+v, %v", data, ev, err, gev, gerr)
+	}
+	cev, canonical, cerr := new(walletsync.Decoder).ParseCanonical(data)
+	if (cerr == nil) != (gerr == nil) || (cerr == nil && !reflect.DeepEqual(cev, gev)) {
+		t.Fatalf("%q: ParseCanonical %+v, %v; general decoder %+v, %v", data, cev, cerr, gev, gerr)
+	}
+	lev, leanCanonical, lerr := new(walletsync.Decoder).ParseLean(data)
+	want := gev
+	if leanCanonical {
+		want.PassType, want.Source, want.Registration = "", "", nil
+	}
+	if (lerr == nil) != (gerr == nil) || leanCanonical != canonical || (lerr == nil && !reflect.DeepEqual(lev, want)) {
+		t.Fatalf("%q: ParseLean %+v, %v, %v; general decoder %+v, %v", data, lev, leanCanonical, lerr, gev, gerr)
+	}
+	if gerr != nil {
+		if canonical {
+			t.Fatalf("%q: rejected (%v) but called canonical", data, gerr)
+		}
+		return
+	}
+	isCanonical := bytes.Equal(gev.AppendJSON(nil), data)
+	if canonical && !isCanonical {
+		t.Fatalf("%q called canonical; AppendJSON writes %s", data, gev.AppendJSON(nil))
+	}
+	if isCanonical && !canonical && !bytes.Contains(data, []byte{'\\'}) {
+		t.Fatalf("%q is canonical, but the fast path did not take it", data)
+	}
 }
 
 // FuzzParseTime: whatever ParseTime accepts, the time package reads as the

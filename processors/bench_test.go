@@ -117,7 +117,7 @@ func txnCopy(b *testing.B, brokers []string, adm *kadm.Client, n int, parse bool
 			wg.Go(func() {
 				for _, r := range fp.Records {
 					if parse {
-						if _, err := dec.Parse(r.Value); err != nil {
+						if _, _, err := dec.ParseLean(r.Value); err != nil {
 							panic(err)
 						}
 					}

@@ -5,7 +5,6 @@
 package processors
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -597,7 +596,7 @@ func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Cli
 		}
 		var dec walletsync.Decoder
 		ls.replayed, err = kafka.ReadPartition(ctx, brokers, adm, t.Clean, part, replayFrom, func(r *kgo.Record) {
-			ev, err := dec.Parse(r.Value)
+			ev, _, err := dec.ParseLean(r.Value) // the fold reads no more
 			if err != nil {
 				badRecords++
 				return
@@ -724,7 +723,10 @@ func (o *outputs) value(b []byte) []byte {
 func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession, st *partState, r *kgo.Record, out *outputs,
 	batch *batchCounts, promise, cleanPromise func(*kgo.Record, error)) {
 	t := p.cfg.Topics
-	ev, err := st.dec.Parse(r.Value)
+	// Ingest writes canonical events, so the input usually is the clean
+	// record already: it is passed on as it is, and only what the fold
+	// reads is decoded out of it.
+	ev, canonical, err := st.dec.ParseLean(r.Value)
 	if err == nil && string(r.Key) != ev.CustomerID {
 		// The fold of a customer lives in one partition; a record keyed
 		// otherwise may sit in another customer's partition.
@@ -760,11 +762,9 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 	}
 	batch.events++
 	status, regsChanged, changed, base := st.fold.ApplyBase(&ev)
-	// Ingest writes canonical events, so the input usually is the clean
-	// record already and is passed on as it is.
-	out.scratch = ev.AppendJSON(out.scratch[:0])
 	clean := r.Value
-	if !bytes.Equal(out.scratch, r.Value) {
+	if !canonical {
+		out.scratch = ev.AppendJSON(out.scratch[:0])
 		clean = out.value(out.scratch)
 	}
 	headers := out.headerSlots(3)

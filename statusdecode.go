@@ -1,0 +1,483 @@
+package walletsync
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// The status and state records are read by a purpose-made decoder, like
+// events: a restart reads every customer's state record, and with
+// encoding/json that alone took most of the recovery's time.
+
+// openObject expects an object and reports whether it is empty ({}), which
+// it then consumes whole.
+func (d *decoder) openObject() (empty bool, err error) {
+	d.ws()
+	if d.pos >= len(d.data) || d.data[d.pos] != '{' {
+		return false, d.syntax("invalid JSON: expected an object")
+	}
+	d.pos++
+	d.ws()
+	if d.pos < len(d.data) && d.data[d.pos] == '}' {
+		d.pos++
+		return true, nil
+	}
+	return false, nil
+}
+
+// fieldName reads a field name and its ':', leaving pos at the value. The
+// name is valid until the next string is read.
+func (d *decoder) fieldName() ([]byte, error) {
+	d.ws()
+	key, ok := d.rawString()
+	if !ok {
+		return nil, d.syntax("invalid JSON: expected a field name")
+	}
+	d.ws()
+	if d.pos >= len(d.data) || d.data[d.pos] != ':' {
+		return nil, d.syntax("invalid JSON: expected ':'")
+	}
+	d.pos++
+	d.ws()
+	return key, nil
+}
+
+// fieldEnd consumes what follows a field's value and reports whether the
+// object ended.
+func (d *decoder) fieldEnd() (end bool, err error) {
+	d.ws()
+	if d.pos >= len(d.data) {
+		return false, d.syntax("invalid JSON: unterminated object")
+	}
+	switch d.data[d.pos] {
+	case '}':
+		d.pos++
+		return true, nil
+	case ',':
+		d.pos++
+		return false, nil
+	}
+	return false, d.syntax("invalid JSON: expected ',' or '}'")
+}
+
+// end checks that nothing but whitespace follows the top-level value.
+func (d *decoder) end() error {
+	d.ws()
+	if d.pos != len(d.data) {
+		return d.syntax("invalid JSON: trailing data after the object")
+	}
+	return nil
+}
+
+// recordString reads a string or null ("") of a status or state record.
+// Records are written from valid events, so invalid UTF-8 means a corrupt
+// record.
+func (d *decoder) recordString(field string) (string, error) {
+	if d.isNull() {
+		return "", nil
+	}
+	b, ok := d.rawString()
+	if !ok {
+		return "", fmt.Errorf("%s: %w", field, d.syntax("invalid JSON: expected a string"))
+	}
+	if d.nonASCII && !utf8.Valid(b) {
+		return "", fmt.Errorf("%s: invalid UTF-8", field)
+	}
+	return string(b), nil
+}
+
+// optionalString is recordString that tells null from "".
+func (d *decoder) optionalString(field string) (*string, error) {
+	if d.isNull() {
+		return nil, nil
+	}
+	s, err := d.recordString(field)
+	return &s, err
+}
+
+// recordTime reads a time string or null (0).
+func (d *decoder) recordTime(field string) (int64, error) {
+	if d.isNull() {
+		return 0, nil
+	}
+	b, ok := d.rawString()
+	if !ok {
+		return 0, fmt.Errorf("%s: %w", field, d.syntax("invalid JSON: expected a string"))
+	}
+	at, err := ParseTime(b)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", field, err)
+	}
+	return at, nil
+}
+
+// recordInt reads an integer or null (0); unsigned refuses a sign.
+func (d *decoder) recordInt(field string, unsigned bool) (int64, uint64, error) {
+	if d.isNull() {
+		return 0, 0, nil
+	}
+	start := d.pos
+	if err := d.number(); err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", field, err)
+	}
+	raw := d.data[start:d.pos]
+	if unsigned {
+		n, err := strconv.ParseUint(string(raw), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: not an unsigned integer: %s", field, quoteValue(string(raw)))
+		}
+		return 0, n, nil
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: not an integer: %s", field, quoteValue(string(raw)))
+	}
+	return n, 0, nil
+}
+
+// recordBool reads true, false or null (false).
+func (d *decoder) recordBool(field string) (bool, error) {
+	switch v, err := d.boolField(field); {
+	case err != nil:
+		return false, err
+	case d.fieldErr != nil:
+		return false, d.fieldErr
+	default:
+		return v == 1, nil
+	}
+}
+
+// ParseStatusRecord reads a wallet.state record (AppendStatusRecord) back
+// into the customer's id, version and registers. The six fields are not
+// read: Fold.Restore derives them from the registers. Unknown fields are
+// skipped, null reads as absent, and a field given twice keeps its last
+// value.
+func ParseStatusRecord(b []byte) (customerID string, version uint64, regs []Register, err error) {
+	d := decoder{data: b}
+	customerID, version, regs, err = d.stateRecord()
+	if err != nil {
+		if customerID != "" {
+			return "", 0, nil, fmt.Errorf("status record %q: %w", customerID, err)
+		}
+		return "", 0, nil, fmt.Errorf("status record: %w", err)
+	}
+	return customerID, version, regs, nil
+}
+
+func (d *decoder) stateRecord() (id string, version uint64, regs []Register, err error) {
+	end, err := d.openObject()
+	for !end && err == nil {
+		var key []byte
+		if key, err = d.fieldName(); err != nil {
+			break
+		}
+		switch string(key) {
+		case "customerId":
+			id, err = d.recordString("customerId")
+		case "version":
+			_, version, err = d.recordInt("version", true)
+		case "registers":
+			regs, err = d.registers()
+		default:
+			err = d.skip(0)
+		}
+		if err == nil {
+			end, err = d.fieldEnd()
+		}
+	}
+	if err == nil {
+		err = d.end()
+	}
+	if err == nil && id == "" {
+		err = errors.New("no customerId")
+	}
+	return id, version, regs, err
+}
+
+func (d *decoder) registers() ([]Register, error) {
+	if d.isNull() {
+		return nil, nil
+	}
+	if d.pos >= len(d.data) || d.data[d.pos] != '[' {
+		return nil, errors.New("registers: not an array")
+	}
+	d.pos++
+	d.ws()
+	regs := make([]Register, 0, 1)
+	if d.pos < len(d.data) && d.data[d.pos] == ']' {
+		d.pos++
+		return regs, nil
+	}
+	for {
+		reg, err := d.register()
+		if err != nil {
+			return nil, err
+		}
+		regs = append(regs, reg)
+		d.ws()
+		if d.pos >= len(d.data) {
+			return nil, d.syntax("invalid JSON: unterminated array")
+		}
+		c := d.data[d.pos]
+		d.pos++
+		if c == ']' {
+			return regs, nil
+		}
+		if c != ',' {
+			d.pos--
+			return nil, d.syntax("invalid JSON: expected ',' or ']'")
+		}
+		d.ws()
+	}
+}
+
+func (d *decoder) register() (Register, error) {
+	var (
+		reg      Register
+		platform string
+		hasE     bool
+		eType    string
+		installs []int64
+		hasInst  bool
+	)
+	end, err := d.openObject()
+	for !end && err == nil {
+		var key []byte
+		if key, err = d.fieldName(); err != nil {
+			break
+		}
+		switch string(key) {
+		case "passId":
+			reg.PassID, err = d.recordString("register passId")
+		case "platform":
+			platform, err = d.recordString("register platform")
+		case "e":
+			if d.isNull() {
+				hasE, reg.EID, reg.EAt, eType = false, "", 0, ""
+				break
+			}
+			hasE = true
+			reg.EID, eType, reg.EAt, err = d.registerE()
+		case "installs":
+			installs, hasInst, err = d.installs()
+		case "o":
+			if d.isNull() {
+				reg.OID, reg.OAt, reg.OInstalled, reg.OInstalledAt = "", 0, false, 0
+				break
+			}
+			err = d.registerO(&reg)
+			if err == nil && reg.OID == "" {
+				err = errors.New("bad register O: no eventId")
+			}
+		default:
+			err = d.skip(1)
+		}
+		if err == nil {
+			end, err = d.fieldEnd()
+		}
+	}
+	if err != nil {
+		return reg, err
+	}
+	switch platform {
+	case "apple":
+		reg.Platform = PlatformApple
+	case "google":
+		reg.Platform = PlatformGoogle
+	default:
+		return reg, fmt.Errorf("register platform %s", strconv.Quote(platform))
+	}
+	if hasE {
+		if reg.EID == "" || reg.EAt == 0 {
+			return reg, errors.New("bad register E: no eventId or occurredAt")
+		}
+		reg.EUninstalled = eType == "uninstalled"
+		if !hasInst {
+			reg.InstallsUnknown = true
+		} else if len(installs) > 0 {
+			reg.Installs = installs
+		}
+	}
+	if reg.EID == "" && reg.OID == "" {
+		return reg, errors.New("empty register")
+	}
+	return reg, nil
+}
+
+func (d *decoder) registerE() (id, typ string, at int64, err error) {
+	end, err := d.openObject()
+	for !end && err == nil {
+		var key []byte
+		if key, err = d.fieldName(); err != nil {
+			break
+		}
+		switch string(key) {
+		case "eventId":
+			id, err = d.recordString("register E eventId")
+		case "type":
+			typ, err = d.recordString("register E type")
+		case "occurredAt":
+			at, err = d.recordTime("register E occurredAt")
+		default:
+			err = d.skip(2)
+		}
+		if err == nil {
+			end, err = d.fieldEnd()
+		}
+	}
+	return id, typ, at, err
+}
+
+func (d *decoder) registerO(reg *Register) error {
+	reg.OID, reg.OAt, reg.OInstalled, reg.OInstalledAt = "", 0, false, 0
+	end, err := d.openObject()
+	for !end && err == nil {
+		var key []byte
+		if key, err = d.fieldName(); err != nil {
+			break
+		}
+		switch string(key) {
+		case "eventId":
+			reg.OID, err = d.recordString("register O eventId")
+		case "installed":
+			reg.OInstalled, err = d.recordBool("register O installed")
+		case "installedAt":
+			reg.OInstalledAt, err = d.recordTime("register O installedAt")
+		case "occurredAt":
+			reg.OAt, err = d.recordTime("register O occurredAt")
+		default:
+			err = d.skip(2)
+		}
+		if err == nil {
+			end, err = d.fieldEnd()
+		}
+	}
+	if err == nil && reg.OAt == 0 {
+		err = errors.New("bad register O: no occurredAt")
+	}
+	return err
+}
+
+// installs reads the array of install times; present tells [] from an
+// absent or null one, which marks a record written before registers kept
+// them.
+func (d *decoder) installs() (at []int64, present bool, err error) {
+	if d.isNull() {
+		return nil, false, nil
+	}
+	if d.pos >= len(d.data) || d.data[d.pos] != '[' {
+		return nil, false, errors.New("register installs: not an array")
+	}
+	d.pos++
+	d.ws()
+	if d.pos < len(d.data) && d.data[d.pos] == ']' {
+		d.pos++
+		return nil, true, nil
+	}
+	for {
+		d.ws()
+		n, _, err := d.recordInt("register installs", false)
+		if err != nil {
+			return nil, false, err
+		}
+		at = append(at, n)
+		d.ws()
+		if d.pos >= len(d.data) {
+			return nil, false, d.syntax("invalid JSON: unterminated array")
+		}
+		c := d.data[d.pos]
+		d.pos++
+		if c == ']' {
+			return at, true, nil
+		}
+		if c != ',' {
+			d.pos--
+			return nil, false, d.syntax("invalid JSON: expected ',' or ']'")
+		}
+	}
+}
+
+// ParseStatus reads a wallet.status record (SPEC §4): the customer, its six
+// fields and version. Anything else in the record (registers, in records of
+// earlier versions) is skipped. The processors write wallet.status records
+// without registers; their state lives in wallet.state.
+func ParseStatus(b []byte) (Status, error) {
+	d := decoder{data: b}
+	s, err := d.status()
+	if err != nil {
+		if s.CustomerID != "" {
+			return Status{}, fmt.Errorf("status record %q: %w", s.CustomerID, err)
+		}
+		return Status{}, fmt.Errorf("status record: %w", err)
+	}
+	return s, nil
+}
+
+func (d *decoder) status() (s Status, err error) {
+	// nil: null or absent
+	var wallet, last *string
+	end, err := d.openObject()
+	for !end && err == nil {
+		var key []byte
+		if key, err = d.fieldName(); err != nil {
+			break
+		}
+		switch string(key) {
+		case "customerId":
+			s.CustomerID, err = d.recordString("customerId")
+		case "walletStatus":
+			wallet, err = d.optionalString("walletStatus")
+		case "appleWalletInstalledAt":
+			s.AppleInstalledAt, err = d.recordTime("appleWalletInstalledAt")
+		case "googleWalletInstalledAt":
+			s.GoogleInstalledAt, err = d.recordTime("googleWalletInstalledAt")
+		case "walletLastChangedAt":
+			s.LastChangedAt, err = d.recordTime("walletLastChangedAt")
+		case "walletLastEvent":
+			last, err = d.optionalString("walletLastEvent")
+		case "version":
+			_, s.Version, err = d.recordInt("version", true)
+		default:
+			err = d.skip(0)
+		}
+		if err == nil {
+			end, err = d.fieldEnd()
+		}
+	}
+	if err == nil {
+		err = d.end()
+	}
+	if err != nil {
+		return s, err
+	}
+	if s.CustomerID == "" {
+		return s, errors.New("no customerId")
+	}
+	if wallet == nil {
+		return s, errors.New("missing walletStatus")
+	}
+	switch *wallet {
+	case "none":
+	case "apple":
+		s.Wallet = WalletApple
+	case "google":
+		s.Wallet = WalletGoogle
+	case "both":
+		s.Wallet = WalletBoth
+	default:
+		return s, fmt.Errorf("walletStatus %s", quoteValue(*wallet))
+	}
+	if last != nil {
+		switch *last {
+		case "installed":
+			s.LastEvent = LastInstalled
+		case "uninstalled":
+			s.LastEvent = LastUninstalled
+		default:
+			return s, fmt.Errorf("walletLastEvent %s", quoteValue(*last))
+		}
+	}
+	return s, nil
+}
