@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -81,6 +82,7 @@ func BenchmarkIngestNDJSON(b *testing.B) {
 						if err != nil || resp.StatusCode != 200 {
 							panic(fmt.Sprint(err, resp.Status))
 						}
+						_, _ = io.Copy(io.Discard, resp.Body) // keeps the connection alive
 						resp.Body.Close()
 					}
 				}()
@@ -128,6 +130,9 @@ func BenchmarkWebhook(b *testing.B) {
 					if err != nil || resp.StatusCode != 200 {
 						panic(fmt.Sprint(err, resp))
 					}
+					// Drained, so the connection is kept alive and reused,
+					// as a webhook sender's is.
+					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 					mine = append(mine, time.Since(start))
 				}
