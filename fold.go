@@ -183,6 +183,8 @@ type Fold struct {
 	// track is set: other users of a Fold keep no such list.
 	changed []string
 	track   bool
+	// retention is the block ApplyBase's RetentionChanges are cut from.
+	retention []RetentionChange
 }
 
 // NewFold returns an empty Fold.
@@ -257,7 +259,7 @@ func (f *Fold) ApplyBase(e *Event) (st Status, registersChanged, statusChanged b
 	if r.apply(e) {
 		if e.Type != TypeObserved && !r.InstallsUnknown {
 			base = BaseChange{Delta: b2i(e.Type == TypeInstalled) - b2i(wasInstalled), Known: true}
-			base.Retention = r.retain(e, base.Delta)
+			base.Retention = r.retain(e, base.Delta, f)
 		}
 		registersChanged = true
 		if f.track && !c.dirty {
@@ -276,13 +278,16 @@ func (f *Fold) ApplyBase(e *Event) (st Status, registersChanged, statusChanged b
 // retain applies an event arriving in order (so after every install in
 // r.Installs) to the retention of those installs, and records it when it
 // is one. Installs whose longest window has closed are let go.
-func (r *Register) retain(e *Event, delta int8) []RetentionChange {
+func (r *Register) retain(e *Event, delta int8, f *Fold) []RetentionChange {
 	if len(r.Installs) == 0 && e.Type != TypeInstalled {
 		return nil
 	}
 	days := RetentionDays()
-	var out []RetentionChange
-	keep := make([]int64, 0, len(r.Installs)+1)
+	var buf [8]RetentionChange
+	out := buf[:0]
+	// Filtered in place: the register alone holds its Installs (Registers
+	// copies them, Restore takes them over).
+	keep := r.Installs[:0]
 	for _, at := range r.Installs {
 		if delta != 0 {
 			var d [3]int8
@@ -307,7 +312,24 @@ func (r *Register) retain(e *Event, delta int8) []RetentionChange {
 		keep = nil
 	}
 	r.Installs = keep
-	return out
+	return f.keepRetention(out)
+}
+
+// keepRetention copies an event's retention changes into the fold's
+// current block, so that the changes of most events cost no allocation of
+// their own. Each slice is capped at its length: a caller may keep and
+// even append to it.
+func (f *Fold) keepRetention(rc []RetentionChange) []RetentionChange {
+	n := len(rc)
+	if n == 0 {
+		return nil
+	}
+	if cap(f.retention)-len(f.retention) < n {
+		f.retention = make([]RetentionChange, 0, max(256, n))
+	}
+	start := len(f.retention)
+	f.retention = append(f.retention, rc...)
+	return f.retention[start : start+n : start+n]
 }
 
 func b2i(b bool) int8 {
@@ -362,15 +384,21 @@ func (f *Fold) AppendRecord(dst []byte, customerID string) (_ []byte, ok bool) {
 
 // Registers returns a copy of a customer's registers, for persisting state.
 func (f *Fold) Registers(customerID string) []Register {
-	if c, ok := f.customers[customerID]; ok {
-		return slices.Clone(c.regs)
+	c, ok := f.customers[customerID]
+	if !ok {
+		return nil
 	}
-	return nil
+	regs := slices.Clone(c.regs)
+	for i := range regs {
+		regs[i].Installs = slices.Clone(regs[i].Installs)
+	}
+	return regs
 }
 
 // Restore replaces a customer's state with persisted registers and version,
 // as a processor does when it takes over a partition. The fields are derived
-// again from the registers rather than trusted.
+// again from the registers rather than trusted. The fold takes the
+// registers' Installs over: the caller must not change them afterwards.
 func (f *Fold) Restore(customerID string, version uint64, regs []Register) Status {
 	if len(regs) == 0 {
 		delete(f.customers, customerID)

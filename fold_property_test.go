@@ -677,3 +677,60 @@ func TestCheckpointAndReplayRestoreTheFold(t *testing.T) {
 		}
 	}
 }
+
+// The registers Registers returns, and the retention changes ApplyBase
+// returns, are the caller's: later events do not change them, though the
+// fold keeps its install times in place and cuts the changes from shared
+// blocks.
+func TestFoldResultsAreTheCallers(t *testing.T) {
+	const day = 86_400_000
+	base := int64(1772359200000)
+	f := walletsync.NewFold()
+	ev := func(i int, typ walletsync.EventType) walletsync.Event {
+		return walletsync.Event{ID: fmt.Sprintf("e%03d", i), Type: typ, Platform: walletsync.PlatformApple, CustomerID: "c", OccurredAt: base + int64(i)*day/2}
+	}
+	var kept [][]walletsync.RetentionChange
+	var want [][]walletsync.RetentionChange
+	var regs [][]walletsync.Register
+	var wantRegs [][]walletsync.Register
+	var extended [][]walletsync.RetentionChange
+	for i := range 400 {
+		typ := walletsync.TypeInstalled
+		if i%3 == 1 {
+			typ = walletsync.TypeUninstalled
+		}
+		e := ev(i, typ)
+		_, _, _, bc := f.ApplyBase(&e)
+		kept = append(kept, bc.Retention)
+		want = append(want, slices.Clone(bc.Retention))
+		r := f.Registers("c")
+		regs = append(regs, r)
+		deep := slices.Clone(r)
+		for k := range deep {
+			deep[k].Installs = slices.Clone(deep[k].Installs)
+		}
+		wantRegs = append(wantRegs, deep)
+		if len(bc.Retention) > 0 {
+			// A caller may append to what it was given.
+			ext := append(bc.Retention, walletsync.RetentionChange{InstallAt: -int64(i)})
+			extended = append(extended, ext)
+		}
+	}
+	for i := range kept {
+		if !reflect.DeepEqual(kept[i], want[i]) {
+			t.Fatalf("event %d: retention changes became %+v, were %+v", i, kept[i], want[i])
+		}
+		if !reflect.DeepEqual(regs[i], wantRegs[i]) {
+			t.Fatalf("event %d: registers became %+v, were %+v", i, regs[i], wantRegs[i])
+		}
+	}
+	for _, ext := range extended {
+		last := ext[len(ext)-1]
+		if last.InstallAt > 0 || !reflect.DeepEqual(ext[:len(ext)-1], want[-last.InstallAt]) {
+			t.Fatalf("a caller's extended changes became %+v", ext)
+		}
+	}
+	if len(wantRegs[399][0].Installs) < 2 {
+		t.Fatalf("the test needs installs kept across events: %+v", wantRegs[399])
+	}
+}
