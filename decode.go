@@ -126,6 +126,92 @@ func (d *decoder) ws() {
 	}
 }
 
+// object reads an object, calling field with each field name and pos at
+// its value, which field must consume. The name is valid until the next
+// string is read.
+func (d *decoder) object(field func(key []byte) error) error {
+	d.ws()
+	if d.pos >= len(d.data) || d.data[d.pos] != '{' {
+		return d.syntax("invalid JSON: expected an object")
+	}
+	d.pos++
+	d.ws()
+	if d.pos < len(d.data) && d.data[d.pos] == '}' {
+		d.pos++
+		return nil
+	}
+	for {
+		d.ws()
+		key, ok := d.rawString()
+		if !ok {
+			return d.syntax("invalid JSON: expected a field name")
+		}
+		d.ws()
+		if d.pos >= len(d.data) || d.data[d.pos] != ':' {
+			return d.syntax("invalid JSON: expected ':'")
+		}
+		d.pos++
+		d.ws()
+		if err := field(key); err != nil {
+			return err
+		}
+		if end, err := d.after('}', "object"); end || err != nil {
+			return err
+		}
+	}
+}
+
+// array reads the array whose '[' is at pos, calling elem with pos at
+// each element, which elem must consume.
+func (d *decoder) array(elem func() error) error {
+	d.pos++
+	d.ws()
+	if d.pos < len(d.data) && d.data[d.pos] == ']' {
+		d.pos++
+		return nil
+	}
+	for {
+		d.ws()
+		if err := elem(); err != nil {
+			return err
+		}
+		if end, err := d.after(']', "array"); end || err != nil {
+			return err
+		}
+	}
+}
+
+// after consumes the ',' or the closing byte that follows a value in an
+// object or array, and reports whether it was the closing one.
+func (d *decoder) after(closing byte, what string) (closed bool, err error) {
+	d.ws()
+	if d.pos >= len(d.data) {
+		return false, d.syntax("invalid JSON: unterminated " + what)
+	}
+	switch d.data[d.pos] {
+	case closing:
+		d.pos++
+		return true, nil
+	case ',':
+		d.pos++
+		return false, nil
+	}
+	return false, d.syntax("invalid JSON: expected ',' or '" + string(closing) + "'")
+}
+
+// document reads the whole input as one object (object), with nothing but
+// whitespace after it.
+func (d *decoder) document(field func(key []byte) error) error {
+	if err := d.object(field); err != nil {
+		return err
+	}
+	d.ws()
+	if d.pos != len(d.data) {
+		return d.syntax("invalid JSON: trailing data after the object")
+	}
+	return nil
+}
+
 func (d *decoder) event() (Event, error) {
 	var (
 		e           Event
@@ -134,99 +220,61 @@ func (d *decoder) event() (Event, error) {
 		installed   = -1 // -1 absent, 0 false, 1 true
 		installedAt int64
 	)
-	d.ws()
-	if d.pos >= len(d.data) || d.data[d.pos] != '{' {
-		return e, d.syntax("invalid JSON: expected an object")
-	}
-	d.pos++
-	d.ws()
-	if d.pos < len(d.data) && d.data[d.pos] == '}' {
-		d.pos++
-	} else {
-		for {
-			d.ws()
-			key, ok := d.rawString()
-			if !ok {
-				return e, d.syntax("invalid JSON: expected a field name")
-			}
-			d.ws()
-			if d.pos >= len(d.data) || d.data[d.pos] != ':' {
-				return e, d.syntax("invalid JSON: expected ':'")
-			}
-			d.pos++
-			d.ws()
-			var err error
-			switch string(key) {
-			case "eventId":
-				e.ID, err = d.stringField("eventId")
-			case "type":
-				var b []byte
-				b, _, err = d.bytesField("type")
-				switch e.Type, typeErr = 0, ""; string(b) {
-				case "installed":
-					e.Type = TypeInstalled
-				case "uninstalled":
-					e.Type = TypeUninstalled
-				case "observed":
-					e.Type = TypeObserved
-				default:
-					if b != nil {
-						typeErr = quoteValue(string(b))
-					}
-				}
-			case "platform":
-				var b []byte
-				b, _, err = d.bytesField("platform")
-				switch e.Platform, platErr = 0, ""; string(b) {
-				case "apple":
-					e.Platform = PlatformApple
-				case "google":
-					e.Platform = PlatformGoogle
-				default:
-					if b != nil {
-						platErr = quoteValue(string(b))
-					}
-				}
-			case "customerId":
-				e.CustomerID, err = d.stringField("customerId")
-			case "passId":
-				e.PassID, err = d.stringField("passId")
-			case "passType":
-				e.PassType, err = d.sharedField("passType")
-			case "source":
-				e.Source, err = d.sharedField("source")
-			case "occurredAt":
-				e.OccurredAt, err = d.timeField("occurredAt")
-			case "installedAt":
-				installedAt, err = d.timeField("installedAt")
+	err := d.document(func(key []byte) (err error) {
+		switch string(key) {
+		case "eventId":
+			e.ID, err = d.stringField("eventId")
+		case "type":
+			var b []byte
+			b, _, err = d.bytesField("type")
+			switch e.Type, typeErr = 0, ""; string(b) {
 			case "installed":
-				installed, err = d.boolField("installed")
-			case "registration":
-				e.Registration, err = d.registration()
+				e.Type = TypeInstalled
+			case "uninstalled":
+				e.Type = TypeUninstalled
+			case "observed":
+				e.Type = TypeObserved
 			default:
-				err = d.skip(0)
+				if b != nil {
+					typeErr = quoteValue(string(b))
+				}
 			}
-			if err != nil {
-				return e, err
+		case "platform":
+			var b []byte
+			b, _, err = d.bytesField("platform")
+			switch e.Platform, platErr = 0, ""; string(b) {
+			case "apple":
+				e.Platform = PlatformApple
+			case "google":
+				e.Platform = PlatformGoogle
+			default:
+				if b != nil {
+					platErr = quoteValue(string(b))
+				}
 			}
-			d.ws()
-			if d.pos >= len(d.data) {
-				return e, d.syntax("invalid JSON: unterminated object")
-			}
-			c := d.data[d.pos]
-			d.pos++
-			if c == '}' {
-				break
-			}
-			if c != ',' {
-				d.pos--
-				return e, d.syntax("invalid JSON: expected ',' or '}'")
-			}
+		case "customerId":
+			e.CustomerID, err = d.stringField("customerId")
+		case "passId":
+			e.PassID, err = d.stringField("passId")
+		case "passType":
+			e.PassType, err = d.sharedField("passType")
+		case "source":
+			e.Source, err = d.sharedField("source")
+		case "occurredAt":
+			e.OccurredAt, err = d.timeField("occurredAt")
+		case "installedAt":
+			installedAt, err = d.timeField("installedAt")
+		case "installed":
+			installed, err = d.boolField("installed")
+		case "registration":
+			e.Registration, err = d.registration()
+		default:
+			err = d.skip(0)
 		}
-	}
-	d.ws()
-	if d.pos != len(d.data) {
-		return e, d.syntax("invalid JSON: trailing data after the object")
+		return err
+	})
+	if err != nil {
+		return e, err
 	}
 	if d.fieldErr != nil {
 		return e, d.fieldErr
@@ -501,25 +549,7 @@ func (d *decoder) registration() (*Registration, error) {
 		return nil, d.skip(0)
 	}
 	r := &Registration{}
-	d.pos++
-	d.ws()
-	if d.pos < len(d.data) && d.data[d.pos] == '}' {
-		d.pos++
-		return r, nil
-	}
-	for {
-		d.ws()
-		key, ok := d.rawString()
-		if !ok {
-			return nil, d.syntax("invalid JSON: expected a field name")
-		}
-		d.ws()
-		if d.pos >= len(d.data) || d.data[d.pos] != ':' {
-			return nil, d.syntax("invalid JSON: expected ':'")
-		}
-		d.pos++
-		d.ws()
-		var err error
+	err := d.object(func(key []byte) (err error) {
 		switch string(key) {
 		case "medium":
 			r.Medium, err = d.sharedField("registration.medium")
@@ -536,23 +566,12 @@ func (d *decoder) registration() (*Registration, error) {
 		default:
 			err = d.skip(1)
 		}
-		if err != nil {
-			return nil, err
-		}
-		d.ws()
-		if d.pos >= len(d.data) {
-			return nil, d.syntax("invalid JSON: unterminated object")
-		}
-		c := d.data[d.pos]
-		d.pos++
-		if c == '}' {
-			return r, nil
-		}
-		if c != ',' {
-			d.pos--
-			return nil, d.syntax("invalid JSON: expected ',' or '}'")
-		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return r, nil
 }
 
 func (d *decoder) tags() ([]string, error) {
@@ -563,41 +582,20 @@ func (d *decoder) tags() ([]string, error) {
 		d.fieldError("registration.tags", "must be an array of strings, got "+d.kind())
 		return nil, d.skip(1)
 	}
-	d.pos++
-	d.ws()
-	var tags []string
-	if d.pos < len(d.data) && d.data[d.pos] == ']' {
-		d.pos++
-		return []string{}, nil
-	}
-	for {
-		d.ws()
+	tags := []string{}
+	err := d.array(func() error {
 		if d.pos < len(d.data) && d.data[d.pos] == '"' {
 			s, err := d.sharedField("registration.tags")
-			if err != nil {
-				return nil, err
-			}
 			tags = append(tags, s)
-		} else {
-			d.fieldError("registration.tags", "must be an array of strings, got an element that is "+d.kind())
-			if err := d.skip(2); err != nil {
-				return nil, err
-			}
+			return err
 		}
-		d.ws()
-		if d.pos >= len(d.data) {
-			return nil, d.syntax("invalid JSON: unterminated array")
-		}
-		c := d.data[d.pos]
-		d.pos++
-		if c == ']' {
-			return tags, nil
-		}
-		if c != ',' {
-			d.pos--
-			return nil, d.syntax("invalid JSON: expected ',' or ']'")
-		}
+		d.fieldError("registration.tags", "must be an array of strings, got an element that is "+d.kind())
+		return d.skip(2)
+	})
+	if err != nil {
+		return nil, err
 	}
+	return tags, nil
 }
 
 // kind names the JSON type of the value at pos, for error messages.
@@ -637,66 +635,9 @@ func (d *decoder) skip(depth int) error {
 		}
 		return nil
 	case c == '{':
-		d.pos++
-		d.ws()
-		if d.pos < len(d.data) && d.data[d.pos] == '}' {
-			d.pos++
-			return nil
-		}
-		for {
-			d.ws()
-			if _, ok := d.rawString(); !ok {
-				return d.syntax("invalid JSON: expected a field name")
-			}
-			d.ws()
-			if d.pos >= len(d.data) || d.data[d.pos] != ':' {
-				return d.syntax("invalid JSON: expected ':'")
-			}
-			d.pos++
-			d.ws()
-			if err := d.skip(depth + 1); err != nil {
-				return err
-			}
-			d.ws()
-			if d.pos >= len(d.data) {
-				return d.syntax("invalid JSON: unterminated object")
-			}
-			c := d.data[d.pos]
-			if c == '}' {
-				d.pos++
-				return nil
-			}
-			if c != ',' {
-				return d.syntax("invalid JSON: expected ',' or '}'")
-			}
-			d.pos++
-		}
+		return d.object(func([]byte) error { return d.skip(depth + 1) })
 	case c == '[':
-		d.pos++
-		d.ws()
-		if d.pos < len(d.data) && d.data[d.pos] == ']' {
-			d.pos++
-			return nil
-		}
-		for {
-			d.ws()
-			if err := d.skip(depth + 1); err != nil {
-				return err
-			}
-			d.ws()
-			if d.pos >= len(d.data) {
-				return d.syntax("invalid JSON: unterminated array")
-			}
-			c := d.data[d.pos]
-			if c == ']' {
-				d.pos++
-				return nil
-			}
-			if c != ',' {
-				return d.syntax("invalid JSON: expected ',' or ']'")
-			}
-			d.pos++
-		}
+		return d.array(func() error { return d.skip(depth + 1) })
 	case c == 't':
 		return d.literal("true")
 	case c == 'f':

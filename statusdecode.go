@@ -11,66 +11,6 @@ import (
 // events: a restart reads every customer's state record, and with
 // encoding/json that alone took most of the recovery's time.
 
-// openObject expects an object and reports whether it is empty ({}), which
-// it then consumes whole.
-func (d *decoder) openObject() (empty bool, err error) {
-	d.ws()
-	if d.pos >= len(d.data) || d.data[d.pos] != '{' {
-		return false, d.syntax("invalid JSON: expected an object")
-	}
-	d.pos++
-	d.ws()
-	if d.pos < len(d.data) && d.data[d.pos] == '}' {
-		d.pos++
-		return true, nil
-	}
-	return false, nil
-}
-
-// fieldName reads a field name and its ':', leaving pos at the value. The
-// name is valid until the next string is read.
-func (d *decoder) fieldName() ([]byte, error) {
-	d.ws()
-	key, ok := d.rawString()
-	if !ok {
-		return nil, d.syntax("invalid JSON: expected a field name")
-	}
-	d.ws()
-	if d.pos >= len(d.data) || d.data[d.pos] != ':' {
-		return nil, d.syntax("invalid JSON: expected ':'")
-	}
-	d.pos++
-	d.ws()
-	return key, nil
-}
-
-// fieldEnd consumes what follows a field's value and reports whether the
-// object ended.
-func (d *decoder) fieldEnd() (end bool, err error) {
-	d.ws()
-	if d.pos >= len(d.data) {
-		return false, d.syntax("invalid JSON: unterminated object")
-	}
-	switch d.data[d.pos] {
-	case '}':
-		d.pos++
-		return true, nil
-	case ',':
-		d.pos++
-		return false, nil
-	}
-	return false, d.syntax("invalid JSON: expected ',' or '}'")
-}
-
-// end checks that nothing but whitespace follows the top-level value.
-func (d *decoder) end() error {
-	d.ws()
-	if d.pos != len(d.data) {
-		return d.syntax("invalid JSON: trailing data after the object")
-	}
-	return nil
-}
-
 // recordString reads a string or null ("") of a status or state record.
 // Records are written from valid events, so invalid UTF-8 means a corrupt
 // record.
@@ -167,12 +107,7 @@ func ParseStatusRecord(b []byte) (customerID string, version uint64, regs []Regi
 }
 
 func (d *decoder) stateRecord() (id string, version uint64, regs []Register, err error) {
-	end, err := d.openObject()
-	for !end && err == nil {
-		var key []byte
-		if key, err = d.fieldName(); err != nil {
-			break
-		}
+	err = d.document(func(key []byte) (err error) {
 		switch string(key) {
 		case "customerId":
 			id, err = d.recordString("customerId")
@@ -183,13 +118,8 @@ func (d *decoder) stateRecord() (id string, version uint64, regs []Register, err
 		default:
 			err = d.skip(0)
 		}
-		if err == nil {
-			end, err = d.fieldEnd()
-		}
-	}
-	if err == nil {
-		err = d.end()
-	}
+		return err
+	})
 	if err == nil && id == "" {
 		err = errors.New("no customerId")
 	}
@@ -203,34 +133,16 @@ func (d *decoder) registers() ([]Register, error) {
 	if d.pos >= len(d.data) || d.data[d.pos] != '[' {
 		return nil, errors.New("registers: not an array")
 	}
-	d.pos++
-	d.ws()
 	regs := make([]Register, 0, 1)
-	if d.pos < len(d.data) && d.data[d.pos] == ']' {
-		d.pos++
-		return regs, nil
-	}
-	for {
+	err := d.array(func() error {
 		reg, err := d.register()
-		if err != nil {
-			return nil, err
-		}
 		regs = append(regs, reg)
-		d.ws()
-		if d.pos >= len(d.data) {
-			return nil, d.syntax("invalid JSON: unterminated array")
-		}
-		c := d.data[d.pos]
-		d.pos++
-		if c == ']' {
-			return regs, nil
-		}
-		if c != ',' {
-			d.pos--
-			return nil, d.syntax("invalid JSON: expected ',' or ']'")
-		}
-		d.ws()
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return regs, nil
 }
 
 func (d *decoder) register() (Register, error) {
@@ -242,12 +154,7 @@ func (d *decoder) register() (Register, error) {
 		installs []int64
 		hasInst  bool
 	)
-	end, err := d.openObject()
-	for !end && err == nil {
-		var key []byte
-		if key, err = d.fieldName(); err != nil {
-			break
-		}
+	err := d.object(func(key []byte) (err error) {
 		switch string(key) {
 		case "passId":
 			reg.PassID, err = d.recordString("register passId")
@@ -274,10 +181,8 @@ func (d *decoder) register() (Register, error) {
 		default:
 			err = d.skip(1)
 		}
-		if err == nil {
-			end, err = d.fieldEnd()
-		}
-	}
+		return err
+	})
 	if err != nil {
 		return reg, err
 	}
@@ -307,12 +212,7 @@ func (d *decoder) register() (Register, error) {
 }
 
 func (d *decoder) registerE() (id, typ string, at int64, err error) {
-	end, err := d.openObject()
-	for !end && err == nil {
-		var key []byte
-		if key, err = d.fieldName(); err != nil {
-			break
-		}
+	err = d.object(func(key []byte) (err error) {
 		switch string(key) {
 		case "eventId":
 			id, err = d.recordString("register E eventId")
@@ -323,21 +223,14 @@ func (d *decoder) registerE() (id, typ string, at int64, err error) {
 		default:
 			err = d.skip(2)
 		}
-		if err == nil {
-			end, err = d.fieldEnd()
-		}
-	}
+		return err
+	})
 	return id, typ, at, err
 }
 
 func (d *decoder) registerO(reg *Register) error {
 	reg.OID, reg.OAt, reg.OInstalled, reg.OInstalledAt = "", 0, false, 0
-	end, err := d.openObject()
-	for !end && err == nil {
-		var key []byte
-		if key, err = d.fieldName(); err != nil {
-			break
-		}
+	err := d.object(func(key []byte) (err error) {
 		switch string(key) {
 		case "eventId":
 			reg.OID, err = d.recordString("register O eventId")
@@ -350,10 +243,8 @@ func (d *decoder) registerO(reg *Register) error {
 		default:
 			err = d.skip(2)
 		}
-		if err == nil {
-			end, err = d.fieldEnd()
-		}
-	}
+		return err
+	})
 	if err == nil && reg.OAt == 0 {
 		err = errors.New("bad register O: no occurredAt")
 	}
@@ -370,33 +261,15 @@ func (d *decoder) installs() (at []int64, present bool, err error) {
 	if d.pos >= len(d.data) || d.data[d.pos] != '[' {
 		return nil, false, errors.New("register installs: not an array")
 	}
-	d.pos++
-	d.ws()
-	if d.pos < len(d.data) && d.data[d.pos] == ']' {
-		d.pos++
-		return nil, true, nil
-	}
-	for {
-		d.ws()
+	err = d.array(func() error {
 		n, _, err := d.recordInt("register installs", false)
-		if err != nil {
-			return nil, false, err
-		}
 		at = append(at, n)
-		d.ws()
-		if d.pos >= len(d.data) {
-			return nil, false, d.syntax("invalid JSON: unterminated array")
-		}
-		c := d.data[d.pos]
-		d.pos++
-		if c == ']' {
-			return at, true, nil
-		}
-		if c != ',' {
-			d.pos--
-			return nil, false, d.syntax("invalid JSON: expected ',' or ']'")
-		}
+		return err
+	})
+	if err != nil {
+		return nil, false, err
 	}
+	return at, true, nil
 }
 
 // ParseStatus reads a wallet.status record (SPEC §4): the customer, its six
@@ -418,12 +291,7 @@ func ParseStatus(b []byte) (Status, error) {
 func (d *decoder) status() (s Status, err error) {
 	// nil: null or absent
 	var wallet, last *string
-	end, err := d.openObject()
-	for !end && err == nil {
-		var key []byte
-		if key, err = d.fieldName(); err != nil {
-			break
-		}
+	err = d.document(func(key []byte) (err error) {
 		switch string(key) {
 		case "customerId":
 			s.CustomerID, err = d.recordString("customerId")
@@ -442,13 +310,8 @@ func (d *decoder) status() (s Status, err error) {
 		default:
 			err = d.skip(0)
 		}
-		if err == nil {
-			end, err = d.fieldEnd()
-		}
-	}
-	if err == nil {
-		err = d.end()
-	}
+		return err
+	})
 	if err != nil {
 		return s, err
 	}
