@@ -686,7 +686,7 @@ type outputs struct {
 	recs    []kgo.Record
 	headers []kgo.RecordHeader
 	bytes   []byte
-	scratch []byte // the canonical encoding, compared with the input
+	scratch []byte // an encoding on its way into bytes
 }
 
 const outChunk = 1024
