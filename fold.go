@@ -283,8 +283,9 @@ func (r *Register) retain(e *Event, delta int8, f *Fold) []RetentionChange {
 		return nil
 	}
 	days := RetentionDays()
-	var buf [8]RetentionChange
-	out := buf[:0]
+	// The changes are written straight into the fold's block: one per
+	// install kept at most, and the event's own.
+	out := f.retentionRoom(len(r.Installs) + 1)
 	// Filtered in place: the register alone holds its Installs (Registers
 	// copies them, Restore takes them over).
 	keep := r.Installs[:0]
@@ -312,24 +313,24 @@ func (r *Register) retain(e *Event, delta int8, f *Fold) []RetentionChange {
 		keep = nil
 	}
 	r.Installs = keep
-	return f.keepRetention(out)
-}
-
-// keepRetention copies an event's retention changes into the fold's
-// current block, so that the changes of most events cost no allocation of
-// their own. Each slice is capped at its length: a caller may keep and
-// even append to it.
-func (f *Fold) keepRetention(rc []RetentionChange) []RetentionChange {
-	n := len(rc)
-	if n == 0 {
+	if len(out) == 0 {
 		return nil
 	}
+	// Kept in the block, and capped at its length: a caller may keep and
+	// even append to it.
+	f.retention = f.retention[:len(f.retention)+len(out)]
+	return out[:len(out):len(out)]
+}
+
+// retentionRoom returns an empty slice with room for n changes at the end
+// of the fold's current block, so that the changes of most events cost no
+// allocation of their own; retain keeps what it writes there.
+func (f *Fold) retentionRoom(n int) []RetentionChange {
 	if cap(f.retention)-len(f.retention) < n {
 		f.retention = make([]RetentionChange, 0, max(256, n))
 	}
-	start := len(f.retention)
-	f.retention = append(f.retention, rc...)
-	return f.retention[start : start+n : start+n]
+	end := len(f.retention)
+	return f.retention[end:end:cap(f.retention)]
 }
 
 func b2i(b bool) int8 {

@@ -11,40 +11,43 @@ import (
 // events: a restart reads every customer's state record, and with
 // encoding/json that alone took most of the recovery's time.
 
-// recordString reads a string or null ("") of a status or state record.
-// Records are written from valid events, so invalid UTF-8 means a corrupt
-// record.
-func (d *decoder) recordString(field string) (string, error) {
+// recordBytes reads a string of a status or state record, its raw bytes
+// valid until the next string is read; null reads as absent (nil, false).
+func (d *decoder) recordBytes(field string) ([]byte, bool, error) {
 	if d.isNull() {
-		return "", nil
+		return nil, false, nil
 	}
 	b, ok := d.rawString()
 	if !ok {
-		return "", fmt.Errorf("%s: %w", field, d.syntax("invalid JSON: expected a string"))
+		return nil, false, fmt.Errorf("%s: %w", field, d.syntax("invalid JSON: expected a string"))
 	}
-	if d.nonASCII && !utf8.Valid(b) {
-		return "", fmt.Errorf("%s: invalid UTF-8", field)
-	}
-	return string(b), nil
+	return b, true, nil
 }
 
-// optionalString is recordString that tells null from "".
-func (d *decoder) optionalString(field string) (*string, error) {
-	if d.isNull() {
-		return nil, nil
+// recordString reads a string or null (""). Records are written from
+// valid events, so invalid UTF-8 means a corrupt record.
+func (d *decoder) recordString(field string) (string, error) {
+	s, _, err := d.optionalString(field)
+	return s, err
+}
+
+// optionalString is recordString that also tells null from "".
+func (d *decoder) optionalString(field string) (_ string, present bool, _ error) {
+	b, present, err := d.recordBytes(field)
+	if err != nil || !present {
+		return "", false, err
 	}
-	s, err := d.recordString(field)
-	return &s, err
+	if d.nonASCII && !utf8.Valid(b) {
+		return "", false, fmt.Errorf("%s: invalid UTF-8", field)
+	}
+	return string(b), true, nil
 }
 
 // recordTime reads a time string or null (0).
 func (d *decoder) recordTime(field string) (int64, error) {
-	if d.isNull() {
-		return 0, nil
-	}
-	b, ok := d.rawString()
-	if !ok {
-		return 0, fmt.Errorf("%s: %w", field, d.syntax("invalid JSON: expected a string"))
+	b, present, err := d.recordBytes(field)
+	if err != nil || !present {
+		return 0, err
 	}
 	at, err := ParseTime(b)
 	if err != nil {
@@ -98,10 +101,7 @@ func ParseStatusRecord(b []byte) (customerID string, version uint64, regs []Regi
 	d := decoder{data: b}
 	customerID, version, regs, err = d.stateRecord()
 	if err != nil {
-		if customerID != "" {
-			return "", 0, nil, fmt.Errorf("status record %q: %w", customerID, err)
-		}
-		return "", 0, nil, fmt.Errorf("status record: %w", err)
+		return "", 0, nil, recordError(customerID, err)
 	}
 	return customerID, version, regs, nil
 }
@@ -280,23 +280,30 @@ func ParseStatus(b []byte) (Status, error) {
 	d := decoder{data: b}
 	s, err := d.status()
 	if err != nil {
-		if s.CustomerID != "" {
-			return Status{}, fmt.Errorf("status record %q: %w", s.CustomerID, err)
-		}
-		return Status{}, fmt.Errorf("status record: %w", err)
+		return Status{}, recordError(s.CustomerID, err)
 	}
 	return s, nil
 }
 
+// recordError names the record, and its customer once known.
+func recordError(customerID string, err error) error {
+	if customerID != "" {
+		return fmt.Errorf("status record %q: %w", customerID, err)
+	}
+	return fmt.Errorf("status record: %w", err)
+}
+
 func (d *decoder) status() (s Status, err error) {
-	// nil: null or absent
-	var wallet, last *string
+	var (
+		wallet, last       string
+		hasWallet, hasLast bool // false: null or absent
+	)
 	err = d.document(func(key []byte) (err error) {
 		switch string(key) {
 		case "customerId":
 			s.CustomerID, err = d.recordString("customerId")
 		case "walletStatus":
-			wallet, err = d.optionalString("walletStatus")
+			wallet, hasWallet, err = d.optionalString("walletStatus")
 		case "appleWalletInstalledAt":
 			s.AppleInstalledAt, err = d.recordTime("appleWalletInstalledAt")
 		case "googleWalletInstalledAt":
@@ -304,7 +311,7 @@ func (d *decoder) status() (s Status, err error) {
 		case "walletLastChangedAt":
 			s.LastChangedAt, err = d.recordTime("walletLastChangedAt")
 		case "walletLastEvent":
-			last, err = d.optionalString("walletLastEvent")
+			last, hasLast, err = d.optionalString("walletLastEvent")
 		case "version":
 			_, s.Version, err = d.recordInt("version", true)
 		default:
@@ -318,10 +325,10 @@ func (d *decoder) status() (s Status, err error) {
 	if s.CustomerID == "" {
 		return s, errors.New("no customerId")
 	}
-	if wallet == nil {
+	if !hasWallet {
 		return s, errors.New("missing walletStatus")
 	}
-	switch *wallet {
+	switch wallet {
 	case "none":
 	case "apple":
 		s.Wallet = WalletApple
@@ -330,16 +337,16 @@ func (d *decoder) status() (s Status, err error) {
 	case "both":
 		s.Wallet = WalletBoth
 	default:
-		return s, fmt.Errorf("walletStatus %s", quoteValue(*wallet))
+		return s, fmt.Errorf("walletStatus %s", quoteValue(wallet))
 	}
-	if last != nil {
-		switch *last {
+	if hasLast {
+		switch last {
 		case "installed":
 			s.LastEvent = LastInstalled
 		case "uninstalled":
 			s.LastEvent = LastUninstalled
 		default:
-			return s, fmt.Errorf("walletLastEvent %s", quoteValue(*last))
+			return s, fmt.Errorf("walletLastEvent %s", quoteValue(last))
 		}
 	}
 	return s, nil
