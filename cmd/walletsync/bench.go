@@ -50,6 +50,8 @@ func benchSuite() []benchGroup {
 			{figure: "floor: transactions, the processor's 2 outputs", bench: "BenchmarkPipeline/transactional_copy_2_outputs", metric: "events/s", baseline: "BenchmarkPipeline/plain_consume_produce_baseline"},
 			{figure: "floor: the same + decoding", bench: "BenchmarkPipeline/transactional_parse_copy_2_outputs", metric: "events/s", baseline: "BenchmarkPipeline/plain_consume_produce_baseline"},
 			{figure: "exactly-once processor vs that floor", bench: "BenchmarkPipeline/walletsync_processor", metric: "events/s", baseline: "BenchmarkPipeline/transactional_parse_copy_2_outputs"},
+			{figure: "CPU per event, broker included: processor", bench: "BenchmarkPipeline/walletsync_processor", metric: "cpu-µs/event", baseline: "BenchmarkPipeline/plain_consume_produce_baseline", lowerIsBetter: true},
+			{figure: "CPU per event: floor with decoding", bench: "BenchmarkPipeline/transactional_parse_copy_2_outputs", metric: "cpu-µs/event", baseline: "BenchmarkPipeline/plain_consume_produce_baseline", lowerIsBetter: true},
 		}},
 		{"clickhouse", "./sinks/clickhouse", "^BenchmarkSink$", "", []benchRow{
 			{figure: "ClickHouse sink", bench: "BenchmarkSink/sink", metric: "rows/s", baseline: "BenchmarkSink/bare_prepare_batch_baseline", goal: "≥ 1M rows/s, ratio ≥ 0.7"},
