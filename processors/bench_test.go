@@ -214,10 +214,10 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/total.Seconds(), "events/s")
 			if cpuKnown {
-				// The whole process's CPU, the broker's included: on a
-				// machine whose cores are all busy (utilization is about
-				// 1.8 of 2 in every row), events/s can be no better than
-				// the inverse of this, whatever the code's parallelism.
+				// The whole process's CPU, the broker's included. Every
+				// row keeps the cores about equally busy (1.7–1.8 of 2),
+				// so the events/s of two rows stand in the inverse ratio
+				// of this, whatever the code's parallelism.
 				b.ReportMetric(cpu.Seconds()*1e6/(float64(n)*float64(b.N)), "cpu-µs/event")
 			}
 		})
