@@ -18,7 +18,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
@@ -213,6 +215,47 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 }
 
+// txnTimeout is the processors' transaction timeout: how long the broker
+// lets a transaction stay open before it aborts it.
+const txnTimeout = 30 * time.Second
+
+// fence ends whatever transaction a previous member under the same
+// transactional id left open, before this member waits on anything: the
+// InitProducerID that Kafka clients send at initTransactions bumps the
+// id's epoch, which aborts that transaction at once. kgo sends it only with
+// its first record, after the partitions' loads; those wait for open
+// transactions to end (WaitStable), so without this a member restarted
+// after a SIGKILL would wait out its own predecessor's transaction timeout.
+func fence(ctx context.Context, cl *kgo.Client, id string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*timeout)
+	defer cancel()
+	pause := 50 * time.Millisecond
+	for {
+		req := kmsg.NewPtrInitProducerIDRequest()
+		req.TransactionalID = &id
+		req.TransactionTimeoutMillis = int32(timeout.Milliseconds())
+		req.ProducerID, req.ProducerEpoch = -1, -1
+		resp, err := req.RequestWith(ctx, cl)
+		if err == nil {
+			err = kerr.ErrorForCode(resp.ErrorCode)
+			if err == nil {
+				return nil
+			}
+		}
+		// CONCURRENT_TRANSACTIONS while the coordinator aborts the old
+		// transaction, a coordinator loading or moving: wait and ask again.
+		if ke := (*kerr.Error)(nil); ctx.Err() != nil || (errors.As(err, &ke) && !ke.Retriable && ke != kerr.ConcurrentTransactions) {
+			return fmt.Errorf("fencing the previous member with transactional id %q: %w", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("fencing the previous member with transactional id %q: %w", id, err)
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
 func (p *Processor) session(ctx context.Context) error {
 	t := p.cfg.Topics
 	sess, err := kgo.NewGroupTransactSession(append(kafka.ClientOpts(p.cfg.Brokers, "walletsync-process"),
@@ -226,7 +269,7 @@ func (p *Processor) session(ctx context.Context) error {
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
 		kgo.HeartbeatInterval(min(3*time.Second, p.cfg.SessionTimeout/3)),
 		kgo.RebalanceTimeout(p.cfg.RebalanceTimeout),
-		kgo.TransactionTimeout(30*time.Second),
+		kgo.TransactionTimeout(txnTimeout),
 		kgo.ProducerLinger(0),
 	)...)
 	if err != nil {
@@ -236,6 +279,9 @@ func (p *Processor) session(ctx context.Context) error {
 	}
 	defer sess.Close()
 	adm := kadm.NewClient(sess.Client())
+	if err := fence(ctx, sess.Client(), p.cfg.TransactionalID, txnTimeout); err != nil {
+		return err
+	}
 
 	for {
 		// The poll returns at least every CheckpointEvery, so that the

@@ -30,6 +30,7 @@ local Pass API for the backfill: open http://localhost:8080/.`,
 			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…); empty: the embedded broker")
 			fs.StringVar(&f.dataDir, "data-dir", "walletsync-data", "`directory` for the embedded broker's data")
 			fs.IntVar(&f.embeddedBrokers, "embedded-brokers", 1, "brokers in the embedded cluster")
+			fs.StringVar(&f.kafkaListen, "kafka-listen", "", "`HOST:PORT` of the embedded broker, for Kafka clients outside the process (kcat); with several --embedded-brokers the others take the next ports; empty: free loopback ports")
 			f.ingestFlags(fs)
 			f.tokenFlag(fs)
 			f.processFlags(fs)
@@ -221,7 +222,7 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 				return exitFail
 			}
 		}
-		emb, err := kafka.StartEmbedded(dir, f.embeddedBrokers)
+		emb, err := kafka.StartEmbedded(dir, f.embeddedBrokers, f.kafkaListen)
 		if err != nil {
 			fmt.Fprintf(e.stderr, "walletsync run: %v\n", err)
 			return exitFail
@@ -229,6 +230,9 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 		defer emb.Close()
 		brokers = emb.Brokers()
 		log.Info("embedded Kafka started", "dataDir", dir, "brokers", brokers)
+		if len(emb.CrashAborts) > 0 {
+			log.Warn("embedded Kafka: transactions a crash left open were ended with an abort marker", "partitions", emb.CrashAborts)
+		}
 	}
 	if len(brokers) == 0 {
 		fmt.Fprintf(e.stderr, "walletsync %s: --brokers is required\n", role)

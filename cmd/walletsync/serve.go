@@ -73,6 +73,7 @@ type roleFlags struct {
 	checkpointEvents                    int
 	transactionalID, group              string
 	embeddedBrokers                     int
+	kafkaListen                         string
 	clickhouseDSN                       string
 	from, to, by, format                string
 	batchRows                           int

@@ -5,8 +5,10 @@ package kafka
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -123,6 +125,10 @@ func ClientOpts(brokers []string, clientID string) []kgo.Opt {
 // directory when one is given, so that `walletsync run` keeps its data across
 // restarts.
 type Embedded struct {
+	// CrashAborts are the partitions whose open transaction, left by a
+	// crash, got its abort marker at start (markCrashAborts).
+	CrashAborts []string
+
 	cluster     *kfake.Cluster
 	unavailable atomic.Bool
 	faultOnce   sync.Once
@@ -156,11 +162,42 @@ func (e *Embedded) SetProduceUnavailable(down bool) {
 	e.unavailable.Store(down)
 }
 
-// StartEmbedded starts an embedded cluster of n brokers (n ≥ 1) listening on
-// loopback. dataDir "" keeps everything in memory; extra options are for
-// tests (shorter group timeouts, faults).
-func StartEmbedded(dataDir string, n int, extra ...kfake.Opt) (*Embedded, error) {
-	opts := append([]kfake.Opt{kfake.NumBrokers(max(n, 1))}, extra...) // kfake listens on loopback only
+// StartEmbedded starts an embedded cluster of n brokers (n ≥ 1). listen ""
+// puts them on loopback at free ports; "HOST:PORT" puts the first broker at
+// that address and the others at the next ports on the same host, so that
+// clients outside the process (kcat) find the cluster at a known address
+// across restarts. HOST is also the address the brokers advertise, so it
+// must be one clients can reach (not 0.0.0.0). dataDir "" keeps everything
+// in memory; extra options are for tests (shorter group timeouts, faults).
+func StartEmbedded(dataDir string, n int, listen string, extra ...kfake.Opt) (*Embedded, error) {
+	n = max(n, 1)
+	opts := []kfake.Opt{kfake.NumBrokers(n)}
+	if listen != "" {
+		host, portText, err := net.SplitHostPort(listen)
+		if err != nil {
+			return nil, fmt.Errorf("kafka listen address %q: %w", listen, err)
+		}
+		port, err := strconv.Atoi(portText)
+		if err != nil || port <= 0 || port+n-1 > 65535 {
+			return nil, fmt.Errorf("kafka listen address %q: the port must be a number from 1 to %d", listen, 65536-n)
+		}
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			return nil, fmt.Errorf("kafka listen address %q: the host is also what the brokers advertise, so it must be one clients can reach (e.g. 127.0.0.1), not a wildcard", listen)
+		}
+		ports := make([]int, n)
+		for i := range ports {
+			ports[i] = port + i
+		}
+		// kfake listens on 127.0.0.1:port; the host is swapped for ours.
+		opts = append(opts, kfake.Ports(ports...), kfake.ListenFn(func(network, address string) (net.Listener, error) {
+			_, p, err := net.SplitHostPort(address)
+			if err != nil {
+				return nil, err
+			}
+			return net.Listen(network, net.JoinHostPort(host, p))
+		}))
+	}
+	opts = append(opts, extra...)
 	if dataDir != "" {
 		opts = append(opts, kfake.DataDir(dataDir))
 	}
@@ -168,7 +205,16 @@ func StartEmbedded(dataDir string, n int, extra ...kfake.Opt) (*Embedded, error)
 	if err != nil {
 		return nil, fmt.Errorf("starting the embedded broker: %w", err)
 	}
-	return &Embedded{cluster: c}, nil
+	e := &Embedded{cluster: c}
+	if dataDir != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if e.CrashAborts, err = markCrashAborts(ctx, c.ListenAddrs()); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("starting the embedded broker: ending the transactions a crash left open: %w", err)
+		}
+	}
+	return e, nil
 }
 
 // Brokers are the embedded cluster's addresses.
@@ -179,3 +225,126 @@ func (e *Embedded) Cluster() *kfake.Cluster { return e.cluster }
 
 // Close stops the cluster, flushing its data directory.
 func (e *Embedded) Close() { e.cluster.Close() }
+
+// markCrashAborts writes the abort marker that kfake's recovery leaves out.
+// A transaction that a crash left open is aborted when kfake reloads its
+// DataDir (its batches are listed as aborted, the stable offset moves past
+// them), but no control record follows its batches. Real Kafka always ends
+// a transaction with a marker, and read_committed consumers rely on it: they
+// learn that they have reached the end of a partition by reading a record
+// there, and a log that ends in aborted batches gives them none. Until a
+// later transaction wrote to the partition, every such consumer (the
+// archive, the sinks) would report lag for ever. So, before any client
+// connects, each partition whose last batch is transactional data with no
+// transaction open (stable offset = high watermark, which a live
+// transaction would hold back) gets the abort marker its producer's
+// transaction should have ended with.
+//
+// It returns the partitions it marked.
+func markCrashAborts(ctx context.Context, brokers []string) ([]string, error) {
+	cl, err := kgo.NewClient(ClientOpts(brokers, "walletsync-embedded-recovery")...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	md, err := adm.Metadata(ctx)
+	if err != nil {
+		return nil, err
+	}
+	topics := md.Topics.Names()
+	if len(topics) == 0 {
+		return nil, nil
+	}
+	hwms, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, err
+	}
+	lsos, err := adm.ListCommittedOffsets(ctx, topics...)
+	if err != nil {
+		return nil, err
+	}
+	var marked []string
+	for _, td := range md.Topics.Sorted() {
+		for _, pd := range td.Partitions.Sorted() {
+			h, okH := hwms.Lookup(td.Topic, pd.Partition)
+			l, okL := lsos.Lookup(td.Topic, pd.Partition)
+			if !okH || !okL || h.Err != nil || l.Err != nil || h.Offset <= 0 || l.Offset != h.Offset {
+				continue
+			}
+			last, err := lastBatch(ctx, cl, td, pd.Partition, pd.Leader, h.Offset-1)
+			if err != nil {
+				return marked, fmt.Errorf("reading the end of %s/%d: %w", td.Topic, pd.Partition, err)
+			}
+			const transactional, control = 0x10, 0x20
+			if last == nil || last.Attributes&transactional == 0 || last.Attributes&control != 0 {
+				continue
+			}
+			req := kmsg.NewPtrWriteTxnMarkersRequest()
+			m := kmsg.NewWriteTxnMarkersRequestMarker()
+			m.ProducerID, m.ProducerEpoch, m.Committed = last.ProducerID, last.ProducerEpoch, false
+			mt := kmsg.NewWriteTxnMarkersRequestMarkerTopic()
+			mt.Topic, mt.Partitions = td.Topic, []int32{pd.Partition}
+			m.Topics = append(m.Topics, mt)
+			req.Markers = append(req.Markers, m)
+			kresp, err := cl.Broker(int(pd.Leader)).Request(ctx, req)
+			if err != nil {
+				return marked, fmt.Errorf("writing the abort marker of %s/%d: %w", td.Topic, pd.Partition, err)
+			}
+			for _, rm := range kresp.(*kmsg.WriteTxnMarkersResponse).Markers {
+				for _, rt := range rm.Topics {
+					for _, rp := range rt.Partitions {
+						if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+							return marked, fmt.Errorf("writing the abort marker of %s/%d: %w", td.Topic, pd.Partition, err)
+						}
+					}
+				}
+			}
+			marked = append(marked, fmt.Sprintf("%s/%d", td.Topic, pd.Partition))
+		}
+	}
+	return marked, nil
+}
+
+// lastBatch returns the header of the batch holding offset at (the last
+// offset of the partition), read uncommitted; nil if there is none.
+func lastBatch(ctx context.Context, cl *kgo.Client, td kadm.TopicDetail, part, leader int32, at int64) (*kmsg.RecordBatch, error) {
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID, req.MaxWaitMillis, req.MinBytes, req.MaxBytes = -1, 0, 0, 64<<20
+	req.SessionID, req.SessionEpoch = 0, -1
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic, rt.TopicID = td.Topic, td.ID
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = part, at, 64<<20
+	rp.CurrentLeaderEpoch, rp.LogStartOffset = -1, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	kresp, err := cl.Broker(int(leader)).Request(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var last *kmsg.RecordBatch
+	for _, t := range kresp.(*kmsg.FetchResponse).Topics {
+		for _, p := range t.Partitions {
+			if p.Partition != part {
+				continue
+			}
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return nil, err
+			}
+			in := p.RecordBatches
+			for len(in) >= 12 {
+				n := 12 + int(int32(binary.BigEndian.Uint32(in[8:])))
+				if n < 12 || n > len(in) {
+					break
+				}
+				b := new(kmsg.RecordBatch)
+				if err := b.ReadFrom(in[:n]); err != nil {
+					return nil, err
+				}
+				last, in = b, in[n:]
+			}
+		}
+	}
+	return last, nil
+}

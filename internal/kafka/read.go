@@ -2,11 +2,14 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // ReadPartition calls fn for every committed record of one partition from
@@ -14,6 +17,15 @@ import (
 // stable offset as it is when the call starts. It is how processors rebuild
 // a partition's state, after WaitStable: only once no transaction is open is
 // everything a previous owner committed below that offset.
+//
+// The loop ends on the fetch position, not on the offset of the last record
+// it saw: offsets below the stable offset may hold nothing a read_committed
+// reader is given (an aborted transaction's batches, and no marker after
+// them when a broker ended that transaction on recovery, as kfake does for
+// the transactions a crash left open). A reader that waits to see a record
+// at end-1 then waits for ever. So it fetches by hand and takes the next
+// offset from kgo.ProcessFetchPartition, which steps over aborted batches
+// as the client's own consumer does.
 func ReadPartition(ctx context.Context, brokers []string, adm *kadm.Client, topic string, part int32, from int64, fn func(*kgo.Record)) (int, error) {
 	ends, err := adm.ListCommittedOffsets(ctx, topic)
 	if err != nil {
@@ -34,40 +46,142 @@ func ReadPartition(ctx context.Context, brokers []string, adm *kadm.Client, topi
 	if from >= end.Offset {
 		return 0, nil
 	}
-	cl, err := kgo.NewClient(append(ClientOpts(brokers, "walletsync-restore"),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {part: kgo.NewOffset().At(from)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Control records (transaction markers) are kept so that the
-		// position is known exactly and the loop ends at the stable offset.
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxBytes(64<<20),
-	)...)
+	cl, err := kgo.NewClient(ClientOpts(brokers, "walletsync-restore")...)
 	if err != nil {
 		return 0, err
 	}
 	defer cl.Close()
+	r := &partitionReader{cl: cl, adm: kadm.NewClient(cl), topic: topic, part: part, dec: kgo.DefaultDecompressor()}
 	n := 0
 	next := from
 	for next < end.Offset {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
+		recs, after, err := r.fetch(ctx, next)
+		if err != nil {
 			return n, err
 		}
-		var ferr error
-		fs.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("reading %s/%d: %w", t, p, err) })
-		if ferr != nil {
-			return n, ferr
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			next = r.Offset + 1
-			if r.Attrs.IsControl() || r.Offset >= end.Offset {
-				return
+		for _, rec := range recs {
+			if rec.Offset >= end.Offset {
+				break
 			}
 			n++
-			fn(r)
-		})
+			fn(rec)
+		}
+		next = after
 	}
 	return n, nil
+}
+
+// partitionReader fetches one partition with Fetch requests of its own.
+type partitionReader struct {
+	cl    *kgo.Client
+	adm   *kadm.Client
+	topic string
+	part  int32
+	dec   kgo.Decompressor
+
+	leader  int32 // -1: look it up
+	topicID [16]byte
+	known   bool
+}
+
+// fetch returns the committed records from offset at on and the offset to
+// fetch next. Retriable errors (leader moves, a broker restarting) are
+// retried with a growing pause, a bounded number of times.
+func (r *partitionReader) fetch(ctx context.Context, at int64) ([]*kgo.Record, int64, error) {
+	pause := 50 * time.Millisecond
+	stalls := 0
+	maxBytes := int32(16 << 20)
+	for attempt := 0; ; attempt++ {
+		recs, next, err := r.fetchOnce(ctx, at, maxBytes)
+		switch {
+		case err == nil && next > at:
+			return recs, next, nil
+		case err == nil:
+			// Nothing decoded and no step: the first batch is larger
+			// than asked for (truncated). Ask for more.
+			stalls++
+			if stalls > 6 {
+				return nil, at, fmt.Errorf("reading %s/%d: no progress at offset %d", r.topic, r.part, at)
+			}
+			maxBytes = min(2*maxBytes, 1<<30)
+			continue
+		case ctx.Err() != nil:
+			return nil, at, ctx.Err()
+		case attempt >= 8 || !retriable(err):
+			return nil, at, fmt.Errorf("reading %s/%d at offset %d: %w", r.topic, r.part, at, err)
+		}
+		r.known = false // the leader may have moved
+		select {
+		case <-ctx.Done():
+			return nil, at, ctx.Err()
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
+func retriable(err error) bool {
+	var ke *kerr.Error
+	if errors.As(err, &ke) {
+		return ke.Retriable
+	}
+	return true // a network error: the broker may be back in a moment
+}
+
+func (r *partitionReader) fetchOnce(ctx context.Context, at int64, maxBytes int32) ([]*kgo.Record, int64, error) {
+	if !r.known {
+		md, err := r.adm.Metadata(ctx, r.topic)
+		if err != nil {
+			return nil, at, err
+		}
+		td, ok := md.Topics[r.topic]
+		if !ok || td.Err != nil {
+			return nil, at, fmt.Errorf("metadata of %s: %v", r.topic, td.Err)
+		}
+		pd, ok := td.Partitions[r.part]
+		if !ok || pd.Err != nil || pd.Leader < 0 {
+			return nil, at, fmt.Errorf("no leader for %s/%d: %v", r.topic, r.part, pd.Err)
+		}
+		r.leader, r.topicID, r.known = pd.Leader, td.ID, true
+	}
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID = -1
+	req.MaxWaitMillis = 500
+	req.MinBytes = 1
+	req.MaxBytes = maxBytes
+	req.IsolationLevel = 1 // read_committed
+	req.SessionID, req.SessionEpoch = 0, -1
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic, rt.TopicID = r.topic, r.topicID
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = r.part, at, maxBytes
+	rp.CurrentLeaderEpoch, rp.LogStartOffset = -1, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	kresp, err := r.cl.Broker(int(r.leader)).Request(ctx, req)
+	if err != nil {
+		return nil, at, err
+	}
+	resp := kresp.(*kmsg.FetchResponse)
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return nil, at, err
+	}
+	for i := range resp.Topics {
+		for j := range resp.Topics[i].Partitions {
+			p := &resp.Topics[i].Partitions[j]
+			if p.Partition != r.part {
+				continue
+			}
+			fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+				Offset: at, IsolationLevel: kgo.ReadCommitted(), Topic: r.topic, Partition: r.part,
+			}, p, r.dec, nil)
+			if fp.Err != nil {
+				return nil, at, fp.Err
+			}
+			return fp.Records, next, nil
+		}
+	}
+	return nil, at, fmt.Errorf("fetch response without %s/%d", r.topic, r.part)
 }
 
 // WaitStable waits until no transaction is open on one partition (its last
