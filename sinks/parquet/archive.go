@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	pq "github.com/parquet-go/parquet-go"
@@ -39,12 +40,19 @@ type Config struct {
 	Dir     string
 	Group   string
 	// A roll writes the buffered records once they reach RollBytes
-	// (default 64 MiB, estimated from the records' size) or RollInterval
-	// after the roll began (default 1 min).
+	// (default 64 MiB, estimated from the records' size), RollInterval
+	// after the roll began (default 1 min), or once no record has come
+	// for RollQuiet (default 1 s; negative: never): a burst is archived,
+	// and its lag back to 0, a second after it ends, while steady traffic
+	// still makes one file set per interval.
 	RollBytes    int
 	RollInterval time.Duration
-	Logger       *slog.Logger
-	Metrics      *Metrics
+	RollQuiet    time.Duration
+	// A roll that fails (a full disk) is retried every RetryEvery
+	// (default 5 s) with the same records; nothing more is read meanwhile.
+	RetryEvery time.Duration
+	Logger     *slog.Logger
+	Metrics    *Metrics
 }
 
 // Archiver writes the archive.
@@ -52,6 +60,28 @@ type Archiver struct {
 	cfg Config
 	log *slog.Logger
 	m   *Metrics
+
+	mu       sync.Mutex
+	writeErr error // the last roll's failure, until a roll succeeds
+}
+
+// Err is why the archive cannot write now (a full disk), or nil: a roll
+// failed and is being retried. Readiness reports it.
+func (a *Archiver) Err() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.writeErr
+}
+
+func (a *Archiver) setErr(err error) {
+	a.mu.Lock()
+	a.writeErr = err
+	a.mu.Unlock()
+	if err != nil {
+		a.m.writeFailing.Set(1)
+	} else {
+		a.m.writeFailing.Set(0)
+	}
 }
 
 // New checks the configuration.
@@ -73,6 +103,12 @@ func New(cfg Config) (*Archiver, error) {
 	}
 	if cfg.RollInterval <= 0 {
 		cfg.RollInterval = time.Minute
+	}
+	if cfg.RollQuiet == 0 {
+		cfg.RollQuiet = time.Second
+	}
+	if cfg.RetryEvery <= 0 {
+		cfg.RetryEvery = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -210,6 +246,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
+	a.commitResume(ctx, adm, start)
 	for topic, d := range details {
 		if d.Err != nil {
 			return fmt.Errorf("archive: topic %s: %w", topic, d.Err)
@@ -233,10 +270,18 @@ func (a *Archiver) Run(ctx context.Context) error {
 	bufs := map[string]map[int32]*partBuf{t.Clean: {}, t.Status: {}}
 	size := 0
 	rollStart := time.Now()
+	var lastRecord time.Time // of the current roll; zero: none yet
 	for {
-		pctx, cancel := context.WithDeadline(ctx, rollStart.Add(a.cfg.RollInterval))
+		due := rollStart.Add(a.cfg.RollInterval)
+		if a.cfg.RollQuiet > 0 && !lastRecord.IsZero() {
+			due = minTime(due, lastRecord.Add(a.cfg.RollQuiet))
+		}
+		pctx, cancel := context.WithDeadline(ctx, due)
 		fs := cl.PollFetches(pctx)
 		cancel()
+		if fs.NumRecords() > 0 {
+			lastRecord = time.Now()
+		}
 		fs.EachError(func(topic string, p int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 				a.log.Warn("archive fetch error", "topic", topic, "partition", p, "err", err)
@@ -276,17 +321,87 @@ func (a *Archiver) Run(ctx context.Context) error {
 			b.statuses[day] = append(b.statuses[day], StatusToRow(&st, r.Partition, r.Offset))
 		})
 		done := ctx.Err() != nil
-		if size >= a.cfg.RollBytes || !time.Now().Before(rollStart.Add(a.cfg.RollInterval)) || done {
-			if err := a.roll(context.WithoutCancel(ctx), adm, bufs); err != nil {
-				return err
+		now := time.Now()
+		quiet := a.cfg.RollQuiet > 0 && !lastRecord.IsZero() && !now.Before(lastRecord.Add(a.cfg.RollQuiet))
+		if size >= a.cfg.RollBytes || !now.Before(rollStart.Add(a.cfg.RollInterval)) || quiet || done {
+			if !a.rollRetrying(ctx, adm, bufs) {
+				return nil // stopped while the roll kept failing: its records are read again at the next start
 			}
 			bufs = map[string]map[int32]*partBuf{t.Clean: {}, t.Status: {}}
 			size = 0
-			rollStart = time.Now()
+			rollStart, lastRecord = time.Now(), time.Time{}
 		}
 		if done {
 			return nil
 		}
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// rollRetrying writes a roll, retrying a failure (a full disk, a read-only
+// remount) until it succeeds or ctx ends: a disk that fills must make the
+// archive wait, not end the process. It reports whether the roll was
+// written. Stopping mid-retry loses nothing: the files are the truth, so
+// the next start reads those records again.
+func (a *Archiver) rollRetrying(ctx context.Context, adm *kadm.Client, bufs map[string]map[int32]*partBuf) bool {
+	for {
+		err := a.roll(context.WithoutCancel(ctx), adm, bufs)
+		if err == nil {
+			if a.Err() != nil {
+				a.log.Info("archive: writing again")
+			}
+			a.setErr(nil)
+			return true
+		}
+		if a.Err() == nil {
+			a.log.Error("archive: a roll failed; retrying it, reading nothing more meanwhile", "err", err, "retryEvery", a.cfg.RetryEvery.String())
+		}
+		a.setErr(err)
+		a.m.rollFailures.Inc()
+		select {
+		case <-ctx.Done():
+			a.log.Warn("archive: stopped with a roll unwritten; the next start reads its records again", "err", err)
+			return false
+		case <-time.After(a.cfg.RetryEvery):
+		}
+	}
+}
+
+// commitResume commits the group's position where the files end, where the
+// group has not got that far. A crash between a roll's files and its
+// commit leaves the group behind the files; the archiver resumes after
+// the files, and a partition that then gets nothing new would never commit
+// and report lag for ever, although its files are complete.
+func (a *Archiver) commitResume(ctx context.Context, adm *kadm.Client, start map[string]map[int32]kgo.Offset) {
+	committed, err := adm.FetchOffsets(ctx, a.cfg.Group)
+	if err != nil {
+		a.log.Warn("archive: reading the group position failed", "err", err)
+		return
+	}
+	commit := kadm.Offsets{}
+	for topic, parts := range start {
+		for p, o := range parts {
+			at := o.EpochOffset().Offset
+			if at <= 0 {
+				continue
+			}
+			if c, ok := committed.Lookup(topic, p); ok && c.Err == nil && c.At >= at {
+				continue
+			}
+			commit.Add(kadm.Offset{Topic: topic, Partition: p, At: at, LeaderEpoch: -1})
+		}
+	}
+	if len(commit) == 0 {
+		return
+	}
+	if err := adm.CommitAllOffsets(ctx, a.cfg.Group, commit); err != nil {
+		a.log.Warn("archive: committing the position of the files failed", "err", err)
 	}
 }
 

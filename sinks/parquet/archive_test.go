@@ -252,3 +252,95 @@ func TestArchiveRestartsNeverDuplicateOrSkip(t *testing.T) {
 		}
 	}
 }
+
+// Defect (issue 15): a crash between a roll's files and its commit left the
+// group behind the files. The archiver resumed after the files, and a
+// partition that got nothing new never committed: /v1/pipeline reported
+// lag for ever although the archive was complete.
+func TestArchiveCommitsWhereItsFilesEnd(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	stop := f.run(dir)
+	f.write(stream(1500, 3))
+	f.waitArchived()
+	stop()
+	// The crash: files written, the group's commit lost.
+	back := kadm.Offsets{}
+	for _, topic := range []string{f.topics.Clean, f.topics.Status} {
+		for p := range int32(3) {
+			back.Add(kadm.Offset{Topic: topic, Partition: p, At: 0, LeaderEpoch: -1})
+		}
+	}
+	if err := f.adm.CommitAllOffsets(context.Background(), parquet.DefaultGroup, back); err != nil {
+		t.Fatal(err)
+	}
+	f.run(dir)
+	f.waitArchived() // nothing new is written: only the start can commit
+	f.check(dir)
+}
+
+// Defect (issue 15): a roll that failed (the disk full) ended the archiver,
+// and with it `walletsync run`. It now retries the same records, reports
+// why in Err, and writes them once the directory takes files again.
+func TestArchiveWaitsOutAFailingDisk(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	// No day of the events can be written: a file stands where each day's
+	// directory goes, as good as a disk that refuses every write.
+	evs := stream(900, 4)
+	var blockers []string
+	for _, e := range evs {
+		b := filepath.Join(dir, parquet.EventsDataset, "day="+parquet.Day(e.OccurredAt))
+		if _, err := os.Stat(b); err == nil {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(b), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(b, []byte("in the way"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		blockers = append(blockers, b)
+	}
+	a, err := parquet.New(parquet.Config{Brokers: f.emb.Brokers(), Dir: dir, RollInterval: 100 * time.Millisecond, RetryEvery: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	f.write(evs)
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Err() == nil {
+		select {
+		case err := <-done:
+			t.Fatalf("the archiver ended on a failing write: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the failing write is not reported")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // several retries
+	select {
+	case err := <-done:
+		t.Fatalf("the archiver ended on a failing write: %v", err)
+	default:
+	}
+	for _, b := range blockers {
+		if err := os.Remove(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.waitArchived()
+	if a.Err() != nil {
+		t.Errorf("still failing after the disk came back: %v", a.Err())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	f.check(dir)
+}

@@ -7,6 +7,10 @@ type Metrics struct {
 	files, rows *prometheus.CounterVec
 	skipped     prometheus.Counter
 	rollSeconds prometheus.Histogram
+	// rollFailures counts failed roll attempts; writeFailing is 1 while
+	// the archive cannot write (a full disk).
+	rollFailures prometheus.Counter
+	writeFailing prometheus.Gauge
 }
 
 // NewMetrics registers them on reg.
@@ -20,7 +24,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Records on the archived topics that could not be read."}),
 		rollSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "walletsync", Subsystem: "archive", Name: "roll_seconds",
 			Help: "Time to write one roll's files."}),
+		rollFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "archive", Name: "roll_failures_total",
+			Help: "Roll attempts that failed (a full disk); each is retried."}),
+		writeFailing: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "walletsync", Subsystem: "archive", Name: "write_failing",
+			Help: "1 while the archive cannot write its files and retries its roll."}),
 	}
-	reg.MustRegister(m.files, m.rows, m.skipped, m.rollSeconds)
+	reg.MustRegister(m.files, m.rows, m.skipped, m.rollSeconds, m.rollFailures, m.writeFailing)
 	return m
 }
