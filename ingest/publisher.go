@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -20,6 +21,44 @@ type KafkaPublisher struct {
 	cl      *kgo.Client
 	topic   string
 	timeout time.Duration
+
+	mu               sync.Mutex
+	lastOK, lastFail time.Time
+	failErr          error
+}
+
+// failingFor is how long a failed publish keeps Err non-nil when nothing
+// has succeeded since. It must end by itself: a process that reports "not
+// ready" gets no traffic, so no success could ever clear it.
+const failingFor = 10 * time.Second
+
+// Err is the error of the last publish when it failed within the last 10 s
+// and none has succeeded since (Kafka refusing writes: a full disk, lost
+// replicas), else nil. Readiness reports it.
+func (p *KafkaPublisher) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failErr == nil || p.lastOK.After(p.lastFail) || time.Since(p.lastFail) > failingFor {
+		return nil
+	}
+	return fmt.Errorf("the last write to %s failed %s ago: %w", p.topic, time.Since(p.lastFail).Round(time.Millisecond), p.failErr)
+}
+
+func (p *KafkaPublisher) note(errs []error) {
+	var failed error
+	for _, err := range errs {
+		if err != nil {
+			failed = err
+			break
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if failed != nil {
+		p.lastFail, p.failErr = time.Now(), failed
+	} else {
+		p.lastOK = time.Now()
+	}
 }
 
 // ErrUnconfirmed is the error of an event Kafka had not acknowledged when the
@@ -82,6 +121,8 @@ func (p *KafkaPublisher) Publish(ctx context.Context, evs []walletsync.Event) []
 	case <-ctx.Done():
 	}
 	mu.Lock()
-	defer mu.Unlock()
-	return slices.Clone(errs)
+	out := slices.Clone(errs)
+	mu.Unlock()
+	p.note(out)
+	return out
 }

@@ -10,8 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,6 +100,8 @@ type Processor struct {
 	// baseValues are the kafka.HeaderBaseChange values for -1, 0 and 1, shared
 	// by every record (the client only reads them).
 	baseValues [3][]byte
+
+	phase phase
 }
 
 type partState struct {
@@ -186,6 +191,53 @@ func (p *Processor) dropAll() {
 	clear(p.parts)
 	p.mu.Unlock()
 }
+
+// phase says what the processor is doing now, for readiness and the log
+// line of a stall: its current step, and what each partition it loads is
+// waiting for.
+type phase struct {
+	mu    sync.Mutex
+	step  string
+	since time.Time
+	parts map[int32]string
+}
+
+func (ph *phase) set(step string) {
+	ph.mu.Lock()
+	ph.step, ph.since = step, time.Now()
+	ph.mu.Unlock()
+}
+
+// part notes what loading partition part does; "" ends its note.
+func (ph *phase) part(part int32, what string) {
+	ph.mu.Lock()
+	defer ph.mu.Unlock()
+	if what == "" {
+		delete(ph.parts, part)
+		return
+	}
+	if ph.parts == nil {
+		ph.parts = map[int32]string{}
+	}
+	ph.parts[part] = what
+}
+
+func (ph *phase) String() string {
+	ph.mu.Lock()
+	defer ph.mu.Unlock()
+	var b strings.Builder
+	if ph.step != "" {
+		fmt.Fprintf(&b, "%s (for %s)", ph.step, time.Since(ph.since).Round(time.Millisecond))
+	}
+	for _, k := range slices.Sorted(maps.Keys(ph.parts)) {
+		fmt.Fprintf(&b, "; partition %d: %s", k, ph.parts[k])
+	}
+	return b.String()
+}
+
+// Doing says what the processor is doing now, e.g. "loading partitions
+// (for 40s); partition 2: waiting for wallet.events.clean/2 to be stable".
+func (p *Processor) Doing() string { return p.phase.String() }
 
 type fatalError struct{ err error }
 
@@ -279,6 +331,7 @@ func (p *Processor) session(ctx context.Context) error {
 	}
 	defer sess.Close()
 	adm := kadm.NewClient(sess.Client())
+	p.phase.set(fmt.Sprintf("fencing the previous member with transactional id %q", p.cfg.TransactionalID))
 	if err := fence(ctx, sess.Client(), p.cfg.TransactionalID, txnTimeout); err != nil {
 		return err
 	}
@@ -286,6 +339,7 @@ func (p *Processor) session(ctx context.Context) error {
 	for {
 		// The poll returns at least every CheckpointEvery, so that the
 		// changes of a partition that went quiet are checkpointed too.
+		p.phase.set("polling " + t.Events)
 		pctx, cancel := context.WithTimeout(ctx, p.cfg.CheckpointEvery)
 		fetches := sess.PollRecords(pctx, 20_000)
 		cancel()
@@ -311,7 +365,9 @@ func (p *Processor) session(ctx context.Context) error {
 		// Partitions seen for the first time are loaded before the
 		// transaction begins: a load may wait out another member's open
 		// transaction, and this member's own must not time out meanwhile.
+		p.phase.set("loading partitions")
 		p.preload(ctx, adm, fetches)
+		p.phase.set(fmt.Sprintf("a transaction of %d records", fetches.NumRecords()))
 		if err := p.transact(ctx, sess, adm, fetches, idle); err != nil {
 			return err
 		}
@@ -509,7 +565,9 @@ func (p *Processor) state(ctx context.Context, adm *kadm.Client, part int32) (*p
 		return st, nil
 	}
 	start := time.Now()
-	st, ls, err := load(ctx, p.log, p.cfg.Brokers, adm, p.cfg.Topics, part, p.cfg.DedupeWindow)
+	note := func(what string) { p.phase.part(part, what) }
+	defer note("")
+	st, ls, err := load(ctx, p.log, note, p.cfg.Brokers, adm, p.cfg.Topics, part, p.cfg.DedupeWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -534,7 +592,7 @@ type loadStats struct {
 // of the last window (their id-key headers). wallet.status cannot serve: it
 // gets a record only when the six fields change, and registers change more
 // often.
-func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, loadStats, error) {
+func load(ctx context.Context, log *slog.Logger, note func(string), brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, loadStats, error) {
 	var ls loadStats
 	st := &partState{fold: walletsync.NewFold(), dedupe: walletsync.NewDeduper(window), ckptAt: time.Now()}
 	st.fold.TrackChanged()
@@ -549,6 +607,7 @@ func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Cli
 	wctx, cancel := context.WithTimeout(ctx, stableWait)
 	defer cancel()
 	for _, topic := range []string{t.State, t.Clean} {
+		note(fmt.Sprintf("waiting for %s/%d to be stable (another member's transaction is open)", topic, part))
 		waited, err := kafka.WaitStable(wctx, adm, topic, part)
 		if err != nil {
 			return nil, ls, fmt.Errorf("loading partition %d: %w", part, err)
@@ -574,6 +633,7 @@ func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Cli
 		badRecords int
 		replayFrom = int64(-1) // the last marker's offset; -1: no marker
 	)
+	note(fmt.Sprintf("reading %s/%d and the dedupe window of %s/%d", t.State, part, t.Clean, part))
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -641,6 +701,7 @@ func load(ctx context.Context, log *slog.Logger, brokers []string, adm *kadm.Cli
 			}
 		}
 		var dec walletsync.Decoder
+		note(fmt.Sprintf("replaying %s/%d from offset %d to %d", t.Clean, part, replayFrom, cleanEnd.Offset))
 		ls.replayed, err = kafka.ReadPartition(ctx, brokers, adm, t.Clean, part, replayFrom, func(r *kgo.Record) {
 			ev, _, err := dec.ParseLean(r.Value) // the fold reads no more
 			if err != nil {

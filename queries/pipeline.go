@@ -24,6 +24,9 @@ type Lag struct {
 	sinks map[string][]string
 }
 
+// ViewConsumer names the status view among the consumers of a Report.
+const ViewConsumer = "status-view"
+
 // AddGroup counts a sink's consumer group, reading topics, in the lag.
 func (l *Lag) AddGroup(group string, topics ...string) {
 	if l.sinks == nil {
@@ -42,6 +45,9 @@ func NewLag(adm *kadm.Client, eventsTopic, statusTopic, processGroup string, vie
 type Report struct {
 	Lag       int64            `json:"lag"`
 	Consumers map[string]int64 `json:"consumers"`
+	// Positions are, per consumer, the sum of its positions over its
+	// partitions: they grow while it makes progress (Progress).
+	Positions map[string]int64 `json:"-"`
 }
 
 // listed fails on any partition that could not be listed: a topic the
@@ -63,14 +69,14 @@ func listed(lo kadm.ListedOffsets, err error) (kadm.ListedOffsets, error) {
 // not ended are not progress yet. A broker that still has such a transaction
 // answers UNSTABLE_OFFSET_COMMIT; that work is in flight and counts as at
 // least 1.
-func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (int64, error) {
+func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (lag, position int64, err error) {
 	ends, err := listed(l.adm.ListEndOffsets(ctx, topics...))
 	if err != nil {
-		return 0, fmt.Errorf("end offsets: %w", err)
+		return 0, 0, fmt.Errorf("end offsets: %w", err)
 	}
 	starts, err := listed(l.adm.ListStartOffsets(ctx, topics...))
 	if err != nil {
-		return 0, fmt.Errorf("start offsets: %w", err)
+		return 0, 0, fmt.Errorf("start offsets: %w", err)
 	}
 	pending := false
 	committed, err := l.adm.FetchOffsetsForTopics(kadm.RequireStable(ctx), group, topics...)
@@ -79,14 +85,14 @@ func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (int6
 		committed, err = l.adm.FetchOffsetsForTopics(ctx, group, topics...)
 	}
 	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
-		return 0, fmt.Errorf("offsets of group %s: %w", group, err)
+		return 0, 0, fmt.Errorf("offsets of group %s: %w", group, err)
 	}
 	committed.Each(func(o kadm.OffsetResponse) {
 		if errors.Is(o.Err, kerr.UnstableOffsetCommit) {
 			pending = true
 		}
 	})
-	var n int64
+	var n, sum int64
 	ends.Each(func(o kadm.ListedOffset) {
 		pos := int64(0)
 		if s, ok := starts.Lookup(o.Topic, o.Partition); ok {
@@ -96,11 +102,12 @@ func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (int6
 			pos = max(pos, c.At)
 		}
 		n += max(0, o.Offset-pos)
+		sum += pos
 	})
 	if pending {
 		n = max(n, 1)
 	}
-	return n, nil
+	return n, sum, nil
 }
 
 // Compute returns the current lag: per partition, the high watermark minus
@@ -113,8 +120,8 @@ func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (int6
 // inside an open transaction may already be visible, so the events lag
 // alone would claim "caught up" too early.
 func (l *Lag) Compute(ctx context.Context) (Report, error) {
-	r := Report{Consumers: map[string]int64{}}
-	procLag, err := l.groupLag(ctx, l.group, []string{l.events})
+	r := Report{Consumers: map[string]int64{}, Positions: map[string]int64{}}
+	procLag, procPos, err := l.groupLag(ctx, l.group, []string{l.events})
 	if err != nil {
 		return r, err
 	}
@@ -136,14 +143,14 @@ func (l *Lag) Compute(ctx context.Context) (Report, error) {
 			}
 		})
 	}
-	r.Consumers[l.group] = procLag
+	r.Consumers[l.group], r.Positions[l.group] = procLag, procPos
 
 	for group, topics := range l.sinks {
-		n, err := l.groupLag(ctx, group, topics)
+		n, pos, err := l.groupLag(ctx, group, topics)
 		if err != nil {
 			return r, err
 		}
-		r.Consumers[group] = n
+		r.Consumers[group], r.Positions[group] = n, pos
 	}
 
 	if l.view != nil {
@@ -152,9 +159,12 @@ func (l *Lag) Compute(ctx context.Context) (Report, error) {
 			return r, fmt.Errorf("end offsets of %s: %w", l.status, err)
 		}
 		pos := l.view.Positions()
-		var viewLag int64
-		hwm.Each(func(o kadm.ListedOffset) { viewLag += max(0, o.Offset-pos[o.Partition]) })
-		r.Consumers["status-view"] = viewLag
+		var viewLag, sum int64
+		hwm.Each(func(o kadm.ListedOffset) {
+			viewLag += max(0, o.Offset-pos[o.Partition])
+			sum += pos[o.Partition]
+		})
+		r.Consumers[ViewConsumer], r.Positions[ViewConsumer] = viewLag, sum
 	}
 	for _, v := range r.Consumers {
 		r.Lag += v

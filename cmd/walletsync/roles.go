@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/queries"
 )
 
 func runRoleCommand() command {
@@ -290,6 +291,12 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 	if setupErr != nil {
 		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, setupErr)
 		return exitUsage
+	}
+	if role == "process" {
+		// No read API here, but readiness still watches the processors'
+		// own progress.
+		t := kafka.DefaultTopics()
+		n.watchProgress(f, queries.NewLag(n.adm, t.Events, t.Status, f.processGroup(), nil, t.Clean, t.Status, t.State, t.DLQ))
 	}
 	if err := n.serve(ctx, f.http, e.ready); err != nil {
 		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)

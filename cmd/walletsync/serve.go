@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -74,6 +75,7 @@ type roleFlags struct {
 	transactionalID, group              string
 	embeddedBrokers                     int
 	kafkaListen                         string
+	progressDeadline                    time.Duration
 	clickhouseDSN                       string
 	from, to, by, format                string
 	batchRows                           int
@@ -87,12 +89,14 @@ type roleFlags struct {
 	archiveDir                          string
 	archiveRoll                         time.Duration
 	archiveRollBytes                    int
+	archiveRollQuiet                    time.Duration
 }
 
 func (f *roleFlags) archiveFlags(fs *flag.FlagSet, dirHelp string, roll time.Duration) {
 	fs.StringVar(&f.archiveDir, "archive-dir", "", dirHelp)
 	fs.DurationVar(&f.archiveRoll, "archive-roll-interval", roll, "Parquet archive: write a file set at least this often")
 	fs.IntVar(&f.archiveRollBytes, "archive-roll-bytes", 64<<20, "Parquet archive: or once this many bytes of records are buffered")
+	fs.DurationVar(&f.archiveRollQuiet, "archive-roll-quiet", time.Second, "Parquet archive: or once no record has come for this long, so a burst is archived (and its lag back to 0) soon after it ends (negative: never)")
 }
 
 func (f *roleFlags) clickhouseFlags(fs *flag.FlagSet, help string) {
@@ -112,6 +116,7 @@ func (f *roleFlags) kafkaFlags(fs *flag.FlagSet, brokersHelp string) {
 func (f *roleFlags) common(fs *flag.FlagSet, defaultHTTP string) {
 	fs.StringVar(&f.http, "http", defaultHTTP, "HTTP listen `address` for the API, /metrics, /healthz and /readyz")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.DurationVar(&f.progressDeadline, "progress-deadline", queries.DefaultProgressDeadline, "how long a consumer of this process may have lag without moving before /readyz reports it stalled (logged with what it waits for)")
 }
 
 func (f *roleFlags) ingestFlags(fs *flag.FlagSet) {
@@ -166,6 +171,14 @@ type node struct {
 	// sinkGroups are counted in /v1/pipeline: group → topics it reads.
 	sinkGroups map[string][]string
 	chConn     driver.Conn // set once --clickhouse is opened
+
+	// Readiness: checks of the components, the progress watch, the
+	// consumers whose stall makes this process unready (gate) and what
+	// the consumers running here are doing.
+	checks   []readyCheck
+	progress *queries.Progress
+	gate     []string
+	doing    map[string]func() string
 }
 
 func newNode(log *slog.Logger, brokers []string) (*node, error) {
@@ -179,17 +192,63 @@ func newNode(log *slog.Logger, brokers []string) (*node, error) {
 	n.closers = append(n.closers, cl.Close)
 	n.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	n.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { ingest.WriteJSON(w, 200, map[string]bool{"ok": true}) })
-	n.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := cl.Ping(ctx); err != nil {
-			w.Header().Set("Retry-After", "5")
-			ingest.WriteError(w, http.StatusServiceUnavailable, "Kafka unreachable: "+err.Error())
-			return
-		}
-		ingest.WriteJSON(w, 200, map[string]bool{"ready": true})
-	})
+	n.mux.HandleFunc("GET /readyz", n.readyz)
 	return n, nil
+}
+
+// readyCheck is one reason a process may not be ready: nil when it is.
+type readyCheck struct {
+	name  string
+	check func() error
+}
+
+// readiness is the body of GET /readyz.
+type readiness struct {
+	Ready bool `json:"ready"`
+	// Reasons say, per component, why the process is not ready.
+	Reasons map[string]string `json:"reasons,omitempty"`
+	// Degraded are consumers that stall without making the process
+	// unready: sinks towards systems outside it (a CRM, ClickHouse), whose
+	// outage must not stop intake, since events wait safely in Kafka.
+	Degraded map[string]string `json:"degraded,omitempty"`
+}
+
+// readyz answers 200 only when events posted now will be folded: Kafka
+// answers, the pipeline's lag can be measured, no consumer of this process
+// is stalled (lag and no progress for --progress-deadline), ingest's
+// writes are accepted and the archive's are too.
+func (n *node) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	rd := readiness{Reasons: map[string]string{}}
+	if err := n.admin.Ping(ctx); err != nil {
+		rd.Reasons["kafka"] = "unreachable: " + err.Error()
+	}
+	if n.progress != nil {
+		problems, degraded := n.progress.Problems(n.gate...)
+		maps.Copy(rd.Reasons, problems)
+		if len(degraded) > 0 {
+			rd.Degraded = degraded
+		}
+	}
+	for _, c := range n.checks {
+		if err := c.check(); err != nil {
+			rd.Reasons[c.name] = err.Error()
+		}
+	}
+	rd.Ready = len(rd.Reasons) == 0
+	if !rd.Ready {
+		w.Header().Set("Retry-After", "5")
+		ingest.WriteJSON(w, http.StatusServiceUnavailable, rd)
+		return
+	}
+	ingest.WriteJSON(w, 200, rd)
+}
+
+// watchProgress starts the progress watch of the consumers lag measures.
+func (n *node) watchProgress(f *roleFlags, lag *queries.Lag) {
+	n.progress = &queries.Progress{Lag: lag, Deadline: f.progressDeadline, Logger: n.log, Doing: n.doing}
+	n.comps = append(n.comps, n.progress.Run)
 }
 
 func (n *node) ensureTopics(ctx context.Context, f *roleFlags) error {
@@ -224,10 +283,12 @@ func (n *node) addIngest(f *roleFlags) error {
 		return err
 	}
 	n.closers = append(n.closers, prod.Close)
+	pub := ingest.NewKafkaPublisher(prod, kafka.DefaultTopics().Events, f.produceTimeout)
 	srv := ingest.NewServer(ingest.Config{
 		CustomerKey: f.customerKey, WebhookSecrets: secrets, ConnectorAPIKey: connKey, APIToken: token,
 		MaxSkew: f.skew, Logger: n.log, Metrics: ingest.NewMetrics(n.reg),
-	}, ingest.NewKafkaPublisher(prod, kafka.DefaultTopics().Events, f.produceTimeout))
+	}, pub)
+	n.checks = append(n.checks, readyCheck{"ingest", pub.Err})
 	srv.Register(n.mux)
 	f.apiToken = token
 	return nil
@@ -246,7 +307,29 @@ func (n *node) addProcess(f *roleFlags) error {
 		return err
 	}
 	n.comps = append(n.comps, p.Run)
+	n.addConsumer(f.processGroup(), p.Doing, true)
 	return nil
+}
+
+func (f *roleFlags) processGroup() string {
+	if f.group == "" {
+		return processors.DefaultGroup
+	}
+	return f.group
+}
+
+// addConsumer notes a consumer that runs in this process: what it is doing,
+// and whether its stall makes the process unready.
+func (n *node) addConsumer(name string, doing func() string, gate bool) {
+	if n.doing == nil {
+		n.doing = map[string]func() string{}
+	}
+	if doing != nil {
+		n.doing[name] = doing
+	}
+	if gate {
+		n.gate = append(n.gate, name)
+	}
 }
 
 // openClickHouse connects to --clickhouse once per process.
@@ -306,7 +389,7 @@ func (n *node) addClickHouse(f *roleFlags) error {
 func (n *node) addArchive(f *roleFlags) error {
 	t := kafka.DefaultTopics()
 	a, err := parquet.New(parquet.Config{Brokers: n.brokers, Topics: t, Dir: f.archiveDir, RollInterval: f.archiveRoll,
-		RollBytes: f.archiveRollBytes, Logger: n.log, Metrics: parquet.NewMetrics(n.reg)})
+		RollBytes: f.archiveRollBytes, RollQuiet: f.archiveRollQuiet, Logger: n.log, Metrics: parquet.NewMetrics(n.reg)})
 	if err != nil {
 		return err
 	}
@@ -315,6 +398,10 @@ func (n *node) addArchive(f *roleFlags) error {
 		n.sinkGroups = map[string][]string{}
 	}
 	n.sinkGroups[parquet.DefaultGroup] = []string{t.Clean, t.Status}
+	// The archive writes to this process's own disk: a failing write or a
+	// stall is this process's problem, unlike a remote sink's.
+	n.checks = append(n.checks, readyCheck{"archive", a.Err})
+	n.addConsumer(parquet.DefaultGroup, nil, true)
 	return nil
 }
 
@@ -326,14 +413,12 @@ func (n *node) addQuery(f *roleFlags) error {
 	t := kafka.DefaultTopics()
 	view := queries.NewStatusView(n.brokers, t.Status, n.log)
 	n.comps = append(n.comps, view.Run)
-	group := f.group
-	if group == "" {
-		group = processors.DefaultGroup
-	}
-	lag := queries.NewLag(n.adm, t.Events, t.Status, group, view, t.Clean, t.Status, t.State, t.DLQ)
+	lag := queries.NewLag(n.adm, t.Events, t.Status, f.processGroup(), view, t.Clean, t.Status, t.State, t.DLQ)
 	for g, topics := range n.sinkGroups {
 		lag.AddGroup(g, topics...)
 	}
+	n.addConsumer(queries.ViewConsumer, nil, true)
+	n.watchProgress(f, lag)
 	api := &queries.API{View: view, Lag: lag, APIToken: token, Logger: n.log}
 	if f.clickhouseDSN != "" {
 		conn, err := n.openClickHouse(f)
