@@ -314,6 +314,11 @@ func (p *Processor) session(ctx context.Context) error {
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(t.Events),
 		kgo.TransactionalID(p.cfg.TransactionalID),
+		// Static membership under the same stable id: a member restarted
+		// after a crash takes its predecessor's place (and partitions) at
+		// once, instead of the group waiting out the dead member's session
+		// timeout before it rebalances.
+		kgo.InstanceID(p.cfg.TransactionalID),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.OnPartitionsRevoked(p.dropParts),

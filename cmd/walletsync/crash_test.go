@@ -14,14 +14,22 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
+	"github.com/walletsync/walletsync/processors"
+	"github.com/walletsync/walletsync/queries"
+	"github.com/walletsync/walletsync/sinks/parquet"
 )
 
 var (
@@ -380,5 +388,196 @@ func checkCrashOutcome(t *testing.T, c *child, kafkaAddr string, p *poster) {
 	}
 	if len(versions) == 0 {
 		t.Error("wallet.status is empty")
+	}
+}
+
+// The roles as separate processes on a three-broker cluster: ingest, two
+// processors, the Parquet sink and the read API. One of them is SIGKILLed
+// at a random moment while events flow and restarted at once, cycle after
+// cycle, and one processor is killed for good halfway. After each restart,
+// with new traffic, every consumer must be back at lag 0 within 15 s (the
+// processor killed for good: within its session timeout, 10 s, plus 15 s);
+// in the end every acknowledged event is folded once and archived once.
+func TestRolesSurviveSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the crash test takes minutes")
+	}
+	cycles := 8
+	if *long {
+		cycles = 40
+	}
+	emb, err := kafka.StartEmbedded("", 3, "", kfake.GroupMinSessionTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	brokers := strings.Join(emb.Brokers(), ",")
+	logDir := *crashLogs
+	if logDir == "" {
+		logDir = t.TempDir()
+	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	archive := t.TempDir()
+	type role struct {
+		addr string
+		args []string
+		c    *child
+		gone bool // killed for good
+	}
+	roles := map[string]*role{}
+	add := func(name string, args ...string) {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		roles[name] = &role{addr: addr, args: append(args, "--brokers", brokers, "--http", addr, "--log-level", "info")}
+	}
+	add("ingest", "ingest", "--partitions", "6")
+	add("process-a", "process", "--transactional-id", "a")
+	add("process-b", "process", "--transactional-id", "b")
+	add("archive", "sink", "parquet", "--archive-dir", archive, "--archive-roll-interval", "10s")
+	add("query", "query")
+	start := func(name string, n int) {
+		r := roles[name]
+		r.c = startChild(t, filepath.Join(logDir, fmt.Sprintf("roles-%02d-%s.log", n, name)), r.addr, r.args...)
+		for time.Since(r.c.started) < 15*time.Second {
+			if code, _ := get(r.c.url + "/healthz"); code == 200 {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("%s did not start:\n%s", name, tail(r.c.dump(), 4000))
+	}
+	start("ingest", 0) // creates the topics
+	for _, name := range []string{"process-a", "process-b", "archive", "query"} {
+		start(name, 0)
+	}
+	cl, err := kgo.NewClient(kafka.ClientOpts(emb.Brokers(), "test-lag")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	topics := kafka.DefaultTopics()
+	lag := queries.NewLag(kadm.NewClient(cl), topics.Events, topics.Status, processors.DefaultGroup, nil, topics.Clean, topics.Status, topics.State)
+	lag.AddGroup(parquet.DefaultGroup, topics.Clean, topics.Status)
+	// caughtUp: the processors and the archive (measured here) and the
+	// read API's view (its /v1/pipeline) have all reached the end.
+	caughtUp := func(deadline time.Time) (bool, string) {
+		last := ""
+		for time.Now().Before(deadline) {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			rep, err := lag.Compute(ctx)
+			cancel()
+			last = fmt.Sprintf("%+v %v", rep.Consumers, err)
+			if err == nil && rep.Lag == 0 {
+				if ok, state := roles["query"].c.waitLagZero(time.Now().Add(100 * time.Millisecond)); ok {
+					return true, ""
+				} else {
+					last += " query: " + state
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return false, last
+	}
+
+	p := &poster{batches: crashStream(cycles)}
+	ingestURL := func() string { return roles["ingest"].c.url }
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 2))
+	t.Logf("seed %d, %d cycles", seed, cycles)
+	if p.post(ingestURL(), 10, nil) < 10 {
+		t.Fatal("ingest did not take the first batches")
+	}
+	if ok, state := caughtUp(time.Now().Add(60 * time.Second)); !ok {
+		t.Fatalf("never caught up at the start: %s", state)
+	}
+	victims := []string{"ingest", "process-a", "process-b", "process-a", "process-b", "archive", "query"}
+	var recoveries []float64
+	for i := 1; i <= cycles; i++ {
+		name := victims[rng.IntN(len(victims))]
+		forGood := i == cycles/2
+		if forGood {
+			name = "process-b"
+		}
+		if roles[name].gone {
+			name = "process-a"
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				if p.post(ingestURL(), 1, stop) == 0 {
+					select {
+					case <-stop:
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}()
+		time.Sleep(time.Duration(rng.IntN(3000)) * time.Millisecond)
+		roles[name].c.kill()
+		close(stop)
+		<-done
+		killed := time.Now()
+		bound := 15 * time.Second
+		if forGood {
+			roles[name].gone = true
+			bound += 10 * time.Second // the dead member's session timeout
+		} else {
+			start(name, i)
+		}
+		if p.next+8 > len(p.batches) {
+			t.Fatalf("the stream is too short (%d batches)", len(p.batches))
+		}
+		if p.post(ingestURL(), 8, nil) < 8 {
+			t.Fatalf("cycle %d: ingest did not take a burst after %s's restart", i, name)
+		}
+		if ok, state := caughtUp(killed.Add(bound)); !ok {
+			var logs strings.Builder
+			for n, r := range roles {
+				if !r.gone {
+					fmt.Fprintf(&logs, "--- %s\n%s\n", n, tail(r.c.dump(), 6000))
+				}
+			}
+			t.Fatalf("cycle %d: %s killed (for good: %v); not at lag 0 within %v: %s\n%s", i, name, forGood, bound, state, logs.String())
+		}
+		took := time.Since(killed).Seconds()
+		if !forGood {
+			recoveries = append(recoveries, took)
+		}
+		t.Logf("cycle %2d: %-9s killed%s, lag 0 after %.2fs", i, name, map[bool]string{true: " for good", false: ""}[forGood], took)
+	}
+	slices.Sort(recoveries)
+	t.Logf("recovery times over %d restarts: min %.2fs median %.2fs max %.2fs", len(recoveries), recoveries[0], recoveries[len(recoveries)/2], recoveries[len(recoveries)-1])
+
+	checkCrashOutcome(t, roles["query"].c, emb.Brokers()[0], p)
+	archived := map[string]int{}
+	if err := parquet.ReadDataset(archive, parquet.EventsDataset, "", "", func(rows []parquet.EventRow) error {
+		for i := range rows {
+			archived[rows[i].Event().ID]++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, l := range p.sent() {
+		if e, err := walletsync.ParseEvent(l); err == nil {
+			want[e.ID] = true
+		}
+	}
+	for id, n := range archived {
+		if n != 1 || !want[id] {
+			t.Errorf("event %s archived %d times (sent: %v)", id, n, want[id])
+		}
+	}
+	if len(archived) != len(want) {
+		t.Errorf("%d events archived, %d sent", len(archived), len(want))
 	}
 }
