@@ -21,7 +21,7 @@ import (
 
 func benchServer(b *testing.B, cfg Config) (string, *kgo.Client) {
 	b.Helper()
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -32,7 +32,7 @@ type fixture struct {
 // newFixture runs the ingest handlers against a real in-process Kafka.
 func newFixture(t *testing.T, cfg Config) *fixture {
 	t.Helper()
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

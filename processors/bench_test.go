@@ -29,7 +29,7 @@ var copyTopics = [...]string{"bench.copy.0", "bench.copy.1", "bench.copy.2"}
 // events already on wallet.events.
 func benchCluster(b *testing.B, n int) (*kafka.Embedded, *kgo.Client, *kadm.Client) {
 	b.Helper()
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func BenchmarkPipeline(b *testing.B) {
 // < 5 s), and the heap the rebuilt state takes per customer.
 func BenchmarkRestartRecovery(b *testing.B) {
 	const customers = 1_000_000
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -29,7 +29,7 @@ type onePartition struct {
 
 func newOnePartition(t *testing.T) *onePartition {
 	t.Helper()
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

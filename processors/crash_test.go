@@ -95,7 +95,7 @@ func TestCrashedProcessorsStayExact(t *testing.T) {
 	if testing.Short() {
 		t.Skip("re-executes processors; skipped with -short")
 	}
-	emb, err := kafka.StartEmbedded("", 3, "", kfake.GroupMinSessionTimeout(time.Second))
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 3}, kfake.GroupMinSessionTimeout(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func TestStateLoadWaitsOutAnotherOwnersOpenTransaction(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a transaction timeout; skipped with -short")
 	}
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -209,7 +209,7 @@ func checkCleanTopic(t *testing.T, brokers []string, lines [][]byte) {
 }
 
 func TestPipelineEndToEnd(t *testing.T) {
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +405,7 @@ func grepLines(s, sub string) string {
 // and the current status of every customer as /v1/status shows it.
 func TestRunWithClickHouse(t *testing.T) {
 	ch := chtest.Start(t)
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -605,7 +605,7 @@ func TestArchiveRebuildAndReplay(t *testing.T) {
 	}
 	rebuildIntoClickHouseTwice(t, archive)
 
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -681,7 +681,7 @@ func countDistinct(lines [][]byte) int {
 // uninstalls the webhooks missed are repaired, agreeing customers get no new
 // status version; a run whose API fails halfway resumes at the failed page.
 func TestBackfillRepairsDriftAndResumes(t *testing.T) {
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -782,7 +782,7 @@ func versionsOf(t *testing.T, ndjson []byte) map[string]uint64 {
 // replay topic copies a topic's committed records, every partition, from an
 // offset or from a time, keys, values and headers included.
 func TestReplayTopic(t *testing.T) {
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 // 503 within the progress deadline, naming the processors and what they
 // wait for, and turn 200 again once the transaction ends.
 func TestReadinessReportsStalledProcessors(t *testing.T) {
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -212,6 +212,7 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 		return exitUsage
 	}
 	brokers := f.brokerList()
+	var emb *kafka.Embedded
 	if role == "run" && len(brokers) == 0 {
 		dir := f.dataDir
 		if dir != "" {
@@ -223,7 +224,7 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 				return exitFail
 			}
 		}
-		emb, err := kafka.StartEmbedded(dir, f.embeddedBrokers, f.kafkaListen)
+		emb, err = kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: dir, Brokers: f.embeddedBrokers, Listen: f.kafkaListen, MinFreeBytes: f.minFreeBytes})
 		if err != nil {
 			fmt.Fprintf(e.stderr, "walletsync run: %v\n", err)
 			return exitFail
@@ -243,6 +244,9 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 	if err != nil {
 		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)
 		return exitFail
+	}
+	if emb != nil {
+		n.checks = append(n.checks, readyCheck{"embedded Kafka", emb.DiskErr})
 	}
 	if role != "query" && role != "sink clickhouse" {
 		if err := n.ensureTopics(ctx, f); err != nil {

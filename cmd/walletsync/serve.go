@@ -90,12 +90,14 @@ type roleFlags struct {
 	archiveRoll                         time.Duration
 	archiveRollBytes                    int
 	archiveRollQuiet                    time.Duration
+	minFreeBytes                        int64
 }
 
 func (f *roleFlags) archiveFlags(fs *flag.FlagSet, dirHelp string, roll time.Duration) {
 	fs.StringVar(&f.archiveDir, "archive-dir", "", dirHelp)
 	fs.DurationVar(&f.archiveRoll, "archive-roll-interval", roll, "Parquet archive: write a file set at least this often")
 	fs.IntVar(&f.archiveRollBytes, "archive-roll-bytes", 64<<20, "Parquet archive: or once this many bytes of records are buffered")
+	fs.Int64Var(&f.minFreeBytes, "min-free-bytes", kafka.DefaultMinFreeBytes, "space the archive (and run's embedded broker) leave free on their disk: below it rolls and new records are refused, so that open transactions can still be ended (negative: no reserve)")
 	fs.DurationVar(&f.archiveRollQuiet, "archive-roll-quiet", time.Second, "Parquet archive: or once no record has come for this long, so a burst is archived (and its lag back to 0) soon after it ends (negative: never)")
 }
 
@@ -389,7 +391,7 @@ func (n *node) addClickHouse(f *roleFlags) error {
 func (n *node) addArchive(f *roleFlags) error {
 	t := kafka.DefaultTopics()
 	a, err := parquet.New(parquet.Config{Brokers: n.brokers, Topics: t, Dir: f.archiveDir, RollInterval: f.archiveRoll,
-		RollBytes: f.archiveRollBytes, RollQuiet: f.archiveRollQuiet, Logger: n.log, Metrics: parquet.NewMetrics(n.reg)})
+		RollBytes: f.archiveRollBytes, RollQuiet: f.archiveRollQuiet, MinFreeBytes: f.minFreeBytes, Logger: n.log, Metrics: parquet.NewMetrics(n.reg)})
 	if err != nil {
 		return err
 	}

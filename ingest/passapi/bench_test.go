@@ -23,7 +23,7 @@ func BenchmarkBackfill(b *testing.B) {
 	var total time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		emb, err := kafka.StartEmbedded("", 1, "")
+		emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -94,7 +94,7 @@ func TestReadPartitionEndsOnAbortedTail(t *testing.T) {
 // reach 0; a second start finds nothing to mark.
 func TestEmbeddedMarksCrashAborts(t *testing.T) {
 	img := crashImage(t)
-	e, err := StartEmbedded(img, 1, "")
+	e, err := StartEmbedded(EmbeddedConfig{DataDir: img})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestEmbeddedMarksCrashAborts(t *testing.T) {
 	}
 	e.Close()
 
-	e, err = StartEmbedded(img, 1, "")
+	e, err = StartEmbedded(EmbeddedConfig{DataDir: img})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestEmbeddedListen(t *testing.T) {
 		}
 		addr = ln.Addr().String()
 		ln.Close()
-		if e, err = StartEmbedded("", 2, addr); err != nil && try > 5 {
+		if e, err = StartEmbedded(EmbeddedConfig{Brokers: 2, Listen: addr}); err != nil && try > 5 {
 			t.Fatal(err)
 		}
 	}
@@ -166,7 +166,7 @@ func TestEmbeddedListen(t *testing.T) {
 		t.Errorf("brokers %v, want %s and the next port", got, addr)
 	}
 	for _, bad := range []string{"0.0.0.0:9092", ":9092", "localhost", "127.0.0.1:x", "[::]:9092"} {
-		if _, err := StartEmbedded("", 1, bad); err == nil {
+		if _, err := StartEmbedded(EmbeddedConfig{Listen: bad}); err == nil {
 			t.Errorf("listen %q accepted", bad)
 		}
 	}

@@ -132,6 +132,40 @@ type Embedded struct {
 	cluster     *kfake.Cluster
 	unavailable atomic.Bool
 	faultOnce   sync.Once
+	disk        *DiskGuard
+}
+
+// DiskErr is why the broker refuses new records now (its data dir's disk
+// below the reserve), or nil.
+func (e *Embedded) DiskErr() error { return e.disk.Err() }
+
+// guardProduce answers produce requests with KAFKA_STORAGE_ERROR while the
+// data dir's disk is below the reserve. Other requests (the markers that
+// end transactions, offset commits) still go through, into the reserve.
+func (e *Embedded) guardProduce() {
+	e.cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		e.cluster.KeepControl()
+		if e.disk.Err() == nil {
+			return nil, nil, false
+		}
+		return refuseProduce(kr.(*kmsg.ProduceRequest), kerr.KafkaStorageError.Code), nil, true
+	})
+}
+
+// refuseProduce answers every partition of a produce request with code.
+func refuseProduce(req *kmsg.ProduceRequest, code int16) *kmsg.ProduceResponse {
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	for _, rt := range req.Topics {
+		t := kmsg.NewProduceResponseTopic()
+		t.Topic = rt.Topic
+		for _, rp := range rt.Partitions {
+			p := kmsg.NewProduceResponseTopicPartition()
+			p.Partition, p.ErrorCode = rp.Partition, code
+			t.Partitions = append(t.Partitions, p)
+		}
+		resp.Topics = append(resp.Topics, t)
+	}
+	return resp
 }
 
 // SetProduceUnavailable makes the cluster answer every produce request with
@@ -144,33 +178,37 @@ func (e *Embedded) SetProduceUnavailable(down bool) {
 			if !e.unavailable.Load() {
 				return nil, nil, false
 			}
-			req := kr.(*kmsg.ProduceRequest)
-			resp := req.ResponseKind().(*kmsg.ProduceResponse)
-			for _, rt := range req.Topics {
-				t := kmsg.NewProduceResponseTopic()
-				t.Topic = rt.Topic
-				for _, rp := range rt.Partitions {
-					p := kmsg.NewProduceResponseTopicPartition()
-					p.Partition, p.ErrorCode = rp.Partition, kerr.NotEnoughReplicas.Code
-					t.Partitions = append(t.Partitions, p)
-				}
-				resp.Topics = append(resp.Topics, t)
-			}
-			return resp, nil, true
+			return refuseProduce(kr.(*kmsg.ProduceRequest), kerr.NotEnoughReplicas.Code), nil, true
 		})
 	})
 	e.unavailable.Store(down)
 }
 
-// StartEmbedded starts an embedded cluster of n brokers (n ≥ 1). listen ""
-// puts them on loopback at free ports; "HOST:PORT" puts the first broker at
-// that address and the others at the next ports on the same host, so that
-// clients outside the process (kcat) find the cluster at a known address
-// across restarts. HOST is also the address the brokers advertise, so it
-// must be one clients can reach (not 0.0.0.0). dataDir "" keeps everything
-// in memory; extra options are for tests (shorter group timeouts, faults).
-func StartEmbedded(dataDir string, n int, listen string, extra ...kfake.Opt) (*Embedded, error) {
-	n = max(n, 1)
+// EmbeddedConfig configures the embedded cluster.
+type EmbeddedConfig struct {
+	// DataDir keeps the cluster's data across restarts; "" keeps
+	// everything in memory.
+	DataDir string
+	// Brokers in the cluster (default 1).
+	Brokers int
+	// Listen "" puts the brokers on loopback at free ports; "HOST:PORT"
+	// puts the first at that address and the others at the next ports on
+	// the same host, so that clients outside the process (kcat) find the
+	// cluster at a known address across restarts. HOST is also the
+	// address the brokers advertise, so it must be one clients can reach
+	// (not 0.0.0.0).
+	Listen string
+	// MinFreeBytes: with a DataDir, produce requests are refused
+	// (KAFKA_STORAGE_ERROR) while the data dir's disk has less free space
+	// than this (0: DefaultMinFreeBytes; negative: no reserve).
+	MinFreeBytes int64
+}
+
+// StartEmbedded starts an embedded cluster; extra options are for tests
+// (shorter group timeouts, faults).
+func StartEmbedded(cfg EmbeddedConfig, extra ...kfake.Opt) (*Embedded, error) {
+	n := max(cfg.Brokers, 1)
+	dataDir, listen := cfg.DataDir, cfg.Listen
 	opts := []kfake.Opt{kfake.NumBrokers(n)}
 	if listen != "" {
 		host, portText, err := net.SplitHostPort(listen)
@@ -207,6 +245,13 @@ func StartEmbedded(dataDir string, n int, listen string, extra ...kfake.Opt) (*E
 	}
 	e := &Embedded{cluster: c}
 	if dataDir != "" {
+		minFree := cfg.MinFreeBytes
+		if minFree == 0 {
+			minFree = DefaultMinFreeBytes
+		}
+		if e.disk = NewDiskGuard(dataDir, minFree); e.disk != nil {
+			e.guardProduce()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if e.CrashAborts, err = markCrashAborts(ctx, c.ListenAddrs()); err != nil {

@@ -51,7 +51,7 @@ func BenchmarkSink(b *testing.B) {
 			if err := conn.Exec(ctx, "TRUNCATE TABLE wallet_events"); err != nil {
 				b.Fatal(err)
 			}
-			emb, err := kafka.StartEmbedded("", 1, "")
+			emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -56,7 +56,7 @@ func TestSinkVerifierClearsSettledMonthsOnly(t *testing.T) {
 		t.Fatalf("dirty before the verifier: %v, %v; want [%d %d]", dirty, err, jan, feb)
 	}
 
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

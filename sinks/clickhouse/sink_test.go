@@ -34,7 +34,7 @@ type pipeline struct {
 // it arrive over a few seconds.
 func startPipeline(t *testing.T, n int) *pipeline {
 	t.Helper()
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ type cluster struct {
 
 func newCluster(t testing.TB) *cluster {
 	t.Helper()
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

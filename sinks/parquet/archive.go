@@ -51,15 +51,21 @@ type Config struct {
 	// A roll that fails (a full disk) is retried every RetryEvery
 	// (default 5 s) with the same records; nothing more is read meanwhile.
 	RetryEvery time.Duration
-	Logger     *slog.Logger
-	Metrics    *Metrics
+	// MinFreeBytes: a roll is refused (and retried) while the archive's
+	// disk has less free space than this, so the archive never takes the
+	// last bytes a broker on the same disk needs to end its transactions
+	// (0: kafka.DefaultMinFreeBytes; negative: no reserve).
+	MinFreeBytes int64
+	Logger       *slog.Logger
+	Metrics      *Metrics
 }
 
 // Archiver writes the archive.
 type Archiver struct {
-	cfg Config
-	log *slog.Logger
-	m   *Metrics
+	cfg  Config
+	log  *slog.Logger
+	m    *Metrics
+	disk *kafka.DiskGuard
 
 	mu       sync.Mutex
 	writeErr error // the last roll's failure, until a roll succeeds
@@ -110,13 +116,16 @@ func New(cfg Config) (*Archiver, error) {
 	if cfg.RetryEvery <= 0 {
 		cfg.RetryEvery = 5 * time.Second
 	}
+	if cfg.MinFreeBytes == 0 {
+		cfg.MinFreeBytes = kafka.DefaultMinFreeBytes
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
-	return &Archiver{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}, nil
+	return &Archiver{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, disk: kafka.NewDiskGuard(cfg.Dir, cfg.MinFreeBytes)}, nil
 }
 
 // fileName is p<partition>-<first>-<last>-<k>of<n>.parquet: the offset
@@ -408,6 +417,17 @@ func (a *Archiver) commitResume(ctx context.Context, adm *kadm.Client, start map
 // roll writes every buffered range, then commits the group's position.
 func (a *Archiver) roll(ctx context.Context, adm *kadm.Client, bufs map[string]map[int32]*partBuf) error {
 	start := time.Now()
+	for _, parts := range bufs {
+		for _, b := range parts {
+			if b.first < 0 {
+				continue
+			}
+			if err := a.disk.Err(); err != nil {
+				return fmt.Errorf("archive: %w", err)
+			}
+			break
+		}
+	}
 	commit := kadm.Offsets{}
 	for topic, parts := range bufs {
 		for p, b := range parts {

@@ -28,7 +28,7 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
-	emb, err := kafka.StartEmbedded("", 1, "")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Brokers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
