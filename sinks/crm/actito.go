@@ -142,7 +142,7 @@ func (a *Actito) Deliver(ctx context.Context, items []*Item) error {
 			"Authorization":   {"Bearer " + tok},
 			"Content-Type":    {"application/json"},
 			"Accept":          {"application/json"},
-			"Idempotency-Key": {it.Key},
+			"Idempotency-Key": {headerKey(it.Key)},
 		})
 		if status == http.StatusUnauthorized && try == 0 {
 			// Expired or revoked token: one new token, one more try.

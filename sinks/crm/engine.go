@@ -121,9 +121,13 @@ type Config struct {
 	// sent, so that an uninstall followed by a reinstall within the window
 	// costs one write, or none. 0 sends at once.
 	Settle time.Duration
-	// Concurrency: requests in flight at once (default 4). Rate: requests
-	// per second (default 20), Burst (default Concurrency).
+	// Concurrency: requests in flight at once for first attempts (default
+	// 4), and as many again for retries and for requests slower than
+	// SlowAfter (default 2 s), so that a customer whose requests hang or
+	// fail never holds the others back. Rate: requests per second
+	// (default 20), Burst (default Concurrency).
 	Concurrency int
+	SlowAfter   time.Duration
 	Rate        float64
 	Burst       int
 	// Retry budget: an item is dead-lettered after MaxAttempts failed
@@ -135,7 +139,7 @@ type Config struct {
 	MaxAge      time.Duration
 	BaseBackoff time.Duration
 	MaxBackoff  time.Duration
-	// RequestTimeout bounds one Deliver (default 30 s).
+	// RequestTimeout bounds one attempt (default 10 s).
 	RequestTimeout time.Duration
 	// MaxPending: polling pauses while this many customers wait (default
 	// 100,000), so a CRM that is down holds memory bounded.
@@ -190,7 +194,10 @@ func New(cfg Config, dest Destination) (*Engine, error) {
 		cfg.MaxBackoff = time.Minute
 	}
 	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = 30 * time.Second
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.SlowAfter <= 0 {
+		cfg.SlowAfter = 2 * time.Second
 	}
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 100_000
@@ -232,7 +239,14 @@ type delivered struct {
 	part    int32
 }
 
+// flight is one request in flight.
+type flight struct {
+	start time.Time
+	slow  bool // counted in the slow lane
+}
+
 type result struct {
+	f     *flight
 	items []*Item
 	err   error // per item: errs[i]
 	errs  []error
@@ -249,8 +263,8 @@ type revokeReq struct {
 func (e *Engine) Run(ctx context.Context) error {
 	s := &state{
 		e: e, customers: map[string]*customer{}, last: map[string]delivered{}, parts: map[int32]*partTrack{},
-		results: make(chan result, e.cfg.Concurrency), revokes: make(chan revokeReq), stopped: make(chan struct{}),
-		draining: map[int32]bool{},
+		results: make(chan result, 2*e.cfg.Concurrency), revokes: make(chan revokeReq), stopped: make(chan struct{}),
+		draining: map[int32]bool{}, flights: map[*flight]bool{},
 	}
 	cl, err := kgo.NewClient(append(kafka.ClientOpts(e.cfg.Brokers, "walletsync-crm-"+e.dest.Name()),
 		kgo.ConsumerGroup(e.cfg.Group),
@@ -284,11 +298,16 @@ type state struct {
 	due       dueHeap
 	parts     map[int32]*partTrack
 	draining  map[int32]bool
-	inflight  int // batches
-	results   chan result
-	revokes   chan revokeReq
-	stopped   chan struct{}
-	pending   atomic.Int64
+	// Requests in flight, in two lanes of Concurrency each: fresh for
+	// first attempts, slow for retries and for fresh requests that have
+	// run past SlowAfter (moved there by the loop).
+	flights map[*flight]bool
+	fresh   int
+	slow    int
+	results chan result
+	revokes chan revokeReq
+	stopped chan struct{}
+	pending atomic.Int64
 }
 
 // revoke runs on the client's goroutine inside a poll: it hands the
@@ -356,11 +375,17 @@ func (s *state) loop(ctx context.Context) error {
 	defer timer.Stop()
 	var revoking []revokeReq
 	for {
-		s.dispatch(ctx)
-		// Wake for the next item that becomes due.
+		s.slowDown(time.Now())
+		blocked := s.dispatch(ctx)
+		// Wake for the next item that becomes due, unless the due ones
+		// wait for a lane (a result wakes the loop then), and for the
+		// next request that turns slow.
 		wait := time.Hour
-		if len(s.due) > 0 {
+		if len(s.due) > 0 && !blocked {
 			wait = max(time.Until(s.due[0].dueAt), time.Millisecond)
+		}
+		if next, ok := s.nextSlow(); ok {
+			wait = min(wait, max(time.Until(next), time.Millisecond))
 		}
 		timer.Reset(wait)
 		select {
@@ -383,7 +408,12 @@ func (s *state) loop(ctx context.Context) error {
 			})
 			fs.EachRecord(s.add)
 		case r := <-s.results:
-			s.inflight--
+			if r.f.slow {
+				s.slow--
+			} else {
+				s.fresh--
+			}
+			delete(s.flights, r.f)
 			s.finish(r)
 			select {
 			case resume <- struct{}{}:
@@ -500,41 +530,103 @@ func (s *state) schedule(c *customer, at time.Time) {
 	}
 }
 
-// dispatch starts deliveries of due items while there is room.
-func (s *state) dispatch(ctx context.Context) {
+// dispatch starts deliveries of due items while their lane has room: first
+// attempts in the fresh lane, retries in the slow one, so that items that
+// keep failing or hanging cannot take every slot. It reports whether due
+// items were left waiting for a lane.
+func (s *state) dispatch(ctx context.Context) (blocked bool) {
 	e := s.e
 	now := time.Now()
-	for s.inflight < e.cfg.Concurrency && len(s.due) > 0 && !s.due[0].dueAt.After(now) {
-		var batch []*Item
-		for len(batch) < e.dest.MaxBatch() && len(s.due) > 0 && !s.due[0].dueAt.After(now) {
-			c := heap.Pop(&s.due).(*customer)
-			it := c.waiting
-			c.waiting = nil
-			if d, ok := s.last[c.id]; ok && d.fields == it.Status.Fields {
-				// A flap that settled back where the CRM already is:
-				// nothing to write.
-				e.m.coalesced.Inc()
-				s.parts[it.part].done(it.offset)
-				s.forget(c)
-				continue
-			}
-			c.inflight = it
-			batch = append(batch, it)
+	var held []*customer // due, but their lane is full
+	var batches [2][]*Item
+	launch := func(lane int) {
+		if len(batches[lane]) == 0 {
+			return
 		}
-		if len(batch) == 0 {
+		f := &flight{start: now, slow: lane == 1}
+		if f.slow {
+			s.slow++
+		} else {
+			s.fresh++
+		}
+		s.flights[f] = true
+		go s.deliver(ctx, f, batches[lane])
+		batches[lane] = nil
+	}
+	room := func(lane int) bool {
+		if lane == 1 {
+			return s.slow < e.cfg.Concurrency
+		}
+		return s.fresh < e.cfg.Concurrency
+	}
+	for len(s.due) > 0 && !s.due[0].dueAt.After(now) && (room(0) || room(1)) {
+		c := heap.Pop(&s.due).(*customer)
+		it := c.waiting
+		lane := 0
+		if it.attempts > 0 {
+			lane = 1
+		}
+		if !room(lane) {
+			held = append(held, c)
 			continue
 		}
-		s.inflight++
-		go s.deliver(ctx, batch)
+		c.waiting = nil
+		if d, ok := s.last[c.id]; ok && d.fields == it.Status.Fields {
+			// A flap that settled back where the CRM already is:
+			// nothing to write.
+			e.m.coalesced.Inc()
+			s.parts[it.part].done(it.offset)
+			s.forget(c)
+			continue
+		}
+		c.inflight = it
+		batches[lane] = append(batches[lane], it)
+		if len(batches[lane]) >= e.dest.MaxBatch() {
+			launch(lane)
+		}
 	}
+	launch(0)
+	launch(1)
+	for _, c := range held {
+		heap.Push(&s.due, c)
+	}
+	return len(s.due) > 0 && !s.due[0].dueAt.After(now)
+}
+
+// slowDown moves fresh requests that have run past SlowAfter to the slow
+// lane while it has room, freeing their fresh slots for other customers.
+func (s *state) slowDown(now time.Time) {
+	for f := range s.flights {
+		if !f.slow && now.Sub(f.start) >= s.e.cfg.SlowAfter && s.slow < s.e.cfg.Concurrency {
+			f.slow = true
+			s.fresh--
+			s.slow++
+			s.e.m.slowRequests.Inc()
+		}
+	}
+}
+
+// nextSlow is when the next fresh request turns slow.
+func (s *state) nextSlow() (time.Time, bool) {
+	var next time.Time
+	found := false
+	for f := range s.flights {
+		if f.slow {
+			continue
+		}
+		if at := f.start.Add(s.e.cfg.SlowAfter); !found || at.Before(next) {
+			next, found = at, true
+		}
+	}
+	return next, found
 }
 
 // deliver runs one request on its own goroutine and reports to the loop.
 // Items out of retries are dead-lettered here, before the loop hears of
 // them, so their offsets are committed only once the DLQ holds them.
-func (s *state) deliver(ctx context.Context, batch []*Item) {
+func (s *state) deliver(ctx context.Context, f *flight, batch []*Item) {
 	e := s.e
-	r := result{items: batch, errs: make([]error, len(batch)), dead: make([]bool, len(batch))}
+	r := result{f: f, items: batch, errs: make([]error, len(batch)), dead: make([]bool, len(batch))}
 	defer func() {
 		select {
 		case s.results <- r:

@@ -33,6 +33,10 @@ func do(ctx context.Context, client *http.Client, method, url string, body []byt
 	if err != nil {
 		return nil, resp.StatusCode, fmt.Errorf("reading the answer: %w", err)
 	}
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		// Not followed (defaultClient): the destination's URL is wrong.
+		b = []byte(fmt.Sprintf("a redirect to %q, which walletsync does not follow: point the destination at the final URL", resp.Header.Get("Location")))
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return b, resp.StatusCode, &HTTPError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After")), Body: string(b)}
 	}
@@ -61,19 +65,32 @@ func timeOrEmpty(ms int64) string {
 	return string(walletsync.AppendTime(nil, ms))
 }
 
+// defaultClient returns the client requests go through: c (or a new one)
+// made not to follow redirects. Go's client would follow a 301/302 as a GET
+// without the body and count the target's 200 as a delivery, sending the
+// signature headers to another host on the way; a redirect is the
+// destination's failure, answered as it is (an *HTTPError, retried).
 func defaultClient(c *http.Client) *http.Client {
+	var out http.Client
 	if c != nil {
-		return c
+		out = *c
+	} else {
+		out.Timeout = 30 * time.Second
 	}
-	return &http.Client{Timeout: 30 * time.Second}
+	out.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &out
 }
 
-// requestKey is a request's idempotency key: the item's own for one item,
-// for a batch one derived from its items' keys, so that a retried batch
-// carries the same key.
+// requestKey is a request's idempotency key and Standard Webhooks message
+// id: for one item derived from its key (customerId:version), for a batch
+// from its items' keys, so that a retried request carries the same key. It
+// is a hash, never the key itself: a customerId may hold any UTF-8 (or
+// control characters), and HTTP stacks read header bytes as ISO-8859-1, so a
+// raw id would break every receiver's signature check or could not be sent
+// at all. The readable key travels in the body (customerId, version).
 func requestKey(items []*Item) string {
 	if len(items) == 1 {
-		return items[0].Key
+		return headerKey(items[0].Key)
 	}
 	h := sha256.New()
 	for _, it := range items {
@@ -81,4 +98,10 @@ func requestKey(items []*Item) string {
 		h.Write([]byte{0})
 	}
 	return "batch_" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// headerKey is the printable-ASCII form of an item key for HTTP headers.
+func headerKey(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return "msg_" + hex.EncodeToString(h[:16])
 }

@@ -5,7 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // Metrics are the CRM sinks' metrics, labelled by destination.
 type Metrics struct {
 	delivered, retries, deadLettered, coalesced *prometheus.CounterVec
-	requests                                    *prometheus.CounterVec
+	requests, slowRequests                      *prometheus.CounterVec
 	pending                                     *prometheus.GaugeVec
 	delay, requestSeconds                       *prometheus.HistogramVec
 }
@@ -23,6 +23,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		deadLettered: counter("dead_lettered_total", "Items written to wallet.crm.dlq (refused, or out of retries).", "destination"),
 		coalesced:    counter("coalesced_total", "Writes saved: versions superseded by a newer one before delivery, or flaps that settled back to what the CRM has.", "destination"),
 		requests:     counter("requests_total", "Requests to the CRM by outcome: ok, partial, failed (retryable), refused (permanent).", "destination", "outcome"),
+		slowRequests: counter("slow_requests_total", "First attempts that ran past the slow threshold and moved to the retry lane, freeing their slot.", "destination"),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "walletsync", Subsystem: "crm", Name: "pending_customers",
 			Help: "Customers with a version waiting or in flight."}, []string{"destination"}),
 		delay: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "walletsync", Subsystem: "crm", Name: "delivery_delay_seconds",
@@ -37,6 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 type destMetrics struct {
 	delivered, retries, deadLettered, coalesced prometheus.Counter
+	slowRequests                                prometheus.Counter
 	requests                                    *prometheus.CounterVec
 	pending                                     prometheus.Gauge
 	delay, requestSeconds                       prometheus.Observer
@@ -46,7 +48,8 @@ func (m *Metrics) forDestination(dest string) *destMetrics {
 	l := prometheus.Labels{"destination": dest}
 	return &destMetrics{
 		delivered: m.delivered.With(l), retries: m.retries.With(l), deadLettered: m.deadLettered.With(l), coalesced: m.coalesced.With(l),
-		requests: m.requests.MustCurryWith(l), pending: m.pending.With(l),
+		slowRequests: m.slowRequests.With(l),
+		requests:     m.requests.MustCurryWith(l), pending: m.pending.With(l),
 		delay: m.delay.With(l), requestSeconds: m.requestSeconds.With(l),
 	}
 }
@@ -60,4 +63,10 @@ func (m *Metrics) Coalesced(dest string) prometheus.Counter { return m.coalesced
 // DeadLettered is the DLQ counter of a destination.
 func (m *Metrics) DeadLettered(dest string) prometheus.Counter {
 	return m.deadLettered.WithLabelValues(dest)
+}
+
+// SlowRequests counts a destination's first attempts moved to the retry
+// lane for running past the slow threshold.
+func (m *Metrics) SlowRequests(dest string) prometheus.Counter {
+	return m.slowRequests.WithLabelValues(dest)
 }
