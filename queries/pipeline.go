@@ -22,6 +22,8 @@ type Lag struct {
 	// sinks are further consumer groups of the pipeline and their topics;
 	// they keep transaction markers, so their offsets reach the end.
 	sinks map[string][]string
+	// Brokers are reported as they are.
+	Brokers []string
 }
 
 // ViewConsumer names the status view among the consumers of a Report.
@@ -45,6 +47,9 @@ func NewLag(adm *kadm.Client, eventsTopic, statusTopic, processGroup string, vie
 type Report struct {
 	Lag       int64            `json:"lag"`
 	Consumers map[string]int64 `json:"consumers"`
+	// Brokers are the Kafka addresses the pipeline uses (for kcat and
+	// other clients: with the embedded broker, its --kafka-listen address).
+	Brokers []string `json:"brokers,omitempty"`
 	// Positions are, per consumer, the sum of its positions over its
 	// partitions: they grow while it makes progress (Progress).
 	Positions map[string]int64 `json:"-"`
@@ -120,7 +125,7 @@ func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (lag,
 // inside an open transaction may already be visible, so the events lag
 // alone would claim "caught up" too early.
 func (l *Lag) Compute(ctx context.Context) (Report, error) {
-	r := Report{Consumers: map[string]int64{}, Positions: map[string]int64{}}
+	r := Report{Consumers: map[string]int64{}, Positions: map[string]int64{}, Brokers: l.Brokers}
 	procLag, procPos, err := l.groupLag(ctx, l.group, []string{l.events})
 	if err != nil {
 		return r, err

@@ -416,6 +416,7 @@ func (n *node) addQuery(f *roleFlags) error {
 	view := queries.NewStatusView(n.brokers, t.Status, n.log)
 	n.comps = append(n.comps, view.Run)
 	lag := queries.NewLag(n.adm, t.Events, t.Status, f.processGroup(), view, t.Clean, t.Status, t.State, t.DLQ)
+	lag.Brokers = n.brokers
 	for g, topics := range n.sinkGroups {
 		lag.AddGroup(g, topics...)
 	}
