@@ -53,36 +53,15 @@ func TestReadinessReportsStalledProcessors(t *testing.T) {
 	r := startRole(t, "run", "--brokers", strings.Join(emb.Brokers(), ","), "--partitions", "3", "--http", "127.0.0.1:0", "--log-level", "warn",
 		"--transactional-id", "ready", "--archive-dir", "none", "--progress-deadline", "2s")
 	// The first 200 comes only once the pipeline is measured.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		code, body := httpDo(t, "GET", r.url+"/readyz", "", nil)
-		if code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never ready: %d %s", code, body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitReadyz(t, r.url, 200, "never ready")
 	if code, body := httpDo(t, "GET", r.url+"/v1/pipeline", "", nil); code != 200 {
 		t.Fatalf("/v1/pipeline right after the first ready /readyz: %d %s", code, body)
 	}
 
 	postLines(t, r.url, testStream()[:300], 300)
 	var rd readiness
-	deadline = time.Now().Add(20 * time.Second)
-	for {
-		code, body := httpDo(t, "GET", r.url+"/readyz", "", nil)
-		if code == 503 {
-			if err := json.Unmarshal(body, &rd); err != nil {
-				t.Fatalf("/readyz body %s: %v", body, err)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz still %d %s while the processors cannot fold anything", code, body)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := json.Unmarshal(waitReadyz(t, r.url, 503, "still ready while the processors cannot fold anything"), &rd); err != nil {
+		t.Fatal(err)
 	}
 	why := rd.Reasons["walletsync-process"]
 	if rd.Ready || !strings.Contains(why, "records behind") || !strings.Contains(why, "to be stable") || !strings.Contains(why, topics.Clean) {
@@ -96,15 +75,22 @@ func TestReadinessReportsStalledProcessors(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCaughtUp(t, r.url)
-	deadline = time.Now().Add(20 * time.Second)
+	waitReadyz(t, r.url, 200, "not ready again after the processors caught up")
+}
+
+// waitReadyz polls /readyz until it answers want, for up to 20 s, and
+// returns the body.
+func waitReadyz(t *testing.T, url string, want int, why string) []byte {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
 	for {
-		code, body := httpDo(t, "GET", r.url+"/readyz", "", nil)
-		if code == 200 {
-			break
+		code, body := httpDo(t, "GET", url+"/readyz", "", nil)
+		if code == want {
+			return body
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz still %d %s after the processors caught up", code, body)
+			t.Fatalf("%s: /readyz %d %s", why, code, body)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
