@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -42,14 +43,17 @@ type Config struct {
 	Now             func() time.Time
 	Logger          *slog.Logger
 	Metrics         *Metrics
+	Limits          Limits // zero fields: DefaultLimits
 }
 
 // Server serves the ingest endpoints.
 type Server struct {
-	cfg Config
-	pub Publisher
-	m   *Metrics
-	log *slog.Logger
+	cfg     Config
+	pub     Publisher
+	m       *Metrics
+	log     *slog.Logger
+	lim     Limits
+	budgets *budgets
 }
 
 // NewServer returns the ingest HTTP handlers writing through pub.
@@ -75,7 +79,8 @@ func NewServer(cfg Config, pub Publisher) *Server {
 	if cfg.ConnectorAPIKey == "" {
 		cfg.Logger.Warn("no --connector-api-key: connector calls are accepted without a key")
 	}
-	return &Server{cfg: cfg, pub: pub, m: cfg.Metrics, log: cfg.Logger}
+	lim := cfg.Limits.withDefaults()
+	return &Server{cfg: cfg, pub: pub, m: cfg.Metrics, log: cfg.Logger, lim: lim, budgets: newBudgets(lim, cfg.Metrics)}
 }
 
 // Register adds the ingest routes to mux.
@@ -97,33 +102,19 @@ func WriteError(w http.ResponseWriter, code int, msg string) {
 	WriteJSON(w, code, map[string]string{"error": msg})
 }
 
-// CheckBearer enforces --api-token; shared with the read API.
+// CheckBearer enforces --api-token; shared with the read API. The scheme is
+// matched case-insensitively (RFC 9110 §11.1, formerly RFC 7235).
 func CheckBearer(w http.ResponseWriter, r *http.Request, token string) bool {
 	if token == "" {
 		return true
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if ok && equalSecret(got, token) {
+	scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if strings.EqualFold(scheme, "Bearer") && equalSecret(strings.TrimLeft(got, " "), token) {
 		return true
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="walletsync"`)
 	WriteError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 	return false
-}
-
-// readBody reads at most limit bytes, answering 413 above it.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			WriteError(w, http.StatusRequestEntityTooLarge, "body over "+strconv.FormatInt(limit, 10)+" bytes")
-		} else {
-			WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
-		}
-		return nil, false
-	}
-	return body, true
 }
 
 type lineError struct {
@@ -183,10 +174,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.m.authFailures.WithLabelValues(src).Inc()
 		return
 	}
-	body, ok := readBody(w, r, MaxBatchBytes)
+	// The token is checked above, before a byte of the body is read.
+	body, done, ok := s.readBody(w, r, src, MaxBatchBytes, s.cfg.APIToken != "")
 	if !ok {
 		return
 	}
+	defer done()
 	var lines [][]byte
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/json" {
 		lines = [][]byte{bytes.TrimSpace(body)} // one object, possibly pretty-printed
@@ -210,6 +203,14 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	)
 	for i, l := range lines {
 		if len(bytes.TrimSpace(l)) == 0 {
+			continue
+		}
+		// The line limit of `walletsync fold`: ingest accepts no line
+		// that fold would refuse.
+		if len(bytes.TrimRight(l, "\r")) > DefaultMaxLine {
+			rejected = append(rejected, lineError{i + 1, fmt.Sprintf("%v: over %d bytes", ErrLineTooLong, DefaultMaxLine)})
+			s.m.rejected.WithLabelValues(src, "line").Inc()
+			syntaxOnly = false
 			continue
 		}
 		ev, err := dec.Parse(l)
@@ -251,21 +252,29 @@ var deliveryHeaders = []string{"X-Neostore-Delivery-Id", "X-Neostore-Delivery", 
 
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	const src = "webhook"
-	body, ok := readBody(w, r, MaxHookBytes)
+	signed := len(s.cfg.WebhookSecrets) > 0
+	sig := r.Header.Get("X-Neostore-Signature")
+	// A missing or malformed signature is refused before the body is read.
+	if signed && (sig == "" || len(signatureCandidates(sig)) == 0) {
+		s.m.authFailures.WithLabelValues(src).Inc()
+		msg := "x-neostore-signature is not an HMAC-SHA256 in hex or base64"
+		if sig == "" {
+			msg = "missing x-neostore-signature"
+		}
+		WriteError(w, http.StatusUnauthorized, msg)
+		return
+	}
+	// The signature covers the body, so every webhook body is read
+	// unauthenticated: within the open budgets.
+	body, done, ok := s.readBody(w, r, src, MaxHookBytes, false)
 	if !ok {
 		return
 	}
-	if len(s.cfg.WebhookSecrets) > 0 {
-		sig := r.Header.Get("X-Neostore-Signature")
-		if sig == "" || !verifySignature(body, sig, s.cfg.WebhookSecrets) {
-			s.m.authFailures.WithLabelValues(src).Inc()
-			msg := "x-neostore-signature does not match the body"
-			if sig == "" {
-				msg = "missing x-neostore-signature"
-			}
-			WriteError(w, http.StatusUnauthorized, msg)
-			return
-		}
+	defer done()
+	if signed && !verifySignature(body, sig, s.cfg.WebhookSecrets) {
+		s.m.authFailures.WithLabelValues(src).Inc()
+		WriteError(w, http.StatusUnauthorized, "x-neostore-signature does not match the body")
+		return
 	}
 	var delivery string
 	for _, h := range deliveryHeaders {
@@ -289,13 +298,13 @@ func (s *Server) connector(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusUnauthorized, "missing or wrong X-API-KEY")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, MaxHookBytes)
+	body, done, ok := s.readBody(w, r, src, MaxHookBytes, s.cfg.ConnectorAPIKey != "")
+	if !ok {
+		return
+	}
+	defer done()
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	if err := r.ParseForm(); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			WriteError(w, http.StatusRequestEntityTooLarge, "body over "+strconv.Itoa(MaxHookBytes)+" bytes")
-			return
-		}
 		WriteError(w, http.StatusBadRequest, "not a form: "+err.Error())
 		return
 	}

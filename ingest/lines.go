@@ -10,8 +10,11 @@ import (
 	"io"
 )
 
-// DefaultMaxLine is the longest NDJSON line read; a canonical event is a few
-// hundred bytes, so a megabyte is a broken or hostile line, not an event.
+// DefaultMaxLine is the longest NDJSON line read, by `walletsync fold` (its
+// --max-line default) and by POST /v1/events (each line, and the one object
+// of an application/json body), so that a file ingest accepts folds too. A
+// canonical event is a few hundred bytes, so a megabyte is a broken or
+// hostile line, not an event.
 const DefaultMaxLine = 1 << 20
 
 // ErrLineTooLong is returned (wrapped, with the limit) for a line over the

@@ -16,6 +16,8 @@ type Metrics struct {
 	ignored         prometheus.Counter
 	produceFailures prometheus.Counter
 	produceSeconds  prometheus.Histogram
+	bodiesRefused   *prometheus.CounterVec // by source and reason
+	bodyBytes       *prometheus.GaugeVec   // by budget
 }
 
 // NewMetrics registers the ingest metrics with reg.
@@ -33,8 +35,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Events Kafka did not acknowledge (the request got 503)."}),
 		produceSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "walletsync", Subsystem: "ingest", Name: "produce_seconds",
 			Help: "Time from publishing a request's events to Kafka's acknowledgement.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		bodiesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "ingest", Name: "bodies_refused_total",
+			Help: "Request bodies refused before they were parsed, by source and reason: busy (503, the body budget was full), timeout (408), too_large (413), encoding (415), unreadable (400)."}, []string{"source", "reason"}),
+		bodyBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "walletsync", Subsystem: "ingest", Name: "body_bytes_reserved",
+			Help: "Bytes of request bodies being read or handled, by budget (small, open: unauthenticated; trusted)."}, []string{"budget"}),
 	}
-	reg.MustRegister(m.accepted, m.rejected, m.authFailures, m.ignored, m.produceFailures, m.produceSeconds)
+	reg.MustRegister(m.accepted, m.rejected, m.authFailures, m.ignored, m.produceFailures, m.produceSeconds, m.bodiesRefused, m.bodyBytes)
 	return m
 }
 

@@ -19,22 +19,7 @@ import (
 // accepted as hex or base64 (standard or URL alphabet), with or without a
 // "sha256=" prefix. Comparisons are constant-time.
 func verifySignature(body []byte, header string, secrets []string) bool {
-	sig := strings.TrimSpace(header)
-	if i := strings.IndexByte(sig, '='); i > 0 && strings.EqualFold(sig[:i], "sha256") {
-		sig = sig[i+1:]
-	}
-	if sig == "" {
-		return false
-	}
-	var candidates [][]byte
-	if b, err := hex.DecodeString(sig); err == nil {
-		candidates = append(candidates, b)
-	}
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(sig); err == nil {
-			candidates = append(candidates, b)
-		}
-	}
+	candidates := signatureCandidates(header)
 	ok := false
 	for _, secret := range secrets {
 		mac := hmac.New(sha256.New, []byte(secret))
@@ -51,6 +36,29 @@ func verifySignature(body []byte, header string, secrets []string) bool {
 	return ok
 }
 
+// signatureCandidates decodes the header every way verifySignature accepts,
+// keeping what has the size of an HMAC-SHA256. None: the header cannot
+// match any body, which the webhook handler tells before reading one.
+func signatureCandidates(header string) [][]byte {
+	sig := strings.TrimSpace(header)
+	if i := strings.IndexByte(sig, '='); i > 0 && strings.EqualFold(sig[:i], "sha256") {
+		sig = sig[i+1:]
+	}
+	if sig == "" {
+		return nil
+	}
+	var candidates [][]byte
+	if b, err := hex.DecodeString(sig); err == nil && len(b) == sha256.Size {
+		candidates = append(candidates, b)
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(sig); err == nil && len(b) == sha256.Size {
+			candidates = append(candidates, b)
+		}
+	}
+	return candidates
+}
+
 // SignBody is the signature The Wallet Crew is assumed to send, hex-encoded;
 // for tests, `walletsync simulate` and documentation examples.
 func SignBody(body []byte, secret string) string {
@@ -60,7 +68,13 @@ func SignBody(body []byte, secret string) string {
 }
 
 // equalSecret compares a presented credential with the configured one in
-// constant time.
+// constant time. It compares SHA-256 digests, not the strings:
+// subtle.ConstantTimeCompare returns at once for inputs of different
+// lengths, so comparing the raw strings tells a caller who times it how long
+// the secret is. Digests are always 32 bytes; the time depends only on the
+// lengths of the presented value (the caller's own) and of the secret (the
+// same for every attempt).
 func equalSecret(got, want string) bool {
-	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }

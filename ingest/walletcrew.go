@@ -1,15 +1,20 @@
 package ingest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/walletsync/walletsync"
 )
@@ -31,9 +36,12 @@ var errIgnored = errors.New("ignored")
 // "payload", then at the top level; the event name in "type", "event" or
 // "eventType"; the time in "date", "occurredAt", "timestamp" or "createdAt".
 func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (walletsync.Event, error) {
-	var root map[string]any
-	if err := json.Unmarshal(body, &root); err != nil {
-		return walletsync.Event{}, fmt.Errorf("%w: body is not a JSON object: %v", errUnparseable, err)
+	root, err := decodeObject(body)
+	if err != nil {
+		return walletsync.Event{}, err
+	}
+	if err := checkUTF8("the delivery id header", []byte(deliveryID)); err != nil {
+		return walletsync.Event{}, err
 	}
 	name := firstString(root, "type", "event", "eventType", "name")
 	var e walletsync.Event
@@ -55,7 +63,6 @@ func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (w
 		}
 	}
 
-	var err error
 	if e.Platform, err = parseDevice(firstString(data, "device", "platform")); err != nil {
 		return e, err
 	}
@@ -92,6 +99,48 @@ func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (w
 	return e, nil
 }
 
+// decodeObject decodes a webhook body: one JSON object, in valid UTF-8
+// (encoding/json would turn invalid bytes into U+FFFD, so two different
+// delivery ids or customer ids could become one), with numbers kept as
+// their text (json.Number), so that a numeric identifier is never rounded
+// through float64.
+func decodeObject(body []byte) (map[string]any, error) {
+	if err := checkUTF8("body", body); err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var root map[string]any
+	if err := dec.Decode(&root); err != nil {
+		return nil, fmt.Errorf("%w: body is not a JSON object: %v", errUnparseable, err)
+	}
+	if root == nil {
+		return nil, fmt.Errorf("%w: body is not a JSON object: null", errUnparseable)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: body is not a JSON object: data after the object", errUnparseable)
+	}
+	return root, nil
+}
+
+// checkUTF8 refuses text that is not valid UTF-8 (400). It is the check the
+// canonical decoder makes for every string of /v1/events (there, per field
+// of a line), applied to what webhooks and connector calls hand over whole.
+func checkUTF8(what string, b []byte) error {
+	if utf8.Valid(b) {
+		return nil
+	}
+	i := 0
+	for i < len(b) {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			break
+		}
+		i += n
+	}
+	return fmt.Errorf("%w: %s is not valid UTF-8 (byte %d is 0x%02x)", errUnparseable, what, i, b[i])
+}
+
 // parseDevice reads the hooks' device parameter ("apple" or "google"),
 // tolerating the spellings a hand-written script might send.
 func parseDevice(v string) (walletsync.Platform, error) {
@@ -122,17 +171,35 @@ func registrationOf(info map[string]any) *walletsync.Registration {
 		}
 	}
 	if ri, ok := info["registrationInformation"].(map[string]any); ok {
-		if n, ok := ri["activeRegistrationCount"].(float64); ok && n >= 0 && n == float64(int64(n)) {
-			r.ActiveCount, r.HasActiveCount = int64(n), true
-		}
-		if n, ok := ri["totalRegistrationCount"].(float64); ok && n >= 0 && n == float64(int64(n)) {
-			r.TotalCount, r.HasTotalCount = int64(n), true
-		}
+		r.ActiveCount, r.HasActiveCount = count(ri["activeRegistrationCount"])
+		r.TotalCount, r.HasTotalCount = count(ri["totalRegistrationCount"])
 	}
 	if r.Medium == "" && r.Origin == "" && r.UserAgent == "" && r.Tags == nil && !r.HasActiveCount && !r.HasTotalCount {
 		return nil
 	}
 	return r
+}
+
+// count reads a non-negative integer count (1, or 1.0 and 1e2 as
+// encoding/json would have read them).
+func count(v any) (int64, bool) {
+	switch x := v.(type) {
+	case json.Number:
+		if n, err := strconv.ParseInt(x.String(), 10, 64); err == nil {
+			return n, n >= 0
+		}
+		f, err := x.Float64()
+		if err != nil || f < 0 || f >= math.MaxInt64 || f != math.Trunc(f) {
+			return 0, false
+		}
+		return int64(f), true
+	case float64:
+		if x < 0 || x >= math.MaxInt64 || x != math.Trunc(x) {
+			return 0, false
+		}
+		return int64(x), true
+	}
+	return 0, false
 }
 
 func firstString(m map[string]any, keys ...string) string {
@@ -149,6 +216,18 @@ func firstString(m map[string]any, keys ...string) string {
 // dates it, so ingest stamps a random id and the time of receipt.
 func connectorEvent(form url.Values, customerKey string, now time.Time) (walletsync.Event, error) {
 	var e walletsync.Event
+	// url.ParseQuery decodes %FF as the byte 0xff: refuse, as for a webhook
+	// body, what would otherwise reach Kafka as an id no consumer can read.
+	for k, vs := range form {
+		if err := checkUTF8("form field name "+strconv.Quote(k), []byte(k)); err != nil {
+			return e, err
+		}
+		for _, v := range vs {
+			if err := checkUTF8("form field "+strconv.Quote(k), []byte(v)); err != nil {
+				return e, err
+			}
+		}
+	}
 	switch v := strings.ToLower(strings.TrimSpace(form.Get("isInstalled"))); v {
 	case "true", "1", "yes":
 		e.Type = walletsync.TypeInstalled

@@ -23,6 +23,7 @@ type API struct {
 // Register adds the read routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/customers/{customerId}", a.customer)
+	mux.HandleFunc("GET /v1/customers", a.customer) // ?customerId=…, for ids a path cannot carry ("." and "..")
 	mux.HandleFunc("GET /v1/status", a.statuses)
 	mux.HandleFunc("GET /v1/pipeline", a.pipeline)
 	mux.HandleFunc("GET /v1/insights/{name}", a.insight)
@@ -66,7 +67,18 @@ func (a *API) customer(w http.ResponseWriter, r *http.Request) {
 	if !ingest.CheckBearer(w, r, a.APIToken) {
 		return
 	}
-	s, ok := a.View.Get(r.PathValue("customerId"))
+	id := r.PathValue("customerId")
+	if id == "" {
+		// Go's mux (and browsers, proxies) treat "." and ".." as path
+		// segments to resolve, even as %2E: such ids come as a query.
+		q := r.URL.Query()
+		if !q.Has("customerId") {
+			ingest.WriteError(w, http.StatusBadRequest, "customerId: required (GET /v1/customers/{customerId} or /v1/customers?customerId=…)")
+			return
+		}
+		id = q.Get("customerId")
+	}
+	s, ok := a.View.Get(id)
 	if !ok {
 		ingest.WriteError(w, http.StatusNotFound, "no status for this customer")
 		return

@@ -180,15 +180,24 @@ func TestKcatAgainstTheEmbeddedBroker(t *testing.T) {
 		[]byte(`{"eventId":"kcat-1","type":"installed","platform":"apple","customerId":"via-kcat","occurredAt":"2026-04-01T10:00:00.000Z"}`),
 		[]byte(`{"eventId":"kcat-2","type":"installed","platform":"google","customerId":"via-kcat","occurredAt":"2026-04-02T10:00:00.000Z"}`),
 		[]byte(`{"eventId":"kcat-3","type":"uninstalled","platform":"apple","customerId":"via-kcat","occurredAt":"2026-04-03T10:00:00.000Z"}`),
+		[]byte(`{"eventId":"kcat-4","type":"installed","platform":"google","customerId":"..","occurredAt":"2026-04-04T10:00:00.000Z"}`),
 	}
 	var in bytes.Buffer
 	for _, l := range extra {
-		in.WriteString("via-kcat\t")
+		e, _ := walletsync.ParseEvent(l)
+		in.WriteString(e.CustomerID + "\t")
 		in.Write(l)
 		in.WriteByte('\n')
 	}
 	kcat(t, in.Bytes(), "-b", addr, "-P", "-t", "wallet.events", "-K", "\t")
 	waitCaughtUp(t, r.url)
+	// An id a path cannot carry is read with the query form.
+	if code, body := httpDo(t, "GET", r.url+"/v1/customers?customerId=..", "", nil); code != 200 || !strings.Contains(string(body), `"customerId":".."`) {
+		t.Errorf("/v1/customers?customerId=..: %d %s", code, body)
+	}
+	if code, _ := httpDo(t, "GET", r.url+"/v1/customers", "", nil); code != 400 {
+		t.Errorf("/v1/customers without an id: %d, want 400", code)
+	}
 	_, after := httpDo(t, "GET", r.url+"/v1/status", "", nil)
 	if g, w := sortedNormal(t, string(after)), sortedNormal(t, foldOf(t, append(append([][]byte{}, lines...), extra...))); g != w {
 		t.Errorf("after events produced by kcat, /v1/status differs from the fold:\n%s", diffLines(g, w))

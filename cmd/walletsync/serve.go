@@ -471,6 +471,9 @@ func (n *node) serve(ctx context.Context, addr string, ready func(net.Addr)) err
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	srv := &http.Server{Handler: n.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	// Bounded headers and connections: what an unauthenticated client can
+	// hold open (ingest's body budgets bound the rest).
+	ingest.HardenServer(srv, n.reg)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

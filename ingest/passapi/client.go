@@ -5,6 +5,7 @@
 package passapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -182,14 +183,21 @@ func (c *Client) page(ctx context.Context, index int) ([]Pass, int, error) {
 // "items", "data" or "passes".
 func (c *Client) decode(body []byte) ([]Pass, error) {
 	var raw []map[string]any
-	if err := json.Unmarshal(body, &raw); err != nil {
+	// Numbers keep their decimal text (an identifier 9007199254740993 is
+	// not 9007199254740992's customer).
+	unmarshal := func(b []byte, v any) error {
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		return d.Decode(v)
+	}
+	if err := unmarshal(body, &raw); err != nil {
 		var wrapped map[string]json.RawMessage
 		if json.Unmarshal(body, &wrapped) != nil {
 			return nil, fmt.Errorf("pass API: the page is not a JSON array of passes")
 		}
 		found := false
 		for _, k := range []string{"items", "data", "passes"} {
-			if v, ok := wrapped[k]; ok && json.Unmarshal(v, &raw) == nil {
+			if v, ok := wrapped[k]; ok && unmarshal(v, &raw) == nil {
 				found = true
 				break
 			}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/walletsync/walletsync/ingest"
 	"github.com/walletsync/walletsync/ingest/passapi"
 )
 
@@ -60,5 +61,26 @@ func TestClientReadsPagesAndRetries(t *testing.T) {
 	var se *passapi.StatusError
 	if !errors.As(err, &se) || se.Status != 401 || calls.Load() != before {
 		t.Errorf("a wrong key: %v", err)
+	}
+}
+
+// A numeric identifier keeps its digits: decoded as float64,
+// 9007199254740993 would become another customer's 9007199254740992.
+func TestClientKeepsNumericIdentifiersExact(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("x-pagination-total", "1")
+		w.Write([]byte(`[{"id":"p","identifiers":{"customerId":9007199254740993},"providers":{"apple":null}}]`))
+	}))
+	defer srv.Close()
+	c, err := passapi.NewClient(passapi.ClientConfig{BaseURL: srv.URL, Tenant: "t", Rate: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, _, err := c.Page(context.Background(), 0)
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("page: %v %v", ps, err)
+	}
+	if id, err := ingest.ResolveCustomer(ps[0].Identifiers, "customerId"); err != nil || id != "9007199254740993" {
+		t.Errorf("customer %q (%v), want 9007199254740993", id, err)
 	}
 }

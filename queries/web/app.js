@@ -154,7 +154,7 @@ function init() {
     const id = $("customer").value.trim();
     if (!id) return;
     try {
-      $("customer-result").textContent = JSON.stringify(await api("/v1/customers/" + encodeURIComponent(id)), null, 2);
+      $("customer-result").textContent = JSON.stringify(await api("/v1/customers?customerId=" + encodeURIComponent(id)), null, 2);
     } catch (err) { $("customer-result").textContent = err.message; }
   });
   refresh();
