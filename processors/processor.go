@@ -47,7 +47,7 @@ const (
 const stableWait = 90 * time.Second
 
 // DefaultGroup is the processors' consumer group.
-const DefaultGroup = "walletsync-process"
+const DefaultGroup = kafka.GroupProcess
 
 // Config configures a Processor.
 type Config struct {

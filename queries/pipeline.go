@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -24,6 +25,11 @@ type Lag struct {
 	sinks map[string][]string
 	// Brokers are reported as they are.
 	Brokers []string
+	// Discover, when set, recognises the sink groups on the cluster that
+	// this process was not told of (a standalone query does not run the
+	// sinks) and says what each reads; they are counted too, so every role
+	// reports the same consumers for one deployment.
+	Discover func(group string) (topics []string, ok bool)
 }
 
 // ViewConsumer names the status view among the consumers of a Report.
@@ -150,7 +156,25 @@ func (l *Lag) Compute(ctx context.Context) (Report, error) {
 	}
 	r.Consumers[l.group], r.Positions[l.group] = procLag, procPos
 
-	for group, topics := range l.sinks {
+	sinks := maps.Clone(l.sinks)
+	if sinks == nil {
+		sinks = map[string][]string{}
+	}
+	if l.Discover != nil {
+		groups, err := l.adm.ListGroups(ctx)
+		if err != nil {
+			return r, fmt.Errorf("listing consumer groups: %w", err)
+		}
+		for _, g := range groups.Groups() {
+			if _, ok := sinks[g]; ok {
+				continue
+			}
+			if topics, ok := l.Discover(g); ok {
+				sinks[g] = topics
+			}
+		}
+	}
+	for group, topics := range sinks {
 		n, pos, err := l.groupLag(ctx, group, topics)
 		if err != nil {
 			return r, err

@@ -53,6 +53,7 @@ func (n *node) addBackfill(f *roleFlags) error {
 	}
 	spec := f.passapi.schedule
 	n.comps = append(n.comps, func(ctx context.Context) error { return b.Schedule(ctx, spec) })
+	n.spec.Backfill()
 	n.log.Info("backfill scheduled", "schedule", spec)
 	return nil
 }

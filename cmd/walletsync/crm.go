@@ -113,10 +113,7 @@ func (n *node) addCRM(f *crmFlags, only string) error {
 			return err
 		}
 		n.comps = append(n.comps, e.Run)
-		if n.sinkGroups == nil {
-			n.sinkGroups = map[string][]string{}
-		}
-		n.sinkGroups[e.Group()] = []string{cfg.Topics.Status}
+		n.spec.CRM(d.Name())
 		n.log.Info("CRM sink configured", "destination", d.Name(), "group", e.Group(), "settle", f.settle.String())
 	}
 	return nil

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/walletsync/walletsync/internal/kafka"
-	"github.com/walletsync/walletsync/queries"
 )
 
 func runRoleCommand() command {
@@ -296,11 +295,14 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, setupErr)
 		return exitUsage
 	}
+	if err := n.spec.Check(); err != nil {
+		fmt.Fprintf(e.stderr, "walletsync %s: the topology: %v\n", role, err)
+		return exitFail
+	}
 	if role == "process" {
 		// No read API here, but readiness still watches the processors'
 		// own progress.
-		t := kafka.DefaultTopics()
-		n.watchProgress(f, queries.NewLag(n.adm, t.Events, t.Status, f.processGroup(), nil, t.Clean, t.Status, t.State, t.DLQ))
+		n.watchProgress(f, n.lag(f, nil))
 	}
 	if err := n.serve(ctx, f.http, e.ready); err != nil {
 		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)

@@ -26,6 +26,7 @@ import (
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/ingest"
 	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/pipeline"
 	"github.com/walletsync/walletsync/processors"
 	"github.com/walletsync/walletsync/queries"
 	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
@@ -170,9 +171,10 @@ type node struct {
 	brokers []string
 	comps   []func(context.Context) error
 	closers []func()
-	// sinkGroups are counted in /v1/pipeline: group → topics it reads.
-	sinkGroups map[string][]string
-	chConn     driver.Conn // set once --clickhouse is opened
+	// spec is the topology of what this process runs, built as the
+	// components are added.
+	spec   *pipeline.Spec
+	chConn driver.Conn // set once --clickhouse is opened
 
 	// Readiness: checks of the components, the progress watch, the
 	// consumers whose stall makes this process unready (gate) and what
@@ -190,7 +192,8 @@ func newNode(log *slog.Logger, brokers []string) (*node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
-	n := &node{log: log, reg: reg, mux: http.NewServeMux(), admin: cl, adm: kadm.NewClient(cl), brokers: brokers}
+	n := &node{log: log, reg: reg, mux: http.NewServeMux(), admin: cl, adm: kadm.NewClient(cl), brokers: brokers,
+		spec: pipeline.New(kafka.DefaultTopics()), doing: map[string]func() string{}}
 	n.closers = append(n.closers, cl.Close)
 	n.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	n.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { ingest.WriteJSON(w, 200, map[string]bool{"ok": true}) })
@@ -247,8 +250,38 @@ func (n *node) readyz(w http.ResponseWriter, r *http.Request) {
 	ingest.WriteJSON(w, 200, rd)
 }
 
-// watchProgress starts the progress watch of the consumers lag measures.
+// lag measures the consumers of the topology: the processors' group, the
+// sink groups this process runs and those it finds on the cluster
+// (pipeline.SinkOf), so that a standalone query reports what run reports
+// for the same deployment.
+func (n *node) lag(f *roleFlags, view *queries.StatusView) *queries.Lag {
+	t := n.spec.Topics
+	lag := queries.NewLag(n.adm, t.Events, t.Status, f.processGroup(), view, t.Clean, t.Status, t.State, t.DLQ)
+	lag.Brokers = n.brokers
+	for g, topics := range n.spec.SinkGroups() {
+		lag.AddGroup(g, topics...)
+	}
+	lag.Discover = func(group string) ([]string, bool) {
+		c, ok := pipeline.SinkOf(t, group)
+		return c.Reads, ok
+	}
+	return lag
+}
+
+// watchProgress starts the progress watch of the consumers lag measures;
+// the topology's local components (the processors, the archive, the status
+// view) gate readiness.
 func (n *node) watchProgress(f *roleFlags, lag *queries.Lag) {
+	for _, c := range n.spec.Components {
+		if !c.Local {
+			continue
+		}
+		if c.Group != "" {
+			n.gate = append(n.gate, c.Group)
+		} else if c.Name == pipeline.ViewName {
+			n.gate = append(n.gate, queries.ViewConsumer)
+		}
+	}
 	n.progress = &queries.Progress{Lag: lag, Deadline: f.progressDeadline, Logger: n.log, Doing: n.doing}
 	n.comps = append(n.comps, n.progress.Run)
 }
@@ -293,6 +326,7 @@ func (n *node) addIngest(f *roleFlags) error {
 	n.checks = append(n.checks, readyCheck{"ingest", pub.Err})
 	srv.Register(n.mux)
 	f.apiToken = token
+	n.spec.Ingest()
 	return nil
 }
 
@@ -309,7 +343,8 @@ func (n *node) addProcess(f *roleFlags) error {
 		return err
 	}
 	n.comps = append(n.comps, p.Run)
-	n.addConsumer(f.processGroup(), p.Doing, true)
+	n.spec.Process(f.processGroup())
+	n.doing[f.processGroup()] = p.Doing
 	return nil
 }
 
@@ -318,20 +353,6 @@ func (f *roleFlags) processGroup() string {
 		return processors.DefaultGroup
 	}
 	return f.group
-}
-
-// addConsumer notes a consumer that runs in this process: what it is doing,
-// and whether its stall makes the process unready.
-func (n *node) addConsumer(name string, doing func() string, gate bool) {
-	if n.doing == nil {
-		n.doing = map[string]func() string{}
-	}
-	if doing != nil {
-		n.doing[name] = doing
-	}
-	if gate {
-		n.gate = append(n.gate, name)
-	}
 }
 
 // openClickHouse connects to --clickhouse once per process.
@@ -380,10 +401,7 @@ func (n *node) addClickHouse(f *roleFlags) error {
 		Logger: n.log, Metrics: chsink.NewSinkMetrics(n.reg),
 	}, conn)
 	n.comps = append(n.comps, sink.Run)
-	if n.sinkGroups == nil {
-		n.sinkGroups = map[string][]string{}
-	}
-	n.sinkGroups[chsink.DefaultGroup] = []string{t.Clean, t.Status}
+	n.spec.ClickHouse()
 	return nil
 }
 
@@ -396,14 +414,10 @@ func (n *node) addArchive(f *roleFlags) error {
 		return err
 	}
 	n.comps = append(n.comps, a.Run)
-	if n.sinkGroups == nil {
-		n.sinkGroups = map[string][]string{}
-	}
-	n.sinkGroups[parquet.DefaultGroup] = []string{t.Clean, t.Status}
-	// The archive writes to this process's own disk: a failing write or a
-	// stall is this process's problem, unlike a remote sink's.
+	n.spec.Archive()
+	// The archive writes to this process's own disk: a failing write (a
+	// full disk) is this process's problem, unlike a remote sink's.
 	n.checks = append(n.checks, readyCheck{"archive", a.Err})
-	n.addConsumer(parquet.DefaultGroup, nil, true)
 	return nil
 }
 
@@ -415,12 +429,8 @@ func (n *node) addQuery(f *roleFlags) error {
 	t := kafka.DefaultTopics()
 	view := queries.NewStatusView(n.brokers, t.Status, n.log)
 	n.comps = append(n.comps, view.Run)
-	lag := queries.NewLag(n.adm, t.Events, t.Status, f.processGroup(), view, t.Clean, t.Status, t.State, t.DLQ)
-	lag.Brokers = n.brokers
-	for g, topics := range n.sinkGroups {
-		lag.AddGroup(g, topics...)
-	}
-	n.addConsumer(queries.ViewConsumer, nil, true)
+	n.spec.StatusView()
+	lag := n.lag(f, view)
 	n.watchProgress(f, lag)
 	api := &queries.API{View: view, Lag: lag, APIToken: token, Logger: n.log}
 	if f.clickhouseDSN != "" {
@@ -491,7 +501,7 @@ func (n *node) serve(ctx context.Context, addr string, ready func(net.Addr)) err
 			}
 		}()
 	}
-	n.log.Info("walletsync listening", "http", ln.Addr().String(), "brokers", strings.Join(n.brokers, ","))
+	n.log.Info("walletsync listening", "http", ln.Addr().String(), "brokers", strings.Join(n.brokers, ","), "topology", n.spec.Summary())
 	if ready != nil {
 		ready(ln.Addr())
 	}

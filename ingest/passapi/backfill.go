@@ -23,7 +23,7 @@ import (
 
 // CheckpointTopic holds the backfill's cursor: compacted, one partition,
 // one record per tenant.
-const CheckpointTopic = "wallet.backfill"
+const CheckpointTopic = kafka.BackfillTopic
 
 // Platforms the Pass API reports providers for.
 var platforms = []walletsync.Platform{walletsync.PlatformApple, walletsync.PlatformGoogle}

@@ -31,6 +31,24 @@ const HeaderBaseChange = "walletsync-base-change"
 // walletsync.RetentionChange list (walletsync.AppendRetentionChanges).
 const HeaderRetention = "walletsync-retention"
 
+// The pipeline's consumer groups. Each component's package defaults to its
+// name here; pipeline.Spec lists which component reads what under which.
+const (
+	GroupProcess    = "walletsync-process"
+	GroupArchive    = "walletsync-archive"
+	GroupClickHouse = "walletsync-clickhouse"
+	// GroupCRMPrefix and a destination's name (webhook, actito, hubspot)
+	// make a CRM sink's group.
+	GroupCRMPrefix = "walletsync-crm-"
+)
+
+// GroupCRM is the consumer group of the CRM sink for a destination.
+func GroupCRM(destination string) string { return GroupCRMPrefix + destination }
+
+// BackfillTopic holds the backfill's cursor: compacted, one partition,
+// created by the backfill.
+const BackfillTopic = "wallet.backfill"
+
 // Topics names the pipeline's topics (SPEC diagram and §4).
 type Topics struct {
 	Events string // wallet.events: canonical events, key customerId

@@ -23,7 +23,7 @@ import (
 )
 
 // DefaultGroup is the ClickHouse sink's consumer group.
-const DefaultGroup = "walletsync-clickhouse"
+const DefaultGroup = kafka.GroupClickHouse
 
 // SinkConfig configures a Sink.
 type SinkConfig struct {

@@ -36,7 +36,7 @@ const (
 
 // Group is the consumer group of one destination's sink: each destination
 // keeps its own offsets, so a slow CRM holds back no other.
-func Group(destination string) string { return "walletsync-crm-" + destination }
+func Group(destination string) string { return kafka.GroupCRM(destination) }
 
 // Item is one customer's status on its way to a CRM.
 type Item struct {

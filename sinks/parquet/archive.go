@@ -31,7 +31,7 @@ const (
 // DefaultGroup is the consumer group the archiver commits its position to,
 // so that /v1/pipeline counts it. The files, not the group, are the truth:
 // at start the archiver resumes after the last offset its files cover.
-const DefaultGroup = "walletsync-archive"
+const DefaultGroup = kafka.GroupArchive
 
 // Config configures an Archiver.
 type Config struct {
