@@ -229,7 +229,8 @@ type customer struct {
 	waiting  *Item
 	inflight *Item
 	dueAt    time.Time
-	heapIdx  int // -1 when not scheduled
+	heapIdx  int  // -1 when not scheduled
+	inRetry  bool // scheduled in retryDue
 }
 
 // delivered is the last version a CRM acknowledged for a customer.
@@ -295,9 +296,12 @@ type state struct {
 	cl        *kgo.Client
 	customers map[string]*customer
 	last      map[string]delivered
-	due       dueHeap
-	parts     map[int32]*partTrack
-	draining  map[int32]bool
+	// due holds the customers whose waiting item is a first attempt,
+	// retryDue those whose item failed before: one heap per lane, so a
+	// full lane never makes the other's items wait behind it.
+	due, retryDue dueHeap
+	parts         map[int32]*partTrack
+	draining      map[int32]bool
 	// Requests in flight, in two lanes of Concurrency each: fresh for
 	// first attempts, slow for retries and for fresh requests that have
 	// run past SlowAfter (moved there by the loop).
@@ -376,13 +380,12 @@ func (s *state) loop(ctx context.Context) error {
 	var revoking []revokeReq
 	for {
 		s.slowDown(time.Now())
-		blocked := s.dispatch(ctx)
-		// Wake for the next item that becomes due, unless the due ones
-		// wait for a lane (a result wakes the loop then), and for the
-		// next request that turns slow.
+		// Wake for the next item that becomes due in a lane with room (a
+		// result wakes the loop when a full lane frees a slot), and for
+		// the next request that turns slow.
 		wait := time.Hour
-		if len(s.due) > 0 && !blocked {
-			wait = max(time.Until(s.due[0].dueAt), time.Millisecond)
+		if next := s.dispatch(ctx); !next.IsZero() {
+			wait = max(time.Until(next), time.Millisecond)
 		}
 		if next, ok := s.nextSlow(); ok {
 			wait = min(wait, max(time.Until(next), time.Millisecond))
@@ -523,74 +526,89 @@ func (s *state) schedule(c *customer, at time.Time) {
 	if c.inflight != nil {
 		return // scheduled when the delivery in flight ends
 	}
+	retry := c.waiting.attempts > 0
+	if c.heapIdx >= 0 && c.inRetry == retry {
+		heap.Fix(s.heap(retry), c.heapIdx)
+		return
+	}
+	s.unschedule(c)
+	c.inRetry = retry
+	heap.Push(s.heap(retry), c)
+}
+
+func (s *state) heap(retry bool) *dueHeap {
+	if retry {
+		return &s.retryDue
+	}
+	return &s.due
+}
+
+// unschedule takes c out of its heap, if it is in one.
+func (s *state) unschedule(c *customer) {
 	if c.heapIdx >= 0 {
-		heap.Fix(&s.due, c.heapIdx)
-	} else {
-		heap.Push(&s.due, c)
+		heap.Remove(s.heap(c.inRetry), c.heapIdx)
 	}
 }
 
 // dispatch starts deliveries of due items while their lane has room: first
 // attempts in the fresh lane, retries in the slow one, so that items that
-// keep failing or hanging cannot take every slot. It reports whether due
-// items were left waiting for a lane.
-func (s *state) dispatch(ctx context.Context) (blocked bool) {
-	e := s.e
+// keep failing or hanging cannot take every slot. It returns when the next
+// item of a lane with room becomes due (zero: none).
+func (s *state) dispatch(ctx context.Context) (next time.Time) {
 	now := time.Now()
-	var held []*customer // due, but their lane is full
-	var batches [2][]*Item
-	launch := func(lane int) {
-		if len(batches[lane]) == 0 {
-			return
+	for lane := range 2 {
+		h := s.heap(lane == 1)
+		for s.room(lane) && len(*h) > 0 && !(*h)[0].dueAt.After(now) {
+			var batch []*Item
+			for len(batch) < s.e.dest.MaxBatch() && len(*h) > 0 && !(*h)[0].dueAt.After(now) {
+				if it := s.take(heap.Pop(h).(*customer)); it != nil {
+					batch = append(batch, it)
+				}
+			}
+			s.launch(ctx, lane, batch)
 		}
-		f := &flight{start: now, slow: lane == 1}
-		if f.slow {
-			s.slow++
-		} else {
-			s.fresh++
-		}
-		s.flights[f] = true
-		go s.deliver(ctx, f, batches[lane])
-		batches[lane] = nil
-	}
-	room := func(lane int) bool {
-		if lane == 1 {
-			return s.slow < e.cfg.Concurrency
-		}
-		return s.fresh < e.cfg.Concurrency
-	}
-	for len(s.due) > 0 && !s.due[0].dueAt.After(now) && (room(0) || room(1)) {
-		c := heap.Pop(&s.due).(*customer)
-		it := c.waiting
-		lane := 0
-		if it.attempts > 0 {
-			lane = 1
-		}
-		if !room(lane) {
-			held = append(held, c)
-			continue
-		}
-		c.waiting = nil
-		if d, ok := s.last[c.id]; ok && d.fields == it.Status.Fields {
-			// A flap that settled back where the CRM already is:
-			// nothing to write.
-			e.m.coalesced.Inc()
-			s.parts[it.part].done(it.offset)
-			s.forget(c)
-			continue
-		}
-		c.inflight = it
-		batches[lane] = append(batches[lane], it)
-		if len(batches[lane]) >= e.dest.MaxBatch() {
-			launch(lane)
+		if s.room(lane) && len(*h) > 0 && (next.IsZero() || (*h)[0].dueAt.Before(next)) {
+			next = (*h)[0].dueAt
 		}
 	}
-	launch(0)
-	launch(1)
-	for _, c := range held {
-		heap.Push(&s.due, c)
+	return next
+}
+
+func (s *state) room(lane int) bool {
+	if lane == 1 {
+		return s.slow < s.e.cfg.Concurrency
 	}
-	return len(s.due) > 0 && !s.due[0].dueAt.After(now)
+	return s.fresh < s.e.cfg.Concurrency
+}
+
+// take makes c's waiting item the one in flight and returns it; nil when
+// there is nothing to write (a flap that settled back where the CRM is).
+func (s *state) take(c *customer) *Item {
+	it := c.waiting
+	c.waiting = nil
+	if d, ok := s.last[c.id]; ok && d.fields == it.Status.Fields {
+		s.e.m.coalesced.Inc()
+		s.parts[it.part].done(it.offset)
+		s.forget(c)
+		return nil
+	}
+	c.inflight = it
+	return it
+}
+
+// launch starts one request for batch in lane.
+func (s *state) launch(ctx context.Context, lane int, batch []*Item) {
+	if len(batch) == 0 {
+		return
+	}
+	f := &flight{start: time.Now(), slow: lane == 1}
+	if f.slow {
+		s.slow++
+	} else {
+		s.fresh++
+	}
+	s.flights[f] = true
+	go s.deliver(ctx, f, batch)
 }
 
 // slowDown moves fresh requests that have run past SlowAfter to the slow
@@ -738,9 +756,7 @@ func (s *state) finish(r result) {
 
 func (s *state) forget(c *customer) {
 	if c.waiting == nil && c.inflight == nil {
-		if c.heapIdx >= 0 {
-			heap.Remove(&s.due, c.heapIdx)
-		}
+		s.unschedule(c)
 		delete(s.customers, c.id)
 		s.pending.Add(-1)
 	}
@@ -762,9 +778,7 @@ func (s *state) dropWaiting(parts map[int32]bool) {
 	for _, c := range s.customers {
 		if c.waiting != nil && parts[c.waiting.part] {
 			c.waiting = nil
-			if c.heapIdx >= 0 {
-				heap.Remove(&s.due, c.heapIdx)
-			}
+			s.unschedule(c)
 			s.forget(c)
 		}
 	}
