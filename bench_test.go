@@ -140,15 +140,15 @@ func BenchmarkParseStateRecord(b *testing.B) {
 	}
 	var recs [][]byte
 	for _, s := range f.Statuses() {
-		recs = append(recs, walletsync.AppendStatusRecord(nil, &s, f.Registers(s.CustomerID)))
+		recs = append(recs, walletsync.AppendStateRecord(nil, &s, f.Registers(s.CustomerID)))
 	}
 	b.Logf("%d records, %.0f bytes on average", len(recs), avgLen(recs))
 	for _, c := range []struct {
 		name  string
 		parse func([]byte) bool
 	}{
-		{"walletsync", func(r []byte) bool { _, _, _, err := walletsync.ParseStatusRecord(r); return err == nil }},
-		{"encoding_json_baseline", func(r []byte) bool { _, _, _, ok := oracleParseStatusRecord(r); return ok }},
+		{"walletsync", func(r []byte) bool { _, _, _, err := walletsync.ParseStateRecord(r); return err == nil }},
+		{"encoding_json_baseline", func(r []byte) bool { _, _, _, ok := oracleParseStateRecord(r); return ok }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -11,18 +11,20 @@ import (
 // (SPEC §3). Nothing else is kept, so a customer's state is bounded by its
 // passes, not its events. The fields are flat, not two nested structs, so the
 // three flags share one word: a register is 80 bytes.
+// E is the register's last install/uninstall event (LastEvent…), O its last
+// backfill observation (Observation…), as SPEC §2 names them.
 type Register struct {
-	PassID string
-	EID    string // E's eventId; "" when there is no E
-	OID    string // O's eventId; "" when there is no O
+	PassID        string
+	LastEventID   string // E's eventId; "" when there is no E
+	ObservationID string // O's eventId; "" when there is no O
 
-	EAt          int64 // E.occurredAt; 0 when there is no E
-	OAt          int64 // O.occurredAt; 0 when there is no O
-	OInstalledAt int64 // O.installedAt; 0 when absent
+	LastEventAt            int64 // E.occurredAt; 0 when there is no E
+	ObservationAt          int64 // O.occurredAt; 0 when there is no O
+	ObservationInstalledAt int64 // O.installedAt; 0 when absent
 
-	Platform     Platform
-	EUninstalled bool // E.type = uninstalled
-	OInstalled   bool // O.installed
+	Platform             Platform
+	LastEventUninstalled bool // E.type = uninstalled
+	ObservationInstalled bool // O.installed
 
 	// Installs are the times of this register's install events that
 	// arrived in order (see BaseChange) and whose retention window
@@ -38,48 +40,48 @@ type Register struct {
 func (r *Register) apply(e *Event) bool {
 	if e.Type == TypeObserved {
 		// O is the largest by (occurredAt, eventId).
-		if r.OID != "" && (e.OccurredAt < r.OAt || e.OccurredAt == r.OAt && e.ID <= r.OID) {
+		if r.ObservationID != "" && (e.OccurredAt < r.ObservationAt || e.OccurredAt == r.ObservationAt && e.ID <= r.ObservationID) {
 			return false
 		}
-		r.OID, r.OAt, r.OInstalled, r.OInstalledAt = e.ID, e.OccurredAt, e.Installed, e.InstalledAt
+		r.ObservationID, r.ObservationAt, r.ObservationInstalled, r.ObservationInstalledAt = e.ID, e.OccurredAt, e.Installed, e.InstalledAt
 		return true
 	}
 	// E is the largest by (occurredAt, rank, eventId), rank(uninstalled) = 1.
 	uninst := e.Type == TypeUninstalled
-	if r.EID != "" {
-		if e.OccurredAt != r.EAt {
-			if e.OccurredAt < r.EAt {
+	if r.LastEventID != "" {
+		if e.OccurredAt != r.LastEventAt {
+			if e.OccurredAt < r.LastEventAt {
 				return false
 			}
-		} else if uninst != r.EUninstalled {
+		} else if uninst != r.LastEventUninstalled {
 			if !uninst {
 				return false
 			}
-		} else if e.ID <= r.EID {
+		} else if e.ID <= r.LastEventID {
 			return false
 		}
 	}
-	r.EID, r.EAt, r.EUninstalled = e.ID, e.OccurredAt, uninst
+	r.LastEventID, r.LastEventAt, r.LastEventUninstalled = e.ID, e.OccurredAt, uninst
 	return true
 }
 
 // State is the register's state by SPEC §3: an observation repairs the
 // events only when it is newer than E and disagrees with it.
 func (r *Register) State() (installed bool, changedAt, installedAt int64) {
-	hasE, hasO := r.EID != "", r.OID != ""
-	if hasO && (!hasE || r.OAt > r.EAt && r.OInstalled == r.EUninstalled) {
-		if !r.OInstalled {
-			return false, r.OAt, 0
+	hasE, hasO := r.LastEventID != "", r.ObservationID != ""
+	if hasO && (!hasE || r.ObservationAt > r.LastEventAt && r.ObservationInstalled == r.LastEventUninstalled) {
+		if !r.ObservationInstalled {
+			return false, r.ObservationAt, 0
 		}
-		if r.OInstalledAt != 0 {
-			return true, r.OAt, r.OInstalledAt
+		if r.ObservationInstalledAt != 0 {
+			return true, r.ObservationAt, r.ObservationInstalledAt
 		}
-		return true, r.OAt, r.OAt
+		return true, r.ObservationAt, r.ObservationAt
 	}
-	if r.EUninstalled {
-		return false, r.EAt, 0
+	if r.LastEventUninstalled {
+		return false, r.LastEventAt, 0
 	}
-	return true, r.EAt, r.EAt
+	return true, r.LastEventAt, r.LastEventAt
 }
 
 // Silent reports a register that says nothing about the customer: no
@@ -91,7 +93,7 @@ func (r *Register) State() (installed bool, changedAt, installedAt int64) {
 // would read as just uninstalled, and every customer would change every
 // night. It is kept (an install event may still arrive and be repaired
 // by it, whatever the order) but counts for nothing in the status.
-func (r *Register) Silent() bool { return r.EID == "" && !r.OInstalled }
+func (r *Register) Silent() bool { return r.LastEventID == "" && !r.ObservationInstalled }
 
 // FieldsOf computes a customer's status fields from its registers.
 func FieldsOf(regs []Register) Fields {
@@ -194,7 +196,8 @@ func NewFold() *Fold { return &Fold{customers: make(map[string]*customer)} }
 // status and whether its fields changed (and so its version went up). An
 // event that loses to what the register holds changes nothing.
 func (f *Fold) Apply(e *Event) (Status, bool) {
-	st, _, changed, _ := f.ApplyBase(e)
+	a := f.ApplyBase(e)
+	st, changed := a.Status, a.StatusChanged
 	return st, changed
 }
 
@@ -233,11 +236,28 @@ type RetentionChange struct {
 
 const dayMs = 86_400_000
 
+// Applied is what ApplyBase did with one event.
+type Applied struct {
+	// Status is the customer's status after the event.
+	Status Status
+	// RegistersChanged: the customer's registers changed. They can change
+	// while the status does not (a second pass installed where one
+	// already is): whoever persists state for recovery must persist it
+	// then too.
+	RegistersChanged bool
+	// StatusChanged: the status fields changed (and Version with them).
+	StatusChanged bool
+	// Base is the event's BaseChange.
+	Base BaseChange
+}
+
 // ApplyBase is Apply that also reports whether the customer's registers
-// changed, and the event's BaseChange. Registers can change while the
-// status does not (a second pass installed where one already is): whoever
-// persists state for recovery must persist it then too.
-func (f *Fold) ApplyBase(e *Event) (st Status, registersChanged, statusChanged bool, base BaseChange) {
+// changed, and the event's BaseChange.
+func (f *Fold) ApplyBase(e *Event) Applied {
+	var (
+		base                            BaseChange
+		registersChanged, statusChanged bool
+	)
 	c := f.customers[e.CustomerID]
 	if c == nil {
 		var key string
@@ -255,7 +275,7 @@ func (f *Fold) ApplyBase(e *Event) (st Status, registersChanged, statusChanged b
 		c.regs = append(c.regs, Register{PassID: e.PassID, Platform: e.Platform})
 		r = &c.regs[len(c.regs)-1]
 	}
-	wasInstalled := r.EID != "" && !r.EUninstalled
+	wasInstalled := r.LastEventID != "" && !r.LastEventUninstalled
 	if r.apply(e) {
 		if e.Type != TypeObserved && !r.InstallsUnknown {
 			base = BaseChange{Delta: b2i(e.Type == TypeInstalled) - b2i(wasInstalled), Known: true}
@@ -272,7 +292,7 @@ func (f *Fold) ApplyBase(e *Event) (st Status, registersChanged, statusChanged b
 			statusChanged = true
 		}
 	}
-	return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, registersChanged, statusChanged, base
+	return Applied{Status: Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, RegistersChanged: registersChanged, StatusChanged: statusChanged, Base: base}
 }
 
 // retain applies an event arriving in order (so after every install in
@@ -372,7 +392,7 @@ func (f *Fold) TakeChanged(fn func(customerID string)) {
 func (f *Fold) Changed() int { return len(f.changed) }
 
 // AppendRecord appends a customer's status record with its registers
-// (AppendStatusRecord) without copying them; ok is false for an unknown
+// (AppendStateRecord) without copying them; ok is false for an unknown
 // customer.
 func (f *Fold) AppendRecord(dst []byte, customerID string) (_ []byte, ok bool) {
 	c := f.customers[customerID]
@@ -380,7 +400,7 @@ func (f *Fold) AppendRecord(dst []byte, customerID string) (_ []byte, ok bool) {
 		return dst, false
 	}
 	st := Status{CustomerID: customerID, Fields: c.fields, Version: c.version}
-	return AppendStatusRecord(dst, &st, c.regs), true
+	return AppendStateRecord(dst, &st, c.regs), true
 }
 
 // Registers returns a copy of a customer's registers, for persisting state.

@@ -345,7 +345,7 @@ func TestDeduperWindow(t *testing.T) {
 
 // A status record carries the registers: parsing it and restoring gives the
 // same status, version and later behaviour.
-func TestStatusRecordRoundTrip(t *testing.T) {
+func TestStateRecordRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	for range 200 {
 		evs := randomEvents(rng, 25)
@@ -355,11 +355,11 @@ func TestStatusRecordRoundTrip(t *testing.T) {
 		}
 		b := walletsync.NewFold()
 		for _, s := range a.Statuses() {
-			rec := walletsync.AppendStatusRecord(nil, &s, a.Registers(s.CustomerID))
+			rec := walletsync.AppendStateRecord(nil, &s, a.Registers(s.CustomerID))
 			if !json.Valid(rec) {
 				t.Fatalf("invalid JSON %s", rec)
 			}
-			id, version, regs, err := walletsync.ParseStatusRecord(rec)
+			id, version, regs, err := walletsync.ParseStateRecord(rec)
 			if err != nil {
 				t.Fatalf("%s: %v", rec, err)
 			}
@@ -374,19 +374,19 @@ func TestStatusRecordRoundTrip(t *testing.T) {
 	// A record written before registers kept their installs: the
 	// register's changes are unknown from then on (they would miss the
 	// corrections of installs it no longer lists).
-	_, _, regs, err := walletsync.ParseStatusRecord([]byte(`{"customerId":"c","version":1,"registers":[{"passId":"","platform":"apple","e":{"eventId":"a","type":"installed","occurredAt":"2026-03-01T10:00:00Z"}}]}`))
+	_, _, regs, err := walletsync.ParseStateRecord([]byte(`{"customerId":"c","version":1,"registers":[{"passId":"","platform":"apple","e":{"eventId":"a","type":"installed","occurredAt":"2026-03-01T10:00:00Z"}}]}`))
 	if err != nil || len(regs) != 1 || !regs[0].InstallsUnknown {
 		t.Fatalf("old record: %+v, %v", regs, err)
 	}
 	f := walletsync.NewFold()
 	f.Restore("c", 1, regs)
 	later := walletsync.Event{ID: "b", Type: walletsync.TypeUninstalled, Platform: walletsync.PlatformApple, CustomerID: "c", OccurredAt: 1772359200000 + 3_600_000}
-	if _, _, _, base := f.ApplyBase(&later); base.Known || base.Retention != nil {
+	if base := f.ApplyBase(&later).Base; base.Known || base.Retention != nil {
 		t.Errorf("after an old record, an event's change is %+v; want unknown", base)
 	}
 	for _, bad := range []string{`{}`, `{"customerId":"c","registers":[{"platform":"samsung"}]}`, `{"customerId":"c","registers":[{"platform":"apple"}]}`, `nope`} {
-		if _, _, _, err := walletsync.ParseStatusRecord([]byte(bad)); err == nil {
-			t.Errorf("ParseStatusRecord(%s) accepted", bad)
+		if _, _, _, err := walletsync.ParseStateRecord([]byte(bad)); err == nil {
+			t.Errorf("ParseStateRecord(%s) accepted", bad)
 		}
 	}
 }
@@ -403,7 +403,7 @@ func TestParseStatus(t *testing.T) {
 			a.Apply(&evs[i])
 		}
 		for _, s := range a.Statuses() {
-			for _, rec := range [][]byte{s.AppendJSON(nil, true), walletsync.AppendStatusRecord(nil, &s, a.Registers(s.CustomerID))} {
+			for _, rec := range [][]byte{s.AppendJSON(nil, true), walletsync.AppendStateRecord(nil, &s, a.Registers(s.CustomerID))} {
 				got, err := walletsync.ParseStatus(rec)
 				if err != nil {
 					t.Fatalf("%s: %v", rec, err)
@@ -478,7 +478,7 @@ func TestBaseChangesSumToTheInstalledState(t *testing.T) {
 		unknown := map[regKey]bool{}
 		for i := range evs {
 			e := &evs[i]
-			_, _, _, base := f.ApplyBase(e)
+			base := f.ApplyBase(e).Base
 			if e.Type == walletsync.TypeObserved {
 				continue
 			}
@@ -642,14 +642,14 @@ func TestCheckpointAndReplayRestoreTheFold(t *testing.T) {
 				checkpoint(i)
 				clear(changedSince)
 			}
-			if _, regs, _, _ := a.ApplyBase(&evs[i]); regs {
+			if a.ApplyBase(&evs[i]).RegistersChanged {
 				changedSince[evs[i].CustomerID] = true
 			}
 		}
 		b := walletsync.NewFold()
 		b.TrackChanged()
 		for _, rec := range persisted {
-			id, v, regs, err := walletsync.ParseStatusRecord(rec)
+			id, v, regs, err := walletsync.ParseStateRecord(rec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -700,7 +700,7 @@ func TestFoldResultsAreTheCallers(t *testing.T) {
 			typ = walletsync.TypeUninstalled
 		}
 		e := ev(i, typ)
-		_, _, _, bc := f.ApplyBase(&e)
+		bc := f.ApplyBase(&e).Base
 		kept = append(kept, bc.Retention)
 		want = append(want, slices.Clone(bc.Retention))
 		r := f.Registers("c")

@@ -92,12 +92,12 @@ func (d *decoder) recordBool(field string) (bool, error) {
 	}
 }
 
-// ParseStatusRecord reads a wallet.state record (AppendStatusRecord) back
+// ParseStateRecord reads a wallet.state record (AppendStateRecord) back
 // into the customer's id, version and registers. The six fields are not
 // read: Fold.Restore derives them from the registers. Unknown fields are
 // skipped, null reads as absent, and a field given twice keeps its last
 // value.
-func ParseStatusRecord(b []byte) (customerID string, version uint64, regs []Register, err error) {
+func ParseStateRecord(b []byte) (customerID string, version uint64, regs []Register, err error) {
 	d := decoder{data: b}
 	customerID, version, regs, err = d.stateRecord()
 	if err != nil {
@@ -162,20 +162,20 @@ func (d *decoder) register() (Register, error) {
 			platform, err = d.recordString("register platform")
 		case "e":
 			if d.isNull() {
-				hasE, reg.EID, reg.EAt, eType = false, "", 0, ""
+				hasE, reg.LastEventID, reg.LastEventAt, eType = false, "", 0, ""
 				break
 			}
 			hasE = true
-			reg.EID, eType, reg.EAt, err = d.registerE()
+			reg.LastEventID, eType, reg.LastEventAt, err = d.registerE()
 		case "installs":
 			installs, hasInst, err = d.installs()
 		case "o":
 			if d.isNull() {
-				reg.OID, reg.OAt, reg.OInstalled, reg.OInstalledAt = "", 0, false, 0
+				reg.ObservationID, reg.ObservationAt, reg.ObservationInstalled, reg.ObservationInstalledAt = "", 0, false, 0
 				break
 			}
 			err = d.registerO(&reg)
-			if err == nil && reg.OID == "" {
+			if err == nil && reg.ObservationID == "" {
 				err = errors.New("bad register O: no eventId")
 			}
 		default:
@@ -195,17 +195,17 @@ func (d *decoder) register() (Register, error) {
 		return reg, fmt.Errorf("register platform %s", strconv.Quote(platform))
 	}
 	if hasE {
-		if reg.EID == "" || reg.EAt == 0 {
+		if reg.LastEventID == "" || reg.LastEventAt == 0 {
 			return reg, errors.New("bad register E: no eventId or occurredAt")
 		}
-		reg.EUninstalled = eType == "uninstalled"
+		reg.LastEventUninstalled = eType == "uninstalled"
 		if !hasInst {
 			reg.InstallsUnknown = true
 		} else if len(installs) > 0 {
 			reg.Installs = installs
 		}
 	}
-	if reg.EID == "" && reg.OID == "" {
+	if reg.LastEventID == "" && reg.ObservationID == "" {
 		return reg, errors.New("empty register")
 	}
 	return reg, nil
@@ -229,23 +229,23 @@ func (d *decoder) registerE() (id, typ string, at int64, err error) {
 }
 
 func (d *decoder) registerO(reg *Register) error {
-	reg.OID, reg.OAt, reg.OInstalled, reg.OInstalledAt = "", 0, false, 0
+	reg.ObservationID, reg.ObservationAt, reg.ObservationInstalled, reg.ObservationInstalledAt = "", 0, false, 0
 	err := d.object(func(key []byte) (err error) {
 		switch string(key) {
 		case "eventId":
-			reg.OID, err = d.recordString("register O eventId")
+			reg.ObservationID, err = d.recordString("register O eventId")
 		case "installed":
-			reg.OInstalled, err = d.recordBool("register O installed")
+			reg.ObservationInstalled, err = d.recordBool("register O installed")
 		case "installedAt":
-			reg.OInstalledAt, err = d.recordTime("register O installedAt")
+			reg.ObservationInstalledAt, err = d.recordTime("register O installedAt")
 		case "occurredAt":
-			reg.OAt, err = d.recordTime("register O occurredAt")
+			reg.ObservationAt, err = d.recordTime("register O occurredAt")
 		default:
 			err = d.skip(2)
 		}
 		return err
 	})
-	if err == nil && reg.OAt == 0 {
+	if err == nil && reg.ObservationAt == 0 {
 		err = errors.New("bad register O: no occurredAt")
 	}
 	return err

@@ -34,7 +34,7 @@ type oracleRecord struct {
 	} `json:"registers"`
 }
 
-func oracleParseStatusRecord(b []byte) (string, uint64, []walletsync.Register, bool) {
+func oracleParseStateRecord(b []byte) (string, uint64, []walletsync.Register, bool) {
 	var r oracleRecord
 	if json.Unmarshal(b, &r) != nil || r.CustomerID == "" {
 		return "", 0, nil, false
@@ -55,7 +55,7 @@ func oracleParseStatusRecord(b []byte) (string, uint64, []walletsync.Register, b
 			if err != nil || rj.E.EventID == "" {
 				return "", 0, nil, false
 			}
-			reg.EID, reg.EAt, reg.EUninstalled = rj.E.EventID, at, rj.E.Type == "uninstalled"
+			reg.LastEventID, reg.LastEventAt, reg.LastEventUninstalled = rj.E.EventID, at, rj.E.Type == "uninstalled"
 			if rj.Installs == nil {
 				reg.InstallsUnknown = true
 			} else if len(*rj.Installs) > 0 {
@@ -67,14 +67,14 @@ func oracleParseStatusRecord(b []byte) (string, uint64, []walletsync.Register, b
 			if err != nil || rj.O.EventID == "" {
 				return "", 0, nil, false
 			}
-			reg.OID, reg.OAt, reg.OInstalled = rj.O.EventID, at, rj.O.Installed
+			reg.ObservationID, reg.ObservationAt, reg.ObservationInstalled = rj.O.EventID, at, rj.O.Installed
 			if rj.O.InstalledAt != "" {
-				if reg.OInstalledAt, err = walletsync.ParseTime([]byte(rj.O.InstalledAt)); err != nil {
+				if reg.ObservationInstalledAt, err = walletsync.ParseTime([]byte(rj.O.InstalledAt)); err != nil {
 					return "", 0, nil, false
 				}
 			}
 		}
-		if reg.EID == "" && reg.OID == "" {
+		if reg.LastEventID == "" && reg.ObservationID == "" {
 			return "", 0, nil, false
 		}
 		regs = append(regs, reg)
@@ -186,7 +186,7 @@ func TestStatusDecodersAgreeWithEncodingJSON(t *testing.T) {
 			f.Apply(&evs[i])
 		}
 		for _, s := range f.Statuses() {
-			for _, rec := range [][]byte{walletsync.AppendStatusRecord(nil, &s, f.Registers(s.CustomerID)), s.AppendJSON(nil, true)} {
+			for _, rec := range [][]byte{walletsync.AppendStateRecord(nil, &s, f.Registers(s.CustomerID)), s.AppendJSON(nil, true)} {
 				for _, v := range variants(t, rec) {
 					n++
 					if st, ok := agreeWithOracle(t, v); !ok || st != s {
@@ -241,10 +241,10 @@ func TestStatusDecodersOnOddRecords(t *testing.T) {
 // returns the status ParseStatus read, if it took b.
 func agreeWithOracle(t *testing.T, b []byte) (walletsync.Status, bool) {
 	t.Helper()
-	id, version, regs, err := walletsync.ParseStatusRecord(b)
-	oid, oversion, oregs, ok := oracleParseStatusRecord(b)
+	id, version, regs, err := walletsync.ParseStateRecord(b)
+	oid, oversion, oregs, ok := oracleParseStateRecord(b)
 	if (err == nil) != ok || id != oid || version != oversion || !sameRegisters(regs, oregs) {
-		t.Errorf("ParseStatusRecord(%s) = %q %d %+v %v\nencoding/json: %q %d %+v %v", b, id, version, regs, err, oid, oversion, oregs, ok)
+		t.Errorf("ParseStateRecord(%s) = %q %d %+v %v\nencoding/json: %q %d %+v %v", b, id, version, regs, err, oid, oversion, oregs, ok)
 	}
 	st, err := walletsync.ParseStatus(b)
 	ost, ok := oracleParseStatus(b)
@@ -254,10 +254,10 @@ func agreeWithOracle(t *testing.T, b []byte) (walletsync.Status, bool) {
 	return st, err == nil
 }
 
-// FuzzParseStatusRecord: no input panics, and a record that is accepted
-// is written back by AppendStatusRecord into one read as the same
+// FuzzParseStateRecord: no input panics, and a record that is accepted
+// is written back by AppendStateRecord into one read as the same
 // customer, version and registers.
-func FuzzParseStatusRecord(f *testing.F) {
+func FuzzParseStateRecord(f *testing.F) {
 	for _, s := range []string{
 		`{"customerId":"c","walletStatus":"apple","appleWalletInstalledAt":"2026-03-01T10:00:00.000Z","googleWalletInstalledAt":null,"walletLastChangedAt":"2026-03-01T10:00:00.000Z","walletLastEvent":"installed","version":1,"registers":[{"passId":"p","platform":"apple","e":{"eventId":"a","type":"installed","occurredAt":"2026-03-01T10:00:00.000Z"},"installs":[1772359200000]}]}`,
 		`{"customerId":"c","version":2,"registers":[{"passId":"","platform":"google","o":{"eventId":"b","installed":false,"occurredAt":"2026-03-01T10:00:00Z"}}]}`,
@@ -267,16 +267,16 @@ func FuzzParseStatusRecord(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		id, version, regs, err := walletsync.ParseStatusRecord(b)
+		id, version, regs, err := walletsync.ParseStateRecord(b)
 		if err != nil {
 			return
 		}
 		f := walletsync.NewFold()
 		st := f.Restore(id, version, regs)
 		st.Version = version // kept even for a customer without registers
-		back := walletsync.AppendStatusRecord(nil, &st, regs)
-		id2, version2, regs2, err := walletsync.ParseStatusRecord(back)
-		if err != nil || id2 != id || version2 != version || !sameRegisters(regs2, regs) || !bytes.Equal(walletsync.AppendStatusRecord(nil, &st, regs2), back) {
+		back := walletsync.AppendStateRecord(nil, &st, regs)
+		id2, version2, regs2, err := walletsync.ParseStateRecord(back)
+		if err != nil || id2 != id || version2 != version || !sameRegisters(regs2, regs) || !bytes.Equal(walletsync.AppendStateRecord(nil, &st, regs2), back) {
 			t.Fatalf("%s read as %q %d %+v, written as %s, read back as %q %d %+v (%v)", b, id, version, regs, back, id2, version2, regs2, err)
 		}
 	})

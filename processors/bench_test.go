@@ -254,7 +254,7 @@ func BenchmarkRestartRecovery(b *testing.B) {
 			CustomerID: id, PassID: "pass-" + strconv.Itoa(i), OccurredAt: walletsync.MinTime + int64(i)}
 		st, _ := f.Apply(&e)
 		recs = append(recs, &kgo.Record{Topic: topics.State, Partition: int32(i % benchPartitions), Key: []byte(id),
-			Value: walletsync.AppendStatusRecord(nil, &st, f.Registers(id))})
+			Value: walletsync.AppendStateRecord(nil, &st, f.Registers(id))})
 		if len(recs) == cap(recs) || i == customers-1 {
 			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 				b.Fatal(err)

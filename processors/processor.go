@@ -656,7 +656,7 @@ func load(ctx context.Context, log *slog.Logger, note func(string), brokers []st
 				st.fold.Restore(string(r.Key), 0, nil)
 				return
 			}
-			id, version, regs, err := walletsync.ParseStatusRecord(r.Value)
+			id, version, regs, err := walletsync.ParseStateRecord(r.Value)
 			if err != nil {
 				badRecords++
 				return
@@ -873,7 +873,8 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 		return
 	}
 	batch.events++
-	status, regsChanged, changed, base := st.fold.ApplyBase(&ev)
+	a := st.fold.ApplyBase(&ev)
+	status, regsChanged, changed, base := a.Status, a.RegistersChanged, a.StatusChanged, a.Base
 	clean := r.Value
 	if !canonical {
 		out.scratch = ev.AppendJSON(out.scratch[:0])

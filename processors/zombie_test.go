@@ -58,7 +58,7 @@ func TestStateLoadWaitsOutAnotherOwnersOpenTransaction(t *testing.T) {
 	}
 	stale := walletsync.Status{CustomerID: "c1", Version: 7}
 	if err := zombie.ProduceSync(ctx, &kgo.Record{Topic: topics.State, Partition: 0, Key: []byte("c1"),
-		Value: walletsync.AppendStatusRecord(nil, &stale, nil)}).FirstErr(); err != nil {
+		Value: walletsync.AppendStateRecord(nil, &stale, nil)}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	zombieOpened := time.Now()

@@ -30,7 +30,8 @@ func benchEvents(b *testing.B, load func(chunk int, evs []walletsync.Event, base
 		evs := synth.Events(cfg)
 		base := make([]walletsync.BaseChange, len(evs))
 		for i := range evs {
-			st, _, changed, bc := fold.ApplyBase(&evs[i])
+			a := fold.ApplyBase(&evs[i])
+			st, changed, bc := a.Status, a.StatusChanged, a.Base
 			if changed {
 				versions = append(versions, st)
 			}

@@ -240,7 +240,8 @@ func conformanceData() ([]walletsync.Event, []walletsync.Status, *walletsync.Fol
 	var versions []walletsync.Status
 	base := make([]walletsync.BaseChange, len(evs))
 	for i := range evs {
-		st, _, changed, bc := fold.ApplyBase(&evs[i])
+		a := fold.ApplyBase(&evs[i])
+		st, changed, bc := a.Status, a.StatusChanged, a.Base
 		if changed {
 			versions = append(versions, st)
 		}

@@ -61,7 +61,7 @@ func fill(t *testing.T, dir string, leave uint64) string {
 // The disk fills to below the reserve (--min-free-bytes, 8 MiB here) with
 // 4 MiB left: what walletsync's own writes do, since it stops writing at
 // the reserve. A disk filled to the last byte by something else can make
-// kfake show an aborted transaction as committed (README, Known issues).
+// kfake show an aborted transaction as committed (docs/operations.md, Known issues).
 func TestRunWaitsOutAFullDisk(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")

@@ -264,7 +264,7 @@ func rebuild(ctx context.Context, e env, brokers []string, from, dir, out, chDSN
 	keep := chDSN != ""
 	n := 0
 	apply := func(ev *walletsync.Event) {
-		_, _, _, bc := fold.ApplyBase(ev)
+		bc := fold.ApplyBase(ev).Base
 		n++
 		if keep {
 			events = append(events, *ev)

@@ -11,7 +11,7 @@ import (
 // archive its rolls, so that what must still be written to end cleanly —
 // the markers that abort or commit open transactions, offset commits — has
 // room. A transaction whose abort marker cannot be written is worse than a
-// refused write: kfake then shows its records as committed (README, Known
+// refused write: kfake then shows its records as committed (docs/operations.md, Known
 // issues), so a disk allowed to fill to the last byte can break exactly
 // once.
 const DefaultMinFreeBytes = 64 << 20

@@ -213,7 +213,7 @@ func baseChangesAddUp(t *testing.T, conn driver.Conn, pl *pipeline) {
 		for _, r := range pl.want.Registers(customer) {
 			if r.PassID == pass && r.Platform.String() == platform {
 				want = 0
-				if r.EID != "" && !r.EUninstalled {
+				if r.LastEventID != "" && !r.LastEventUninstalled {
 					want = 1
 				}
 			}

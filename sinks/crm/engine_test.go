@@ -87,7 +87,7 @@ func (c *cluster) write(events []walletsync.Event) {
 		}
 		c.changes++
 		recs = append(recs, &kgo.Record{Topic: c.topics.Status, Key: []byte(st.CustomerID),
-			Value: walletsync.AppendStatusRecord(nil, &st, c.fold.Registers(st.CustomerID))})
+			Value: walletsync.AppendStateRecord(nil, &st, c.fold.Registers(st.CustomerID))})
 		if len(recs) == 200 {
 			flush()
 		}
@@ -290,7 +290,7 @@ func TestEveryDestinationConvergesUnderFaults(t *testing.T) {
 					// Registers whose state the events decide: an
 					// observation agreeing with them changes nothing.
 					installed, _, _ := r.State()
-					if r.EID == "" || installed == r.EUninstalled {
+					if r.LastEventID == "" || installed == r.LastEventUninstalled {
 						continue
 					}
 					agree = append(agree, walletsync.Event{ID: "backfill-" + strconv.Itoa(i) + r.PassID + r.Platform.String(), Type: walletsync.TypeObserved,

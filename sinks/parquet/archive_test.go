@@ -66,7 +66,7 @@ func (f *fixture) write(evs []walletsync.Event) {
 			recs = append(recs, &kgo.Record{Topic: f.topics.Clean, Key: []byte(e.CustomerID), Value: b})
 			if st, changed := f.fold.Apply(&e); changed {
 				f.status[st.CustomerID] = st
-				recs = append(recs, &kgo.Record{Topic: f.topics.Status, Key: []byte(st.CustomerID), Value: walletsync.AppendStatusRecord(nil, &st, f.fold.Registers(st.CustomerID))})
+				recs = append(recs, &kgo.Record{Topic: f.topics.Status, Key: []byte(st.CustomerID), Value: walletsync.AppendStateRecord(nil, &st, f.fold.Registers(st.CustomerID))})
 			}
 		}
 		if err := f.txn.ProduceSync(ctx, recs...).FirstErr(); err != nil {

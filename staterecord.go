@@ -2,10 +2,10 @@ package walletsync
 
 import "strconv"
 
-// AppendStatusRecord appends the record a processor writes to wallet.state:
+// AppendStateRecord appends the record a processor writes to wallet.state:
 // the status record of SPEC §4 plus the customer's registers, so that a
 // processor taking over the partition rebuilds the fold from it.
-func AppendStatusRecord(dst []byte, s *Status, regs []Register) []byte {
+func AppendStateRecord(dst []byte, s *Status, regs []Register) []byte {
 	dst = s.AppendJSON(dst, true)
 	dst = dst[:len(dst)-1] // reopen the object
 	dst = append(dst, `,"registers":[`...)
@@ -19,17 +19,17 @@ func AppendStatusRecord(dst []byte, s *Status, regs []Register) []byte {
 		dst = append(dst, `,"platform":"`...)
 		dst = append(dst, r.Platform.String()...)
 		dst = append(dst, '"')
-		if r.EID != "" {
+		if r.LastEventID != "" {
 			dst = append(dst, `,"e":{"eventId":`...)
-			dst = AppendJSONString(dst, r.EID)
+			dst = AppendJSONString(dst, r.LastEventID)
 			dst = append(dst, `,"type":"`...)
-			if r.EUninstalled {
+			if r.LastEventUninstalled {
 				dst = append(dst, "uninstalled"...)
 			} else {
 				dst = append(dst, "installed"...)
 			}
 			dst = append(dst, `","occurredAt":`...)
-			dst = appendNullTime(dst, r.EAt)
+			dst = appendNullTime(dst, r.LastEventAt)
 			dst = append(dst, '}')
 			// Written even when empty: a register with E and no
 			// "installs" comes from a record that predates them.
@@ -44,20 +44,20 @@ func AppendStatusRecord(dst []byte, s *Status, regs []Register) []byte {
 				dst = append(dst, ']')
 			}
 		}
-		if r.OID != "" {
+		if r.ObservationID != "" {
 			dst = append(dst, `,"o":{"eventId":`...)
-			dst = AppendJSONString(dst, r.OID)
-			if r.OInstalled {
+			dst = AppendJSONString(dst, r.ObservationID)
+			if r.ObservationInstalled {
 				dst = append(dst, `,"installed":true`...)
 			} else {
 				dst = append(dst, `,"installed":false`...)
 			}
-			if r.OInstalledAt != 0 {
+			if r.ObservationInstalledAt != 0 {
 				dst = append(dst, `,"installedAt":`...)
-				dst = appendNullTime(dst, r.OInstalledAt)
+				dst = appendNullTime(dst, r.ObservationInstalledAt)
 			}
 			dst = append(dst, `,"occurredAt":`...)
-			dst = appendNullTime(dst, r.OAt)
+			dst = appendNullTime(dst, r.ObservationAt)
 			dst = append(dst, '}')
 		}
 		dst = append(dst, '}')
