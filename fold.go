@@ -196,8 +196,7 @@ func NewFold() *Fold { return &Fold{customers: make(map[string]*customer)} }
 // status and whether its fields changed (and so its version went up). An
 // event that loses to what the register holds changes nothing.
 func (f *Fold) Apply(e *Event) (Status, bool) {
-	a := f.ApplyBase(e)
-	st, changed := a.Status, a.StatusChanged
+	st, _, changed, _ := f.apply(e)
 	return st, changed
 }
 
@@ -254,10 +253,14 @@ type Applied struct {
 // ApplyBase is Apply that also reports whether the customer's registers
 // changed, and the event's BaseChange.
 func (f *Fold) ApplyBase(e *Event) Applied {
-	var (
-		base                            BaseChange
-		registersChanged, statusChanged bool
-	)
+	st, regs, changed, base := f.apply(e)
+	return Applied{Status: st, RegistersChanged: regs, StatusChanged: changed, Base: base}
+}
+
+// apply is ApplyBase with the results apart: small enough to stay in
+// registers, where an Applied returned from the fold's body was measured
+// 7% slower (BenchmarkFold).
+func (f *Fold) apply(e *Event) (st Status, registersChanged, statusChanged bool, base BaseChange) {
 	c := f.customers[e.CustomerID]
 	if c == nil {
 		var key string
@@ -292,7 +295,7 @@ func (f *Fold) ApplyBase(e *Event) Applied {
 			statusChanged = true
 		}
 	}
-	return Applied{Status: Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, RegistersChanged: registersChanged, StatusChanged: statusChanged, Base: base}
+	return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, registersChanged, statusChanged, base
 }
 
 // retain applies an event arriving in order (so after every install in
