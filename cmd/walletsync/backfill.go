@@ -34,7 +34,7 @@ func (p *passAPIFlags) register(fs *flag.FlagSet) {
 func (p *passAPIFlags) backfill(n *node, customerKey string, replication int) (*passapi.Backfill, error) {
 	key, err := secret(p.key)
 	if err != nil {
-		return nil, fmt.Errorf("--passapi-key: %w", err)
+		return nil, flagErrorf("--passapi-key: %w", err)
 	}
 	client, err := passapi.NewClient(passapi.ClientConfig{BaseURL: p.url, Tenant: p.tenant, APIKey: key, AuthHeader: p.authHeader,
 		ProvidersField: p.providersField, PageSize: p.pageSize, Rate: p.rate, MaxAttempts: p.maxAttempts})

@@ -50,42 +50,42 @@ func (f *crmFlags) destinations(only string) ([]crm.Destination, error) {
 	if f.webhookURL != "" && (only == "" || only == "webhook") {
 		sec, err := secret(f.webhookSecret)
 		if err != nil {
-			return nil, fmt.Errorf("--crm-webhook-secret: %w", err)
+			return nil, flagErrorf("--crm-webhook-secret: %w", err)
 		}
 		d, err := crm.NewWebhook(crm.WebhookConfig{URL: f.webhookURL, Secret: sec, Batch: f.webhookBatch})
 		if err != nil {
-			return nil, fmt.Errorf("--crm-webhook-url/--crm-webhook-secret: %w", err)
+			return nil, flagErrorf("--crm-webhook-url/--crm-webhook-secret: %w", err)
 		}
 		out = append(out, d)
 	}
 	if f.actitoKey != "" && (only == "" || only == "actito") {
 		key, err := secret(f.actitoKey)
 		if err != nil {
-			return nil, fmt.Errorf("--actito-api-key: %w", err)
+			return nil, flagErrorf("--actito-api-key: %w", err)
 		}
 		d, err := crm.NewActito(crm.ActitoConfig{BaseURL: f.actitoURL, APIKey: key, Entity: f.actitoEntity, Table: f.actitoTable, KeyColumn: f.actitoKeyColumn})
 		if err != nil {
-			return nil, fmt.Errorf("--actito-*: %w", err)
+			return nil, flagErrorf("--actito-*: %w", err)
 		}
 		out = append(out, d)
 	}
 	if f.hubspotToken != "" && (only == "" || only == "hubspot") {
 		tok, err := secret(f.hubspotToken)
 		if err != nil {
-			return nil, fmt.Errorf("--hubspot-token: %w", err)
+			return nil, flagErrorf("--hubspot-token: %w", err)
 		}
 		d, err := crm.NewHubSpot(crm.HubSpotConfig{BaseURL: f.hubspotURL, Token: tok, IDProperty: f.hubspotIDProp})
 		if err != nil {
-			return nil, fmt.Errorf("--hubspot-*: %w", err)
+			return nil, flagErrorf("--hubspot-*: %w", err)
 		}
 		out = append(out, d)
 	}
 	if only != "" && len(out) == 0 {
 		need := map[string]string{"webhook": "--crm-webhook-url and --crm-webhook-secret", "actito": "--actito-api-key and --actito-entity", "hubspot": "--hubspot-token"}[only]
 		if need == "" {
-			return nil, fmt.Errorf("--destination %q: want webhook, actito or hubspot", only)
+			return nil, flagErrorf("--destination %q: want webhook, actito or hubspot", only)
 		}
-		return nil, fmt.Errorf("--destination %s needs %s", only, need)
+		return nil, flagErrorf("--destination %s needs %s", only, need)
 	}
 	return out, nil
 }

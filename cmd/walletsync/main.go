@@ -164,3 +164,16 @@ func commandUsage(w io.Writer, c command, fs *flag.FlagSet) {
 		fmt.Fprintf(w, "\n      env %s\n", envName(n))
 	}
 }
+
+// usageError is a setup error caused by a flag's value: exit code 2, like
+// a flag that does not parse. Every other setup error (a client that cannot
+// be built, a port in use) exits 1.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// flagErrorf is fmt.Errorf for an error in a flag's value.
+func flagErrorf(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}

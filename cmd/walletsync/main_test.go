@@ -384,3 +384,16 @@ func TestBenchSelectsOnlyTheNamedSuites(t *testing.T) {
 		t.Errorf("unknown suites %v, want [aa zz]", unknown)
 	}
 }
+
+// A flag whose value is wrong is a usage error (2); the process never
+// starts its components.
+func TestBadFlagValuesAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"process", "--brokers", "127.0.0.1:1", "--checkpoint-every", "0s", "--http", "127.0.0.1:0"},
+		{"sink", "crm", "--destination", "webhook", "--brokers", "127.0.0.1:1", "--crm-webhook-url", "http://127.0.0.1:1/", "--crm-webhook-secret", "@/nonexistent/secret", "--http", "127.0.0.1:0"},
+	} {
+		if r := runCLI(t, "", nil, args...); r.code != exitUsage || !strings.Contains(r.stderr, "--") {
+			t.Errorf("%v: exit %d, want %d: %s", args, r.code, exitUsage, r.stderr)
+		}
+	}
+}

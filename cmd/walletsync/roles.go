@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -247,12 +248,6 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 	if emb != nil {
 		n.checks = append(n.checks, readyCheck{"embedded Kafka", emb.DiskErr})
 	}
-	if role != "query" && role != "sink clickhouse" {
-		if err := n.ensureTopics(ctx, f); err != nil {
-			fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)
-			return exitFail
-		}
-	}
 	var setupErr error
 	switch role {
 	case "run":
@@ -293,11 +288,23 @@ func roleMain(ctx context.Context, e env, f *roleFlags, args []string, role stri
 	}
 	if setupErr != nil {
 		fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, setupErr)
-		return exitUsage
+		if ue := (*usageError)(nil); errors.As(setupErr, &ue) {
+			return exitUsage
+		}
+		return exitFail
 	}
 	if err := n.spec.Check(); err != nil {
 		fmt.Fprintf(e.stderr, "walletsync %s: the topology: %v\n", role, err)
 		return exitFail
+	}
+	// Once the configuration is known to be good: the topics the
+	// topology uses (the read API and the ClickHouse sink only read, and
+	// leave creating them to the roles that write).
+	if role != "query" && role != "sink clickhouse" {
+		if err := n.ensureTopics(ctx, f); err != nil {
+			fmt.Fprintf(e.stderr, "walletsync %s: %v\n", role, err)
+			return exitFail
+		}
 	}
 	if role == "process" {
 		// No read API here, but readiness still watches the processors'

@@ -289,7 +289,7 @@ func (n *node) watchProgress(f *roleFlags, lag *queries.Lag) {
 func (n *node) ensureTopics(ctx context.Context, f *roleFlags) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return kafka.EnsureTopics(ctx, n.adm, kafka.DefaultTopics(), kafka.Layout{Partitions: int32(f.partitions), Replication: int16(f.replication)})
+	return kafka.EnsureTopics(ctx, n.adm, n.spec.Topics, kafka.Layout{Partitions: int32(f.partitions), Replication: int16(f.replication)})
 }
 
 func (n *node) addIngest(f *roleFlags) error {
@@ -297,7 +297,7 @@ func (n *node) addIngest(f *roleFlags) error {
 	for _, s := range f.webhookSecrets {
 		v, err := secret(s)
 		if err != nil {
-			return fmt.Errorf("--webhook-secret: %w", err)
+			return flagErrorf("--webhook-secret: %w", err)
 		}
 		for _, line := range strings.Split(v, "\n") {
 			if line = strings.TrimSpace(line); line != "" {
@@ -307,11 +307,11 @@ func (n *node) addIngest(f *roleFlags) error {
 	}
 	connKey, err := secret(f.connectorKey)
 	if err != nil {
-		return fmt.Errorf("--connector-api-key: %w", err)
+		return flagErrorf("--connector-api-key: %w", err)
 	}
 	token, err := secret(f.apiToken)
 	if err != nil {
-		return fmt.Errorf("--api-token: %w", err)
+		return flagErrorf("--api-token: %w", err)
 	}
 	prod, err := kgo.NewClient(append(kafka.ClientOpts(n.brokers, "walletsync-ingest"), ingest.ProducerOpts(max(f.produceTimeout-time.Second, time.Second))...)...)
 	if err != nil {
@@ -332,7 +332,7 @@ func (n *node) addIngest(f *roleFlags) error {
 
 func (n *node) addProcess(f *roleFlags) error {
 	if f.checkpointEvery <= 0 || f.checkpointEvents <= 0 {
-		return fmt.Errorf("--checkpoint-every and --checkpoint-events must be positive, got %v and %d", f.checkpointEvery, f.checkpointEvents)
+		return flagErrorf("--checkpoint-every and --checkpoint-events must be positive, got %v and %d", f.checkpointEvery, f.checkpointEvents)
 	}
 	p, err := processors.New(processors.Config{
 		Brokers: n.brokers, Topics: kafka.DefaultTopics(), Group: f.group, TransactionalID: f.transactionalID,
@@ -375,16 +375,16 @@ func (n *node) openClickHouse(f *roleFlags) (driver.Conn, error) {
 func dialClickHouse(value string) (driver.Conn, error) {
 	dsn, err := secret(value)
 	if err != nil {
-		return nil, fmt.Errorf("--clickhouse: %w", err)
+		return nil, flagErrorf("--clickhouse: %w", err)
 	}
 	opts, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("--clickhouse: %w", err)
+		return nil, flagErrorf("--clickhouse: %w", err)
 	}
 	opts.DialTimeout = 5 * time.Second
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
-		return nil, fmt.Errorf("--clickhouse: %w", err)
+		return nil, flagErrorf("--clickhouse: %w", err)
 	}
 	return conn, nil
 }
@@ -424,7 +424,7 @@ func (n *node) addArchive(f *roleFlags) error {
 func (n *node) addQuery(f *roleFlags) error {
 	token, err := secret(f.apiToken)
 	if err != nil {
-		return fmt.Errorf("--api-token: %w", err)
+		return flagErrorf("--api-token: %w", err)
 	}
 	t := kafka.DefaultTopics()
 	view := queries.NewStatusView(n.brokers, t.Status, n.log)
