@@ -37,7 +37,7 @@ func benchServer(b *testing.B, cfg Config) (string, *kgo.Client) {
 	cfg.Now = time.Now
 	srv := NewServer(cfg, NewKafkaPublisher(cl, kafka.DefaultTopics().Events, 10*time.Second))
 	mux := http.NewServeMux()
-	srv.Register(mux)
+	srv.Handle(mux)
 	hs := httptest.NewServer(mux)
 	b.Cleanup(hs.Close)
 	return hs.URL, cl

@@ -83,8 +83,8 @@ func NewServer(cfg Config, pub Publisher) *Server {
 	return &Server{cfg: cfg, pub: pub, m: cfg.Metrics, log: cfg.Logger, lim: lim, budgets: newBudgets(lim, cfg.Metrics)}
 }
 
-// Register adds the ingest routes to mux.
-func (s *Server) Register(mux *http.ServeMux) {
+// Handle adds the ingest routes to mux.
+func (s *Server) Handle(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/events", s.events)
 	mux.HandleFunc("POST /v1/webhooks/wallet-crew", s.webhook)
 	mux.HandleFunc("POST /v1/connector/installation", s.connector)

@@ -54,7 +54,7 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 	cfg.Now = func() time.Time { return f.now }
 	srv := NewServer(cfg, NewKafkaPublisher(prod, kafka.DefaultTopics().Events, 3*time.Second))
 	mux := http.NewServeMux()
-	srv.Register(mux)
+	srv.Handle(mux)
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	f.url = hs.URL

@@ -60,7 +60,7 @@ func newLocal(t *testing.T, cfg Config) *local {
 	cfg.Metrics = NewMetrics(prometheus.NewRegistry())
 	pub := &memPublisher{}
 	mux := http.NewServeMux()
-	NewServer(cfg, pub).Register(mux)
+	NewServer(cfg, pub).Handle(mux)
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	return &local{fixture: &fixture{url: hs.URL, now: now}, hs: hs, pub: pub, m: cfg.Metrics}

@@ -9,9 +9,9 @@ import (
 //go:embed web
 var webFiles embed.FS
 
-// RegisterDashboard serves the analyst dashboard at / and its assets under
+// HandleDashboard serves the analyst dashboard at / and its assets under
 // /assets/: static files embedded in the binary that call the read API.
-func RegisterDashboard(mux *http.ServeMux) {
+func HandleDashboard(mux *http.ServeMux) {
 	sub, _ := fs.Sub(webFiles, "web")
 	files := http.FileServerFS(sub)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {

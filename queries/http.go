@@ -20,8 +20,8 @@ type API struct {
 	Logger   *slog.Logger
 }
 
-// Register adds the read routes to mux.
-func (a *API) Register(mux *http.ServeMux) {
+// Handle adds the read routes to mux.
+func (a *API) Handle(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/customers/{customerId}", a.customer)
 	mux.HandleFunc("GET /v1/customers", a.customer) // ?customerId=…, for ids a path cannot carry ("." and "..")
 	mux.HandleFunc("GET /v1/status", a.statuses)

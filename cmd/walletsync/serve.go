@@ -324,7 +324,7 @@ func (n *node) addIngest(f *roleFlags) error {
 		MaxSkew: f.skew, Logger: n.log, Metrics: ingest.NewMetrics(n.reg),
 	}, pub)
 	n.checks = append(n.checks, readyCheck{"ingest", pub.Err})
-	srv.Register(n.mux)
+	srv.Handle(n.mux)
 	f.apiToken = token
 	n.spec.Ingest()
 	return nil
@@ -443,8 +443,8 @@ func (n *node) addQuery(f *roleFlags) error {
 		// No ClickHouse: the insights come from the Parquet archive.
 		api.Insights = queries.NewEmbedded(f.archiveDir)
 	}
-	api.Register(n.mux)
-	queries.RegisterDashboard(n.mux)
+	api.Handle(n.mux)
+	queries.HandleDashboard(n.mux)
 	// Measured when scraped, so the figure is never older than the scrape;
 	// NaN when Kafka cannot be asked.
 	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -166,10 +166,25 @@ func parseFileName(name string) (fileRange, int, bool) {
 	return fileRange{int32(p), first, last, n}, k, true
 }
 
-// Files lists a dataset's complete files, by day, sorted; with repair it
-// deletes the files of ranges a crash cut short (and leftover temp files)
-// and returns, per partition, the offset after the last one covered.
-func Files(dir, dataset string, repair bool) (files map[string][]string, resume map[int32]int64, err error) {
+// Files lists a dataset's complete files, by day, sorted, leaving alone
+// what a crash left behind (ranges cut short, temp files).
+func Files(dir, dataset string) (map[string][]string, error) {
+	files, _, err := scanFiles(dir, dataset, false)
+	return files, err
+}
+
+// RepairFiles deletes what a crash left behind in a dataset — the files of
+// ranges it cut short and leftover temp files — and returns, per
+// partition, the offset after the last range the complete files cover:
+// where the archiver resumes.
+func RepairFiles(dir, dataset string) (resume map[int32]int64, err error) {
+	_, resume, err = scanFiles(dir, dataset, true)
+	return resume, err
+}
+
+// scanFiles reads a dataset's files; with repair it deletes the leftovers
+// of a crash.
+func scanFiles(dir, dataset string, repair bool) (files map[string][]string, resume map[int32]int64, err error) {
 	root := filepath.Join(dir, dataset)
 	days, err := os.ReadDir(root)
 	if errors.Is(err, os.ErrNotExist) {
@@ -236,7 +251,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 	t := a.cfg.Topics
 	start := map[string]map[int32]kgo.Offset{}
 	for _, ds := range []struct{ topic, dataset string }{{t.Clean, EventsDataset}, {t.Status, StatusDataset}} {
-		_, resume, err := Files(a.cfg.Dir, ds.dataset, true)
+		resume, err := RepairFiles(a.cfg.Dir, ds.dataset)
 		if err != nil {
 			return fmt.Errorf("archive: scanning %s: %w", ds.dataset, err)
 		}

@@ -183,7 +183,7 @@ func duckdbStream() []walletsync.Event {
 // rows (a copy of the largest archived file), which would count them twice.
 func plantCrashLeftovers(t *testing.T, dir string) {
 	t.Helper()
-	files, _, err := parquet.Files(dir, parquet.EventsDataset, false)
+	files, err := parquet.Files(dir, parquet.EventsDataset)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func TestDuckDBAgreesWithTheEmbeddedEngine(t *testing.T) {
 	from, to := dayAfter(minDay, -1), dayAfter(maxDay, 2)
 
 	mux := http.NewServeMux()
-	(&queries.API{Insights: queries.NewEmbedded(dir)}).Register(mux)
+	(&queries.API{Insights: queries.NewEmbedded(dir)}).Handle(mux)
 	api := httptest.NewServer(mux)
 	defer api.Close()
 	wantDaily := insight(t, api, queries.Daily, from, to)

@@ -18,7 +18,7 @@ const batchRows = 4096
 // filesInRange lists a dataset's complete files whose day is in
 // [fromDay, toDay) ("" leaves that side open), day by day in order.
 func filesInRange(dir, dataset, fromDay, toDay string) ([]string, error) {
-	files, _, err := Files(dir, dataset, false)
+	files, err := Files(dir, dataset)
 	if err != nil {
 		return nil, err
 	}
