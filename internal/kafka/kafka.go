@@ -372,42 +372,24 @@ func markCrashAborts(ctx context.Context, brokers []string) ([]string, error) {
 // lastBatch returns the header of the batch holding offset at (the last
 // offset of the partition), read uncommitted; nil if there is none.
 func lastBatch(ctx context.Context, cl *kgo.Client, td kadm.TopicDetail, part, leader int32, at int64) (*kmsg.RecordBatch, error) {
-	req := kmsg.NewPtrFetchRequest()
-	req.ReplicaID, req.MaxWaitMillis, req.MinBytes, req.MaxBytes = -1, 0, 0, 64<<20
-	req.SessionID, req.SessionEpoch = 0, -1
-	rt := kmsg.NewFetchRequestTopic()
-	rt.Topic, rt.TopicID = td.Topic, td.ID
-	rp := kmsg.NewFetchRequestTopicPartition()
-	rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = part, at, 64<<20
-	rp.CurrentLeaderEpoch, rp.LogStartOffset = -1, -1
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	kresp, err := cl.Broker(int(leader)).Request(ctx, req)
+	p, err := fetchPartition(ctx, cl, leader, td.Topic, td.ID, part, at, 64<<20, false)
 	if err != nil {
 		return nil, err
 	}
+	if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+		return nil, err
+	}
 	var last *kmsg.RecordBatch
-	for _, t := range kresp.(*kmsg.FetchResponse).Topics {
-		for _, p := range t.Partitions {
-			if p.Partition != part {
-				continue
-			}
-			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-				return nil, err
-			}
-			in := p.RecordBatches
-			for len(in) >= 12 {
-				n := 12 + int(int32(binary.BigEndian.Uint32(in[8:])))
-				if n < 12 || n > len(in) {
-					break
-				}
-				b := new(kmsg.RecordBatch)
-				if err := b.ReadFrom(in[:n]); err != nil {
-					return nil, err
-				}
-				last, in = b, in[n:]
-			}
+	for in := p.RecordBatches; len(in) >= 12; {
+		n := 12 + int(int32(binary.BigEndian.Uint32(in[8:])))
+		if n < 12 || n > len(in) {
+			break
 		}
+		b := new(kmsg.RecordBatch)
+		if err := b.ReadFrom(in[:n]); err != nil {
+			return nil, err
+		}
+		last, in = b, in[n:]
 	}
 	return last, nil
 }

@@ -144,44 +144,53 @@ func (r *partitionReader) fetchOnce(ctx context.Context, at int64, maxBytes int3
 		}
 		r.leader, r.topicID, r.known = pd.Leader, td.ID, true
 	}
-	req := kmsg.NewPtrFetchRequest()
-	req.ReplicaID = -1
-	req.MaxWaitMillis = 500
-	req.MinBytes = 1
-	req.MaxBytes = maxBytes
-	req.IsolationLevel = 1 // read_committed
-	req.SessionID, req.SessionEpoch = 0, -1
-	rt := kmsg.NewFetchRequestTopic()
-	rt.Topic, rt.TopicID = r.topic, r.topicID
-	rp := kmsg.NewFetchRequestTopicPartition()
-	rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = r.part, at, maxBytes
-	rp.CurrentLeaderEpoch, rp.LogStartOffset = -1, -1
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	kresp, err := r.cl.Broker(int(r.leader)).Request(ctx, req)
+	p, err := fetchPartition(ctx, r.cl, r.leader, r.topic, r.topicID, r.part, at, maxBytes, true)
 	if err != nil {
 		return nil, at, err
 	}
+	fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+		Offset: at, IsolationLevel: kgo.ReadCommitted(), Topic: r.topic, Partition: r.part,
+	}, p, r.dec, nil)
+	if fp.Err != nil {
+		return nil, at, fp.Err
+	}
+	return fp.Records, next, nil
+}
+
+// fetchPartition sends one Fetch request for one partition to its leader,
+// outside any fetch session, and returns that partition's answer.
+// committed asks for read_committed (the aborted transactions are listed);
+// otherwise the batches come as they are on the log.
+func fetchPartition(ctx context.Context, cl *kgo.Client, leader int32, topic string, topicID [16]byte, part int32, at int64, maxBytes int32, committed bool) (*kmsg.FetchResponseTopicPartition, error) {
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID, req.MaxWaitMillis, req.MinBytes, req.MaxBytes = -1, 500, 1, maxBytes
+	if committed {
+		req.IsolationLevel = 1
+	}
+	req.SessionID, req.SessionEpoch = 0, -1
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic, rt.TopicID = topic, topicID
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = part, at, maxBytes
+	rp.CurrentLeaderEpoch, rp.LogStartOffset = -1, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	kresp, err := cl.Broker(int(leader)).Request(ctx, req)
+	if err != nil {
+		return nil, err
+	}
 	resp := kresp.(*kmsg.FetchResponse)
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-		return nil, at, err
+		return nil, err
 	}
 	for i := range resp.Topics {
 		for j := range resp.Topics[i].Partitions {
-			p := &resp.Topics[i].Partitions[j]
-			if p.Partition != r.part {
-				continue
+			if p := &resp.Topics[i].Partitions[j]; p.Partition == part {
+				return p, nil
 			}
-			fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
-				Offset: at, IsolationLevel: kgo.ReadCommitted(), Topic: r.topic, Partition: r.part,
-			}, p, r.dec, nil)
-			if fp.Err != nil {
-				return nil, at, fp.Err
-			}
-			return fp.Records, next, nil
 		}
 	}
-	return nil, at, fmt.Errorf("fetch response without %s/%d", r.topic, r.part)
+	return nil, fmt.Errorf("fetch response without %s/%d", topic, part)
 }
 
 // WaitStable waits until no transaction is open on one partition (its last
