@@ -11,6 +11,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/synth"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // benchLines is the realistic stream of issue 2: 1M lines of ~200-byte
@@ -102,8 +103,8 @@ func BenchmarkDecode(b *testing.B) {
 	for _, c := range []struct {
 		name  string
 		parse func([]byte) (walletsync.Event, error)
-	}{{"walletsync", walletsync.ParseEvent}, {"walletsync_decoder", new(walletsync.Decoder).Parse}, {"walletsync_lean", leanParse(new(walletsync.Decoder))},
-		{"walletsync_general_path", walletsync.ParseEventGeneral}, {"encoding_json_baseline", stdParse}} {
+	}{{"walletsync", wire.ParseEvent}, {"walletsync_decoder", new(wire.Decoder).Parse}, {"walletsync_lean", leanParse(new(wire.Decoder))},
+		{"walletsync_general_path", wire.ParseEventGeneral}, {"encoding_json_baseline", stdParse}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(avgLen(lines)))
 			b.ReportAllocs()
@@ -123,46 +124,10 @@ func BenchmarkDecode(b *testing.B) {
 
 // leanParse is the processor's decode: the fold's fields only, the rest
 // checked in place.
-func leanParse(d *walletsync.Decoder) func([]byte) (walletsync.Event, error) {
+func leanParse(d *wire.Decoder) func([]byte) (walletsync.Event, error) {
 	return func(b []byte) (walletsync.Event, error) {
 		e, _, err := d.ParseLean(b)
 		return e, err
-	}
-}
-
-// BenchmarkParseStateRecord: reading the wallet.state records a restart
-// reads, one a customer, against the encoding/json reader it replaced.
-func BenchmarkParseStateRecord(b *testing.B) {
-	evs := decodedStream(b)[:200_000]
-	f := walletsync.NewFold()
-	for i := range evs {
-		f.Apply(&evs[i])
-	}
-	var recs [][]byte
-	for _, s := range f.Statuses() {
-		recs = append(recs, walletsync.AppendStateRecord(nil, &s, f.Registers(s.CustomerID)))
-	}
-	b.Logf("%d records, %.0f bytes on average", len(recs), avgLen(recs))
-	for _, c := range []struct {
-		name  string
-		parse func([]byte) bool
-	}{
-		{"walletsync", func(r []byte) bool { _, _, _, err := walletsync.ParseStateRecord(r); return err == nil }},
-		{"encoding_json_baseline", func(r []byte) bool { _, _, _, ok := oracleParseStateRecord(r); return ok }},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				if !c.parse(recs[i]) {
-					b.Fatalf("%s refused", recs[i])
-				}
-				if i++; i == len(recs) {
-					i = 0
-				}
-			}
-			reportRate(b, 1, "records/s")
-		})
 	}
 }
 
@@ -171,7 +136,7 @@ func decodedStream(b *testing.B) []walletsync.Event {
 	evs := make([]walletsync.Event, len(lines))
 	for i, l := range lines {
 		var err error
-		if evs[i], err = walletsync.ParseEvent(l); err != nil {
+		if evs[i], err = wire.ParseEvent(l); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -223,7 +188,7 @@ func BenchmarkDecodeDedupeFold(b *testing.B) {
 	for _, c := range []struct {
 		name  string
 		parse func([]byte) (walletsync.Event, error)
-	}{{"walletsync", new(walletsync.Decoder).Parse}, {"encoding_json_baseline", stdParse}} {
+	}{{"walletsync", new(wire.Decoder).Parse}, {"encoding_json_baseline", stdParse}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -1,12 +1,15 @@
 // Package walletsync is the domain of the walletsync pipeline: the canonical
 // wallet event, its validation, the dedupe rule, the fold of events into one
-// walletStatus per customer, and the status record. It knows nothing of
+// walletStatus per customer, and the status record. Their byte forms (JSON,
+// state records, headers) are package wire's. It knows nothing of
 // Kafka, ClickHouse or HTTP; the folders ingest/, processors/, sinks/ and
 // queries/ adapt those to it.
 package walletsync
 
 import (
+	"errors"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -104,13 +107,15 @@ func (e *ValidationError) Error() string {
 	return e.Field + ": " + e.Reason
 }
 
-func invalid(field, reason string) *ValidationError {
+// Invalid is the ValidationError for field, for the decoders (package wire)
+// that report the same rule breaks as Validate.
+func Invalid(field, reason string) *ValidationError {
 	return &ValidationError{Field: field, Reason: reason}
 }
 
-// quoteValue quotes an offending input for an error message, cut short so a
+// QuoteValue quotes an offending input for an error message, cut short so a
 // huge value cannot flood logs.
-func quoteValue(s string) string {
+func QuoteValue(s string) string {
 	const max = 64
 	if len(s) > max {
 		cut := max
@@ -125,53 +130,71 @@ func quoteValue(s string) string {
 // Validate checks the rules of SPEC §1 that do not depend on the JSON form.
 // ParseEvent calls it; producers that build events in code call it too.
 func (e *Event) Validate() error {
-	if err := checkLen("eventId", e.ID, 1, MaxEventIDLen); err != nil {
+	if err := CheckLength("eventId", e.ID, 1, MaxEventIDLen); err != nil {
 		return err
 	}
 	if e.Type < TypeInstalled || e.Type > TypeObserved {
-		return invalid("type", `required: "installed", "uninstalled" or "observed"`)
+		return Invalid("type", `required: "installed", "uninstalled" or "observed"`)
 	}
 	if e.Platform != PlatformApple && e.Platform != PlatformGoogle {
-		return invalid("platform", `required: "apple" or "google"`)
+		return Invalid("platform", `required: "apple" or "google"`)
 	}
-	if err := checkLen("customerId", e.CustomerID, 1, MaxCustomerIDLen); err != nil {
+	if err := CheckLength("customerId", e.CustomerID, 1, MaxCustomerIDLen); err != nil {
 		return err
 	}
-	if err := checkLen("passId", e.PassID, 0, MaxPassIDLen); err != nil {
+	if err := CheckLength("passId", e.PassID, 0, MaxPassIDLen); err != nil {
 		return err
 	}
-	if err := checkLen("passType", e.PassType, 0, MaxPassTypeLen); err != nil {
+	if err := CheckLength("passType", e.PassType, 0, MaxPassTypeLen); err != nil {
 		return err
 	}
 	if e.OccurredAt == 0 {
-		return invalid("occurredAt", "required")
+		return Invalid("occurredAt", "required")
 	}
 	if e.OccurredAt < MinTime || e.OccurredAt >= MaxTime {
-		return invalid("occurredAt", errTimeRange.Error())
+		return Invalid("occurredAt", ErrTimeRange.Error())
 	}
 	if e.Type != TypeObserved {
 		if e.Installed || e.InstalledAt != 0 {
-			return invalid("installed", `only an "observed" event carries installed and installedAt`)
+			return Invalid("installed", `only an "observed" event carries installed and installedAt`)
 		}
 		return nil
 	}
 	if e.InstalledAt != 0 {
 		if e.InstalledAt < MinTime || e.InstalledAt >= MaxTime {
-			return invalid("installedAt", errTimeRange.Error())
+			return Invalid("installedAt", ErrTimeRange.Error())
 		}
 		if e.InstalledAt > e.OccurredAt {
-			return invalid("installedAt", FormatTime(e.InstalledAt)+" is after occurredAt "+FormatTime(e.OccurredAt))
+			return Invalid("installedAt", formatTime(e.InstalledAt)+" is after occurredAt "+formatTime(e.OccurredAt))
 		}
 	}
 	return nil
 }
 
-func checkLen(field, v string, min, max int) error {
+// CheckLength checks that v is min–max bytes long, as Validate and the
+// decoders report it.
+func CheckLength(field, v string, min, max int) error {
 	if len(v) < min || len(v) > max {
 		if min > 0 && v == "" {
-			return invalid(field, "required, must not be empty")
+			return Invalid(field, "required, must not be empty")
 		}
-		return invalid(field, "must be "+strconv.Itoa(min)+"–"+strconv.Itoa(max)+" bytes, got "+strconv.Itoa(len(v)))
+		return Invalid(field, "must be "+strconv.Itoa(min)+"–"+strconv.Itoa(max)+" bytes, got "+strconv.Itoa(len(v)))
 	}
 	return nil
+}
+
+// Timestamps are carried as Unix milliseconds (UTC). Zero is never a valid
+// instant (the accepted range starts in 2000), so it doubles as "absent".
+const (
+	MinTime int64 = 946684800000  // 2000-01-01T00:00:00Z
+	MaxTime int64 = 4102444800000 // 2100-01-01T00:00:00Z, exclusive
+)
+
+// ErrTimeRange is the error for an instant outside [MinTime, MaxTime).
+var ErrTimeRange = errors.New("outside [2000-01-01T00:00:00Z, 2100-01-01T00:00:00Z)")
+
+// formatTime writes ms in the contract's output form for an error message;
+// the hot path's formatter (wire.AppendTime) writes the same bytes faster.
+func formatTime(ms int64) string {
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z")
 }

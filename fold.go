@@ -394,16 +394,16 @@ func (f *Fold) TakeChanged(fn func(customerID string)) {
 // Changed is the number of customers TakeChanged would report.
 func (f *Fold) Changed() int { return len(f.changed) }
 
-// AppendRecord appends a customer's status record with its registers
-// (AppendStateRecord) without copying them; ok is false for an unknown
-// customer.
-func (f *Fold) AppendRecord(dst []byte, customerID string) (_ []byte, ok bool) {
+// Record returns a customer's status and registers without copying them,
+// for encoding the customer's state record (wire.AppendStateRecord) on the
+// processor's hot path; regs is the fold's own and valid until the next
+// Apply. ok is false for an unknown customer.
+func (f *Fold) Record(customerID string) (st Status, regs []Register, ok bool) {
 	c := f.customers[customerID]
 	if c == nil {
-		return dst, false
+		return Status{}, nil, false
 	}
-	st := Status{CustomerID: customerID, Fields: c.fields, Version: c.version}
-	return AppendStateRecord(dst, &st, c.regs), true
+	return Status{CustomerID: customerID, Fields: c.fields, Version: c.version}, c.regs, true
 }
 
 // Registers returns a copy of a customer's registers, for persisting state.

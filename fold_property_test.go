@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/synth"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // oracle is SPEC §3 written as plainly as possible, from scratch over a set
@@ -122,33 +124,6 @@ func oracle(events []walletsync.Event) map[string]walletsync.Fields {
 	return out
 }
 
-// randomEvents draws distinct events over few customers, passes and
-// instants, so that same-register collisions and same-millisecond ties are
-// common.
-func randomEvents(rng *rand.Rand, n int) []walletsync.Event {
-	base := int64(1772359200000) // 2026-03-01T10:00:00Z
-	passes := []string{"", "loyalty", "coupon"}
-	evs := make([]walletsync.Event, n)
-	for i := range evs {
-		e := walletsync.Event{
-			ID:         fmt.Sprintf("e%03d", rng.IntN(1000)*1000+i), // unique, but in no time order
-			CustomerID: fmt.Sprintf("c%d", rng.IntN(4)),
-			PassID:     passes[rng.IntN(len(passes))],
-			Platform:   walletsync.Platform(1 + rng.IntN(2)),
-			OccurredAt: base + int64(rng.IntN(12))*1000,
-			Type:       walletsync.EventType(1 + rng.IntN(3)),
-		}
-		if e.Type == walletsync.TypeObserved {
-			e.Installed = rng.IntN(2) == 0
-			if e.Installed && rng.IntN(2) == 0 {
-				e.InstalledAt = e.OccurredAt - int64(rng.IntN(5))*1000
-			}
-		}
-		evs[i] = e
-	}
-	return evs
-}
-
 func foldAll(events []walletsync.Event) map[string]walletsync.Fields {
 	f := walletsync.NewFold()
 	d := walletsync.NewDeduper(0)
@@ -205,7 +180,7 @@ func TestFoldPermutationsAndDuplicates(t *testing.T) {
 	seed := uint64(20261122)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	for iter := range 400 {
-		evs := randomEvents(rng, 1+rng.IntN(40))
+		evs := synth.Random(rng, 1+rng.IntN(40))
 		want := oracle(evs)
 		if got := foldAll(evs); !equalStatuses(got, want) {
 			t.Fatalf("seed %d iter %d: fold differs from the oracle\n got %v\nwant %v\nevents %+v", seed, iter, got, want, evs)
@@ -226,7 +201,7 @@ func TestFoldPermutationsAndDuplicates(t *testing.T) {
 func TestApplyReportsChangesExactly(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	for iter := range 200 {
-		evs := randomEvents(rng, 1+rng.IntN(30))
+		evs := synth.Random(rng, 1+rng.IntN(30))
 		f := walletsync.NewFold()
 		versions := map[string]uint64{}
 		prev := map[string]walletsync.Fields{}
@@ -256,7 +231,7 @@ func TestApplyReportsChangesExactly(t *testing.T) {
 func TestApplyIdempotent(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
 	for range 100 {
-		evs := randomEvents(rng, 20)
+		evs := synth.Random(rng, 20)
 		f := walletsync.NewFold()
 		for i := range evs {
 			f.Apply(&evs[i])
@@ -274,7 +249,7 @@ func TestApplyIdempotent(t *testing.T) {
 func TestRestoreFromRegisters(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	for range 100 {
-		evs := randomEvents(rng, 30)
+		evs := synth.Random(rng, 30)
 		cut := rng.IntN(len(evs))
 		a := walletsync.NewFold()
 		for i := range evs[:cut] {
@@ -348,18 +323,18 @@ func TestDeduperWindow(t *testing.T) {
 func TestStateRecordRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	for range 200 {
-		evs := randomEvents(rng, 25)
+		evs := synth.Random(rng, 25)
 		a := walletsync.NewFold()
 		for i := range evs {
 			a.Apply(&evs[i])
 		}
 		b := walletsync.NewFold()
 		for _, s := range a.Statuses() {
-			rec := walletsync.AppendStateRecord(nil, &s, a.Registers(s.CustomerID))
+			rec := wire.AppendStateRecord(nil, &s, a.Registers(s.CustomerID))
 			if !json.Valid(rec) {
 				t.Fatalf("invalid JSON %s", rec)
 			}
-			id, version, regs, err := walletsync.ParseStateRecord(rec)
+			id, version, regs, err := wire.ParseStateRecord(rec)
 			if err != nil {
 				t.Fatalf("%s: %v", rec, err)
 			}
@@ -374,7 +349,7 @@ func TestStateRecordRoundTrip(t *testing.T) {
 	// A record written before registers kept their installs: the
 	// register's changes are unknown from then on (they would miss the
 	// corrections of installs it no longer lists).
-	_, _, regs, err := walletsync.ParseStateRecord([]byte(`{"customerId":"c","version":1,"registers":[{"passId":"","platform":"apple","e":{"eventId":"a","type":"installed","occurredAt":"2026-03-01T10:00:00Z"}}]}`))
+	_, _, regs, err := wire.ParseStateRecord([]byte(`{"customerId":"c","version":1,"registers":[{"passId":"","platform":"apple","e":{"eventId":"a","type":"installed","occurredAt":"2026-03-01T10:00:00Z"}}]}`))
 	if err != nil || len(regs) != 1 || !regs[0].InstallsUnknown {
 		t.Fatalf("old record: %+v, %v", regs, err)
 	}
@@ -385,7 +360,7 @@ func TestStateRecordRoundTrip(t *testing.T) {
 		t.Errorf("after an old record, an event's change is %+v; want unknown", base)
 	}
 	for _, bad := range []string{`{}`, `{"customerId":"c","registers":[{"platform":"samsung"}]}`, `{"customerId":"c","registers":[{"platform":"apple"}]}`, `nope`} {
-		if _, _, _, err := walletsync.ParseStateRecord([]byte(bad)); err == nil {
+		if _, _, _, err := wire.ParseStateRecord([]byte(bad)); err == nil {
 			t.Errorf("ParseStateRecord(%s) accepted", bad)
 		}
 	}
@@ -397,14 +372,14 @@ func TestStateRecordRoundTrip(t *testing.T) {
 func TestParseStatus(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 13))
 	for range 200 {
-		evs := randomEvents(rng, 25)
+		evs := synth.Random(rng, 25)
 		a := walletsync.NewFold()
 		for i := range evs {
 			a.Apply(&evs[i])
 		}
 		for _, s := range a.Statuses() {
-			for _, rec := range [][]byte{s.AppendJSON(nil, true), walletsync.AppendStateRecord(nil, &s, a.Registers(s.CustomerID))} {
-				got, err := walletsync.ParseStatus(rec)
+			for _, rec := range [][]byte{wire.AppendStatus(nil, &s, true), wire.AppendStateRecord(nil, &s, a.Registers(s.CustomerID))} {
+				got, err := wire.ParseStatus(rec)
 				if err != nil {
 					t.Fatalf("%s: %v", rec, err)
 				}
@@ -417,7 +392,7 @@ func TestParseStatus(t *testing.T) {
 	for _, bad := range []string{`{}`, `nope`, `{"customerId":"c"}`, `{"customerId":"c","walletStatus":"samsung"}`,
 		`{"customerId":"c","walletStatus":"apple","appleWalletInstalledAt":"yesterday"}`,
 		`{"customerId":"c","walletStatus":"none","walletLastEvent":"deleted"}`} {
-		if _, err := walletsync.ParseStatus([]byte(bad)); err == nil {
+		if _, err := wire.ParseStatus([]byte(bad)); err == nil {
 			t.Errorf("ParseStatus(%s) accepted", bad)
 		}
 	}
@@ -445,7 +420,7 @@ func TestBaseChangesSumToTheInstalledState(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 11))
 	checked := 0
 	for iter := range 600 {
-		evs := randomEvents(rng, 1+rng.IntN(40))
+		evs := synth.Random(rng, 1+rng.IntN(40))
 		// Spread the twelve instants a second, a day or three days apart,
 		// so that events fall before, on and after the 1, 7 and 30 day
 		// horizons of the installs.
@@ -592,13 +567,13 @@ func TestRetentionChangesRoundTrip(t *testing.T) {
 			}
 			in = append(in, c)
 		}
-		out, err := walletsync.ParseRetentionChanges(walletsync.AppendRetentionChanges(nil, in))
+		out, err := wire.ParseRetentionChanges(wire.AppendRetentionChanges(nil, in))
 		if err != nil || !reflect.DeepEqual(out, in) {
 			t.Fatalf("round trip of %+v: %+v, %v", in, out, err)
 		}
 	}
 	for _, bad := range []string{"1,1,1,1", "x,1,1,1,1", "1,2,1,1,1", "1,1,1,1,2", "1,1,1,1,1;", "1,1,1,1,1,1"} {
-		if _, err := walletsync.ParseRetentionChanges([]byte(bad)); err == nil {
+		if _, err := wire.ParseRetentionChanges([]byte(bad)); err == nil {
 			t.Errorf("ParseRetentionChanges(%q) accepted", bad)
 		}
 	}
@@ -613,7 +588,7 @@ func TestRetentionChangesRoundTrip(t *testing.T) {
 func TestCheckpointAndReplayRestoreTheFold(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 11))
 	for iter := range 200 {
-		evs := randomEvents(rng, 1+rng.IntN(60))
+		evs := synth.Random(rng, 1+rng.IntN(60))
 		a := walletsync.NewFold()
 		a.TrackChanged()
 		persisted := map[string][]byte{} // compacted wallet.state
@@ -622,11 +597,11 @@ func TestCheckpointAndReplayRestoreTheFold(t *testing.T) {
 			n := 0
 			a.TakeChanged(func(id string) {
 				n++
-				rec, ok := a.AppendRecord(nil, id)
+				st, regs, ok := a.Record(id)
 				if !ok {
 					t.Fatalf("changed customer %s unknown to the fold", id)
 				}
-				persisted[id] = rec
+				persisted[id] = wire.AppendStateRecord(nil, &st, regs)
 			})
 			if a.Changed() != 0 {
 				t.Fatalf("Changed() = %d right after TakeChanged", a.Changed())
@@ -649,7 +624,7 @@ func TestCheckpointAndReplayRestoreTheFold(t *testing.T) {
 		b := walletsync.NewFold()
 		b.TrackChanged()
 		for _, rec := range persisted {
-			id, v, regs, err := walletsync.ParseStateRecord(rec)
+			id, v, regs, err := wire.ParseStateRecord(rec)
 			if err != nil {
 				t.Fatal(err)
 			}

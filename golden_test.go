@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // foldLines is the file fold of SPEC §2-3: parse, drop rejects, keep the
@@ -24,7 +25,7 @@ func foldLines(t testing.TB, data []byte) (*walletsync.Fold, []error) {
 		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
 			continue
 		}
-		ev, err := walletsync.ParseEvent(sc.Bytes())
+		ev, err := wire.ParseEvent(sc.Bytes())
 		if err != nil {
 			rejects = append(rejects, err)
 			continue
@@ -87,7 +88,7 @@ func TestGoldenFixtures(t *testing.T) {
 			fold, _ := foldLines(t, data)
 			var got []byte
 			for _, s := range fold.Statuses() {
-				got = s.AppendJSON(got, true)
+				got = wire.AppendStatus(got, &s, true)
 				got = append(got, '\n')
 			}
 			g, w := sixOf(t, got), sixOf(t, want)

@@ -1,7 +1,5 @@
 package walletsync
 
-import "strconv"
-
 // WalletStatus is which platforms have at least one installed pass. It is a
 // bit set: apple is 1, google is 2, both is their union.
 type WalletStatus uint8
@@ -71,41 +69,4 @@ type Status struct {
 	// them. It depends on arrival order, so it is not part of a fold's pure
 	// result.
 	Version uint64
-}
-
-// AppendJSON appends the status record: the six fields always, null where
-// empty, and "version" when withVersion.
-func (s *Status) AppendJSON(dst []byte, withVersion bool) []byte {
-	dst = append(dst, `{"customerId":`...)
-	dst = AppendJSONString(dst, s.CustomerID)
-	dst = append(dst, `,"walletStatus":"`...)
-	dst = append(dst, s.Wallet.String()...)
-	dst = append(dst, `","appleWalletInstalledAt":`...)
-	dst = appendNullTime(dst, s.AppleInstalledAt)
-	dst = append(dst, `,"googleWalletInstalledAt":`...)
-	dst = appendNullTime(dst, s.GoogleInstalledAt)
-	dst = append(dst, `,"walletLastChangedAt":`...)
-	dst = appendNullTime(dst, s.LastChangedAt)
-	dst = append(dst, `,"walletLastEvent":`...)
-	if s.LastEvent == 0 {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '"')
-		dst = append(dst, s.LastEvent.String()...)
-		dst = append(dst, '"')
-	}
-	if withVersion {
-		dst = append(dst, `,"version":`...)
-		dst = strconv.AppendUint(dst, s.Version, 10)
-	}
-	return append(dst, '}')
-}
-
-func appendNullTime(dst []byte, ms int64) []byte {
-	if ms == 0 {
-		return append(dst, "null"...)
-	}
-	dst = append(dst, '"')
-	dst = AppendTime(dst, ms)
-	return append(dst, '"')
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // Limits of SPEC §6 and issue 3.
@@ -124,7 +125,7 @@ type lineError struct {
 
 func (s *Server) tooFarAhead(e *walletsync.Event) error {
 	if limit := s.cfg.Now().Add(s.cfg.MaxSkew).UnixMilli(); e.OccurredAt > limit {
-		return &walletsync.ValidationError{Field: "occurredAt", Reason: walletsync.FormatTime(e.OccurredAt) + " is more than " + s.cfg.MaxSkew.String() + " in the future"}
+		return &walletsync.ValidationError{Field: "occurredAt", Reason: wire.FormatTime(e.OccurredAt) + " is more than " + s.cfg.MaxSkew.String() + " in the future"}
 	}
 	return nil
 }
@@ -194,7 +195,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var (
-		dec      walletsync.Decoder
+		dec      wire.Decoder
 		evs      = make([]walletsync.Event, 0, len(lines))
 		evLines  = make([]int, 0, len(lines))
 		rejected = []lineError{}

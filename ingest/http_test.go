@@ -20,6 +20,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/wire"
 )
 
 type fixture struct {
@@ -112,7 +113,7 @@ func (f *fixture) records(t *testing.T) []walletsync.Event {
 			t.Fatalf("read %d of %d records", len(out), want)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			e, err := walletsync.ParseEvent(r.Value)
+			e, err := wire.ParseEvent(r.Value)
 			if err != nil || string(r.Key) != e.CustomerID {
 				t.Fatalf("bad record on wallet.events: key %q value %s: %v", r.Key, r.Value, err)
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // KafkaPublisher writes canonical events to wallet.events, keyed by
@@ -100,7 +101,7 @@ func (p *KafkaPublisher) Publish(ctx context.Context, evs []walletsync.Event) []
 	}
 	now := time.Now()
 	for i := range evs {
-		rec := &kgo.Record{Topic: p.topic, Key: []byte(evs[i].CustomerID), Value: evs[i].AppendJSON(nil), Timestamp: now}
+		rec := &kgo.Record{Topic: p.topic, Key: []byte(evs[i].CustomerID), Value: wire.AppendEvent(nil, &evs[i]), Timestamp: now}
 		// With the deadline in its context, franz-go fails the record
 		// when the deadline passes, wherever that is safe for idempotent
 		// sequencing (not written, or answered); only a record whose

@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // errUnparseable marks a body that is not JSON at all: 400, where a
@@ -82,7 +83,7 @@ func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (w
 
 	e.OccurredAt = now.UnixMilli()
 	if ts := firstString(root, "date", "occurredAt", "timestamp", "createdAt"); ts != "" {
-		if e.OccurredAt, err = walletsync.ParseTime([]byte(ts)); err != nil {
+		if e.OccurredAt, err = wire.ParseTime([]byte(ts)); err != nil {
 			return e, fmt.Errorf("date: %v: %q", err, ts)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/processors"
+	"github.com/walletsync/walletsync/wire"
 )
 
 const benchPartitions = 6
@@ -48,7 +49,7 @@ func benchCluster(b *testing.B, n int) (*kafka.Embedded, *kgo.Client, *kadm.Clie
 	evs := synth.Events(synth.Default(n))
 	recs := make([]*kgo.Record, 0, 10_000)
 	for i := range evs {
-		recs = append(recs, &kgo.Record{Topic: "wallet.events", Key: []byte(evs[i].CustomerID), Value: evs[i].AppendJSON(nil)})
+		recs = append(recs, &kgo.Record{Topic: "wallet.events", Key: []byte(evs[i].CustomerID), Value: wire.AppendEvent(nil, &evs[i])})
 		if len(recs) == cap(recs) || i == len(evs)-1 {
 			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 				b.Fatal(err)
@@ -105,7 +106,7 @@ func txnCopy(b *testing.B, brokers []string, adm *kadm.Client, n, copies int, pa
 		b.Fatal(err)
 	}
 	defer sess.Close()
-	decs := map[int32]*walletsync.Decoder{}
+	decs := map[int32]*wire.Decoder{}
 	committed := 0
 	for committed < n {
 		fs := sess.PollRecords(ctx, 20_000)
@@ -120,7 +121,7 @@ func txnCopy(b *testing.B, brokers []string, adm *kadm.Client, n, copies int, pa
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
 			dec := decs[fp.Partition]
 			if dec == nil {
-				dec = new(walletsync.Decoder)
+				dec = new(wire.Decoder)
 				decs[fp.Partition] = dec
 			}
 			wg.Go(func() {
@@ -254,7 +255,7 @@ func BenchmarkRestartRecovery(b *testing.B) {
 			CustomerID: id, PassID: "pass-" + strconv.Itoa(i), OccurredAt: walletsync.MinTime + int64(i)}
 		st, _ := f.Apply(&e)
 		recs = append(recs, &kgo.Record{Topic: topics.State, Partition: int32(i % benchPartitions), Key: []byte(id),
-			Value: walletsync.AppendStateRecord(nil, &st, f.Registers(id))})
+			Value: wire.AppendStateRecord(nil, &st, f.Registers(id))})
 		if len(recs) == cap(recs) || i == customers-1 {
 			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 				b.Fatal(err)
@@ -266,7 +267,7 @@ func BenchmarkRestartRecovery(b *testing.B) {
 	// each clean partition, then a full CheckpointEvents of events on it.
 	const replay = 50_000
 	for part := range int32(benchPartitions) {
-		recs = append(recs, &kgo.Record{Topic: topics.State, Partition: part, Key: []byte("\xffwalletsync-checkpoint"), Value: []byte(`{"cleanOffset":0}`)})
+		recs = append(recs, &kgo.Record{Topic: topics.State, Partition: part, Key: []byte(wire.CheckpointKey), Value: []byte(`{"cleanOffset":0}`)})
 	}
 	for i := range replay * benchPartitions {
 		c := i % customers
@@ -274,8 +275,8 @@ func BenchmarkRestartRecovery(b *testing.B) {
 		e := walletsync.Event{ID: "replay-" + strconv.Itoa(i), Type: walletsync.TypeUninstalled, Platform: walletsync.Platform(1 + c%2),
 			CustomerID: id, PassID: "pass-" + strconv.Itoa(c), OccurredAt: walletsync.MinTime + int64(customers+i)}
 		k := walletsync.KeyOf(e.ID)
-		recs = append(recs, &kgo.Record{Topic: topics.Clean, Partition: int32(c % benchPartitions), Key: []byte(id), Value: e.AppendJSON(nil),
-			Headers: []kgo.RecordHeader{{Key: processors.HeaderIDKey, Value: k[:]}}})
+		recs = append(recs, &kgo.Record{Topic: topics.Clean, Partition: int32(c % benchPartitions), Key: []byte(id), Value: wire.AppendEvent(nil, &e),
+			Headers: []kgo.RecordHeader{{Key: kafka.HeaderIDKey, Value: k[:]}}})
 		if len(recs) >= 10_000 || i == replay*benchPartitions-1 {
 			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 				b.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/processors"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // onePartition is a broker with the pipeline's topics on one partition, so
@@ -51,7 +52,7 @@ func (o *onePartition) send(t *testing.T, evs []walletsync.Event) {
 	t.Helper()
 	var recs []*kgo.Record
 	for i := range evs {
-		recs = append(recs, &kgo.Record{Topic: o.topics.Events, Key: []byte(evs[i].CustomerID), Value: evs[i].AppendJSON(nil)})
+		recs = append(recs, &kgo.Record{Topic: o.topics.Events, Key: []byte(evs[i].CustomerID), Value: wire.AppendEvent(nil, &evs[i])})
 	}
 	if err := o.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)
@@ -241,7 +242,8 @@ func TestStateWithoutMarkerLoadsAsWhole(t *testing.T) {
 	var recs []*kgo.Record
 	for i := range old {
 		f.Apply(&old[i])
-		rec, _ := f.AppendRecord(nil, "c1")
+		st, regs, _ := f.Record("c1")
+		rec := wire.AppendStateRecord(nil, &st, regs)
 		recs = append(recs, &kgo.Record{Topic: o.topics.State, Key: []byte("c1"), Value: rec})
 	}
 	if err := o.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
@@ -255,7 +257,7 @@ func TestStateWithoutMarkerLoadsAsWhole(t *testing.T) {
 	stop()
 	var versions []string
 	o.read(t, o.topics.Status, func(r *kgo.Record) {
-		st, err := walletsync.ParseStatus(r.Value)
+		st, err := wire.ParseStatus(r.Value)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/processors"
 	"github.com/walletsync/walletsync/queries"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // A test binary started with these variables is a processor, not a test
@@ -141,7 +142,7 @@ func TestCrashedProcessorsStayExact(t *testing.T) {
 	for i := 0; i < len(events); i += 100 {
 		var recs []*kgo.Record
 		for _, e := range events[i:min(i+100, len(events))] {
-			recs = append(recs, &kgo.Record{Topic: topics.Events, Key: []byte(e.CustomerID), Value: e.AppendJSON(nil)})
+			recs = append(recs, &kgo.Record{Topic: topics.Events, Key: []byte(e.CustomerID), Value: wire.AppendEvent(nil, &e)})
 		}
 		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 			t.Fatal(err)
@@ -203,7 +204,7 @@ func checkStatuses(t *testing.T, topic string, evs []walletsync.Event, read func
 	got := map[string]walletsync.Fields{}
 	versions := map[string][]uint64{}
 	read(topic, func(r *kgo.Record) {
-		st, err := walletsync.ParseStatus(r.Value)
+		st, err := wire.ParseStatus(r.Value)
 		if err != nil {
 			t.Fatalf("bad status record: %v", err)
 		}

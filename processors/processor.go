@@ -6,7 +6,6 @@ package processors
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,18 +26,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
-)
-
-// Header names on records the processors write.
-const (
-	// HeaderIDKey carries walletsync.KeyOf(eventId) on clean records, so
-	// that dedupe state is rebuilt without parsing the events.
-	HeaderIDKey = "walletsync-idkey"
-	// DLQ headers: why, and where the original bytes came from.
-	HeaderError     = "walletsync-error"
-	HeaderTopic     = "walletsync-topic"
-	HeaderPartition = "walletsync-partition"
-	HeaderOffset    = "walletsync-offset"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // stableWait bounds the wait for another member's open transaction before a
@@ -75,10 +63,6 @@ type Config struct {
 	Metrics          *Metrics
 }
 
-// checkpointKey keys the checkpoint marker on wallet.state. 0xff never
-// occurs in UTF-8, and a customerId is UTF-8, so it is no customer's key.
-const checkpointKey = "\xffwalletsync-checkpoint"
-
 // DefaultTransactionalID is stable per host, which suits one member a host.
 func DefaultTransactionalID() string {
 	h, err := os.Hostname()
@@ -107,7 +91,7 @@ type Processor struct {
 type partState struct {
 	fold       *walletsync.Fold
 	dedupe     *walletsync.Deduper
-	dec        walletsync.Decoder
+	dec        wire.Decoder
 	maxTS      int64 // newest input timestamp seen, the dedupe clock
 	lastExpire int64
 
@@ -522,16 +506,18 @@ func (p *Processor) checkpoint(ctx context.Context, sess *kgo.GroupTransactSessi
 	promise func(*kgo.Record, error), batch *batchCounts) {
 	t := p.cfg.Topics
 	st.fold.TakeChanged(func(id string) {
-		out.scratch, _ = st.fold.AppendRecord(out.scratch[:0], id)
+		out.scratch = out.scratch[:0]
+		if status, regs, ok := st.fold.Record(id); ok {
+			out.scratch = wire.AppendStateRecord(out.scratch, &status, regs)
+		}
 		rec := out.record()
 		*rec = kgo.Record{Topic: t.State, Partition: part, Key: []byte(id), Value: out.value(out.scratch)}
 		sess.Produce(ctx, rec, promise)
 		batch.stateRecords++
 	})
-	out.scratch = strconv.AppendInt(append(out.scratch[:0], `{"cleanOffset":`...), st.cleanNext.Load(), 10)
-	out.scratch = append(out.scratch, '}')
+	out.scratch = wire.AppendCheckpoint(out.scratch[:0], st.cleanNext.Load())
 	rec := out.record()
-	*rec = kgo.Record{Topic: t.State, Partition: part, Key: []byte(checkpointKey), Value: out.value(out.scratch)}
+	*rec = kgo.Record{Topic: t.State, Partition: part, Key: []byte(wire.CheckpointKey), Value: out.value(out.scratch)}
 	sess.Produce(ctx, rec, promise)
 	batch.checkpoints++
 	st.since, st.ckptAt, st.marked = 0, time.Now(), true
@@ -643,8 +629,8 @@ func load(ctx context.Context, log *slog.Logger, note func(string), brokers []st
 	go func() {
 		defer wg.Done()
 		_, errS = kafka.ReadPartition(ctx, brokers, adm, t.State, part, -1, func(r *kgo.Record) {
-			if string(r.Key) == checkpointKey {
-				off, err := parseCheckpoint(r.Value)
+			if string(r.Key) == wire.CheckpointKey {
+				off, err := wire.ParseCheckpoint(r.Value)
 				if err != nil {
 					badRecords++
 					return
@@ -656,7 +642,7 @@ func load(ctx context.Context, log *slog.Logger, note func(string), brokers []st
 				st.fold.Restore(string(r.Key), 0, nil)
 				return
 			}
-			id, version, regs, err := walletsync.ParseStateRecord(r.Value)
+			id, version, regs, err := wire.ParseStateRecord(r.Value)
 			if err != nil {
 				badRecords++
 				return
@@ -705,7 +691,7 @@ func load(ctx context.Context, log *slog.Logger, note func(string), brokers []st
 				log.Error("clean records after the last checkpoint are gone (retention); the state misses their events", "partition", part, "checkpoint", replayFrom, "logStart", s.Offset)
 			}
 		}
-		var dec walletsync.Decoder
+		var dec wire.Decoder
 		note(fmt.Sprintf("replaying %s/%d from offset %d to %d", t.Clean, part, replayFrom, cleanEnd.Offset))
 		ls.replayed, err = kafka.ReadPartition(ctx, brokers, adm, t.Clean, part, replayFrom, func(r *kgo.Record) {
 			ev, _, err := dec.ParseLean(r.Value) // the fold reads no more
@@ -731,22 +717,11 @@ func load(ctx context.Context, log *slog.Logger, note func(string), brokers []st
 // idKeyHeader is a clean record's walletsync.KeyOf(eventId).
 func idKeyHeader(r *kgo.Record) (walletsync.IDKey, bool) {
 	for _, h := range r.Headers {
-		if h.Key == HeaderIDKey && len(h.Value) == len(walletsync.IDKey{}) {
+		if h.Key == kafka.HeaderIDKey && len(h.Value) == len(walletsync.IDKey{}) {
 			return walletsync.IDKey(h.Value), true
 		}
 	}
 	return walletsync.IDKey{}, false
-}
-
-// parseCheckpoint reads a checkpoint marker's {"cleanOffset":N}.
-func parseCheckpoint(b []byte) (int64, error) {
-	var m struct {
-		CleanOffset *int64 `json:"cleanOffset"`
-	}
-	if err := json.Unmarshal(b, &m); err != nil || m.CleanOffset == nil || *m.CleanOffset < 0 {
-		return 0, fmt.Errorf("checkpoint marker %q: want {\"cleanOffset\":N}", b)
-	}
-	return *m.CleanOffset, nil
 }
 
 type batchCounts struct {
@@ -857,10 +832,10 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 		sess.Produce(ctx, &kgo.Record{
 			Topic: t.DLQ, Partition: r.Partition, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp,
 			Headers: []kgo.RecordHeader{
-				{Key: HeaderError, Value: []byte(err.Error())},
-				{Key: HeaderTopic, Value: []byte(r.Topic)},
-				{Key: HeaderPartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
-				{Key: HeaderOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
+				{Key: kafka.HeaderError, Value: []byte(err.Error())},
+				{Key: kafka.HeaderTopic, Value: []byte(r.Topic)},
+				{Key: kafka.HeaderPartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
+				{Key: kafka.HeaderOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
 			},
 		}, promise)
 		return
@@ -877,15 +852,15 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 	status, regsChanged, changed, base := a.Status, a.RegistersChanged, a.StatusChanged, a.Base
 	clean := r.Value
 	if !canonical {
-		out.scratch = ev.AppendJSON(out.scratch[:0])
+		out.scratch = wire.AppendEvent(out.scratch[:0], &ev)
 		clean = out.value(out.scratch)
 	}
 	headers := out.headerSlots(3)
-	headers = append(headers, kgo.RecordHeader{Key: HeaderIDKey, Value: out.value(key[:])})
+	headers = append(headers, kgo.RecordHeader{Key: kafka.HeaderIDKey, Value: out.value(key[:])})
 	if base.Known {
 		headers = append(headers, kgo.RecordHeader{Key: kafka.HeaderBaseChange, Value: p.baseValues[base.Delta+1]})
 		if len(base.Retention) > 0 {
-			out.scratch = walletsync.AppendRetentionChanges(out.scratch[:0], base.Retention)
+			out.scratch = wire.AppendRetentionChanges(out.scratch[:0], base.Retention)
 			headers = append(headers, kgo.RecordHeader{Key: kafka.HeaderRetention, Value: out.value(out.scratch)})
 		}
 	}
@@ -902,7 +877,7 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 			batch.drift[ev.Platform]++
 		}
 		// The SPEC §4 record alone: the registers are wallet.state's.
-		out.scratch = status.AppendJSON(out.scratch[:0], true)
+		out.scratch = wire.AppendStatus(out.scratch[:0], &status, true)
 		rec := out.record()
 		*rec = kgo.Record{Topic: t.Status, Partition: r.Partition, Key: r.Key, Value: out.value(out.scratch)}
 		sess.Produce(ctx, rec, promise)

@@ -12,6 +12,7 @@ import (
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/processors"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // A previous owner of a partition that was expelled while it still ran (or
@@ -58,7 +59,7 @@ func TestStateLoadWaitsOutAnotherOwnersOpenTransaction(t *testing.T) {
 	}
 	stale := walletsync.Status{CustomerID: "c1", Version: 7}
 	if err := zombie.ProduceSync(ctx, &kgo.Record{Topic: topics.State, Partition: 0, Key: []byte("c1"),
-		Value: walletsync.AppendStateRecord(nil, &stale, nil)}).FirstErr(); err != nil {
+		Value: wire.AppendStateRecord(nil, &stale, nil)}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	zombieOpened := time.Now()
@@ -118,7 +119,7 @@ func TestStateLoadWaitsOutAnotherOwnersOpenTransaction(t *testing.T) {
 	for try := 0; readErr != nil && try < 50; try++ {
 		versions = nil
 		_, readErr = kafka.ReadPartition(ctx, brokers, adm, topics.Status, 0, -1, func(r *kgo.Record) {
-			st, err := walletsync.ParseStatus(r.Value)
+			st, err := wire.ParseStatus(r.Value)
 			if err != nil {
 				t.Fatal(err)
 			}

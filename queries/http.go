@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/walletsync/walletsync/ingest"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // API serves the read endpoints of SPEC §6.
@@ -84,7 +85,7 @@ func (a *API) customer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Write(append(s.AppendJSON(nil, true), '\n'))
+	w.Write(append(wire.AppendStatus(nil, &s, true), '\n'))
 }
 
 func (a *API) statuses(w http.ResponseWriter, r *http.Request) {
@@ -95,7 +96,7 @@ func (a *API) statuses(w http.ResponseWriter, r *http.Request) {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	var buf []byte
 	for _, s := range a.View.All() {
-		buf = s.AppendJSON(buf[:0], true)
+		buf = wire.AppendStatus(buf[:0], &s, true)
 		buf = append(buf, '\n')
 		bw.Write(buf)
 	}

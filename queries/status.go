@@ -15,6 +15,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // StatusView keeps the current status of every customer in memory by
@@ -71,7 +72,7 @@ func (v *StatusView) Run(ctx context.Context) error {
 				delete(v.byID, string(r.Key))
 				return
 			}
-			st, err := walletsync.ParseStatus(r.Value)
+			st, err := wire.ParseStatus(r.Value)
 			if err != nil {
 				v.log.Warn("unreadable status record", "partition", r.Partition, "offset", r.Offset, "err", err)
 				return

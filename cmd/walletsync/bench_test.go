@@ -17,6 +17,7 @@ import (
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/sinks/parquet"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // BenchmarkFoldCommand is `walletsync fold` end to end over a 1M-line file
@@ -66,7 +67,7 @@ func BenchmarkReplayArchive(b *testing.B) {
 	}
 	recs := make([]*kgo.Record, len(evs))
 	for i := range evs {
-		recs[i] = &kgo.Record{Topic: "wallet.events", Key: []byte(evs[i].CustomerID), Value: evs[i].AppendJSON(nil)}
+		recs[i] = &kgo.Record{Topic: "wallet.events", Key: []byte(evs[i].CustomerID), Value: wire.AppendEvent(nil, &evs[i])}
 	}
 	run := func(b *testing.B, replay func(ctx context.Context, brokers []string) error) {
 		var total time.Duration

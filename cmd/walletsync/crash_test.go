@@ -24,12 +24,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/processors"
 	"github.com/walletsync/walletsync/queries"
 	"github.com/walletsync/walletsync/sinks/parquet"
+	"github.com/walletsync/walletsync/wire"
 )
 
 var (
@@ -372,7 +372,7 @@ func checkCrashOutcome(t *testing.T, c *child, kafkaAddr string, p *poster) {
 	checkCleanTopic(t, brokers, lines)
 	versions := map[string][]uint64{}
 	for _, r := range readTopic(t, brokers, kafka.DefaultTopics().Status) {
-		st, err := walletsync.ParseStatus(r.Value)
+		st, err := wire.ParseStatus(r.Value)
 		if err != nil {
 			t.Fatalf("wallet.status holds %q: %v", r.Value, err)
 		}
@@ -574,7 +574,7 @@ func TestRolesSurviveSIGKILL(t *testing.T) {
 	}
 	want := map[string]bool{}
 	for _, l := range p.sent() {
-		if e, err := walletsync.ParseEvent(l); err == nil {
+		if e, err := wire.ParseEvent(l); err == nil {
 			want[e.ID] = true
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/ingest"
+	"github.com/walletsync/walletsync/wire"
 )
 
 func foldCommand() command {
@@ -51,7 +52,7 @@ func foldMain(ctx context.Context, e env, files []string, maxLine int) int {
 	start := time.Now()
 	fold := walletsync.NewFold()
 	dedupe := walletsync.NewDeduper(0) // a file is deduplicated whole
-	var dec walletsync.Decoder
+	var dec wire.Decoder
 	var st foldStats
 	errw := bufio.NewWriter(e.stderr)
 	defer errw.Flush()
@@ -87,13 +88,13 @@ func foldMain(ctx context.Context, e env, files []string, maxLine int) int {
 			buf = append(buf[:0], `{`...)
 			if name != "" {
 				buf = append(buf, `"file":`...)
-				buf = walletsync.AppendJSONString(buf, name)
+				buf = wire.AppendJSONString(buf, name)
 				buf = append(buf, ',')
 			}
 			buf = append(buf, `"line":`...)
 			buf = strconv.AppendInt(buf, int64(n), 10)
 			buf = append(buf, `,"error":`...)
-			buf = walletsync.AppendJSONString(buf, err.Error())
+			buf = wire.AppendJSONString(buf, err.Error())
 			buf = append(buf, "}\n"...)
 			errw.Write(buf)
 		}
@@ -123,7 +124,7 @@ func foldMain(ctx context.Context, e env, files []string, maxLine int) int {
 	var buf []byte
 	statuses := fold.Statuses()
 	for i := range statuses {
-		buf = statuses[i].AppendJSON(buf[:0], false)
+		buf = wire.AppendStatus(buf[:0], &statuses[i], false)
 		buf = append(buf, '\n')
 		out.Write(buf)
 	}

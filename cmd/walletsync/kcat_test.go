@@ -15,8 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // peer finds an independent tool, or skips saying how to install it; under
@@ -138,7 +138,7 @@ func TestKcatAgainstTheEmbeddedBroker(t *testing.T) {
 	cleanOut := kcat(t, nil, "-b", addr, "-C", "-t", "wallet.events.clean", "-e", "-J", "-q", "-X", "isolation.level=read_committed")
 	seen := map[string]int{}
 	for _, m := range kcatMessages(t, cleanOut) {
-		e, err := walletsync.ParseEvent([]byte(*m.Payload))
+		e, err := wire.ParseEvent([]byte(*m.Payload))
 		if err != nil {
 			t.Fatalf("clean record %s: %v", *m.Payload, err)
 		}
@@ -146,7 +146,7 @@ func TestKcatAgainstTheEmbeddedBroker(t *testing.T) {
 	}
 	want := map[string]bool{}
 	for _, l := range lines {
-		if e, err := walletsync.ParseEvent(l); err == nil {
+		if e, err := wire.ParseEvent(l); err == nil {
 			want[e.ID] = true
 		}
 	}
@@ -184,7 +184,7 @@ func TestKcatAgainstTheEmbeddedBroker(t *testing.T) {
 	}
 	var in bytes.Buffer
 	for _, l := range extra {
-		e, _ := walletsync.ParseEvent(l)
+		e, _ := wire.ParseEvent(l)
 		in.WriteString(e.CustomerID + "\t")
 		in.Write(l)
 		in.WriteByte('\n')

@@ -13,6 +13,7 @@ import (
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/chtest"
 	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
+	"github.com/walletsync/walletsync/wire"
 )
 
 type result struct {
@@ -285,7 +286,7 @@ func TestQueryInsightCommand(t *testing.T) {
 		`{"eventId":"b","type":"installed","platform":"google","customerId":"c2","occurredAt":"2026-03-02T23:59:59.999Z","source":"connector"}`,
 		`{"eventId":"c","type":"uninstalled","platform":"apple","customerId":"c1","occurredAt":"2026-03-03T00:00:00Z","source":"webhook"}`,
 	} {
-		e, err := walletsync.ParseEvent([]byte(l))
+		e, err := wire.ParseEvent([]byte(l))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -23,9 +23,9 @@ import (
 	"github.com/walletsync/walletsync/internal/chtest"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
-	"github.com/walletsync/walletsync/processors"
 	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
 	"github.com/walletsync/walletsync/sinks/crm/crmtest"
+	"github.com/walletsync/walletsync/wire"
 )
 
 type syncBuffer struct {
@@ -183,13 +183,13 @@ func checkCleanTopic(t *testing.T, brokers []string, lines [][]byte) {
 	t.Helper()
 	want := map[string]bool{}
 	for _, l := range lines {
-		if e, err := walletsync.ParseEvent(l); err == nil {
+		if e, err := wire.ParseEvent(l); err == nil {
 			want[e.ID] = true
 		}
 	}
 	got := map[string]int{}
 	for _, r := range readTopic(t, brokers, kafka.DefaultTopics().Clean) {
-		e, err := walletsync.ParseEvent(r.Value)
+		e, err := wire.ParseEvent(r.Value)
 		if err != nil {
 			t.Fatalf("clean topic holds an invalid event %s: %v", r.Value, err)
 		}
@@ -272,7 +272,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	for _, hd := range dlq[0].Headers {
 		h[hd.Key] = string(hd.Value)
 	}
-	if string(dlq[0].Value) != "garbage" && string(dlq[1].Value) != "garbage" || h[processors.HeaderTopic] != "wallet.events" || h[processors.HeaderOffset] == "" || h[processors.HeaderError] == "" {
+	if string(dlq[0].Value) != "garbage" && string(dlq[1].Value) != "garbage" || h[kafka.HeaderTopic] != "wallet.events" || h[kafka.HeaderOffset] == "" || h[kafka.HeaderError] == "" {
 		t.Errorf("DLQ record: %s %v", dlq[0].Value, h)
 	}
 
@@ -299,12 +299,12 @@ func TestPipelineEndToEnd(t *testing.T) {
 	want := map[string][2]int{}
 	seen := map[string]bool{}
 	for _, l := range lines {
-		e, err := walletsync.ParseEvent(l)
+		e, err := wire.ParseEvent(l)
 		if err != nil || seen[e.ID] {
 			continue
 		}
 		seen[e.ID] = true
-		if string(walletsync.AppendTime(nil, e.OccurredAt)[:10]) == "2026-01-01" {
+		if string(wire.AppendTime(nil, e.OccurredAt)[:10]) == "2026-01-01" {
 			c := want[e.Platform.String()]
 			switch e.Type {
 			case walletsync.TypeInstalled:
@@ -423,7 +423,7 @@ func TestRunWithClickHouse(t *testing.T) {
 	ctx := context.Background()
 	distinct := map[string]bool{}
 	for _, l := range lines {
-		if e, err := walletsync.ParseEvent(l); err == nil {
+		if e, err := wire.ParseEvent(l); err == nil {
 			distinct[e.ID] = true
 		}
 	}
@@ -670,7 +670,7 @@ func rebuildIntoClickHouseTwice(t *testing.T, archive string) {
 func countDistinct(lines [][]byte) int {
 	ids := map[string]bool{}
 	for _, l := range lines {
-		if e, err := walletsync.ParseEvent(l); err == nil {
+		if e, err := wire.ParseEvent(l); err == nil {
 			ids[e.ID] = true
 		}
 	}

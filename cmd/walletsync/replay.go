@@ -21,6 +21,7 @@ import (
 	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
 	"github.com/walletsync/walletsync/sinks/crm"
 	"github.com/walletsync/walletsync/sinks/parquet"
+	"github.com/walletsync/walletsync/wire"
 )
 
 func replayCommand() command {
@@ -231,7 +232,7 @@ func replayArchive(ctx context.Context, e env, brokers []string, dir, topic stri
 		backing := make([]kgo.Record, len(evs))
 		for i := range evs {
 			start := len(buf)
-			buf = evs[i].AppendJSON(buf)
+			buf = wire.AppendEvent(buf, &evs[i])
 			backing[i] = kgo.Record{Topic: topic, Key: []byte(evs[i].CustomerID), Value: buf[start:len(buf):len(buf)]}
 			recs[i] = &backing[i]
 			n++
@@ -294,7 +295,7 @@ func rebuild(ctx context.Context, e env, brokers []string, from, dir, out, chDSN
 		if err != nil {
 			return err
 		}
-		var dec walletsync.Decoder
+		var dec wire.Decoder
 		var readErr error
 		ends.Each(func(o kadm.ListedOffset) {
 			if readErr == nil {
@@ -323,7 +324,7 @@ func rebuild(ctx context.Context, e env, brokers []string, from, dir, out, chDSN
 	bw := bufio.NewWriter(w)
 	var line []byte
 	for i := range statuses {
-		line = statuses[i].AppendJSON(line[:0], false)
+		line = wire.AppendStatus(line[:0], &statuses[i], false)
 		line = append(line, '\n')
 		bw.Write(line)
 	}

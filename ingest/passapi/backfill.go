@@ -19,6 +19,7 @@ import (
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/ingest"
 	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // CheckpointTopic holds the backfill's cursor: compacted, one partition,
@@ -145,7 +146,7 @@ func (b *Backfill) RunOnce(ctx context.Context) (rep Report, err error) {
 				continue
 			}
 			for j := range evs {
-				recs = append(recs, &kgo.Record{Topic: b.cfg.Topics.Events, Key: []byte(evs[j].CustomerID), Value: evs[j].AppendJSON(nil)})
+				recs = append(recs, &kgo.Record{Topic: b.cfg.Topics.Events, Key: []byte(evs[j].CustomerID), Value: wire.AppendEvent(nil, &evs[j])})
 				b.m.observations.WithLabelValues(evs[j].Platform.String(), fmt.Sprint(evs[j].Installed)).Inc()
 			}
 		}

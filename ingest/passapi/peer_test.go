@@ -13,6 +13,7 @@ import (
 	"github.com/walletsync/walletsync/ingest/passapi"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/peers/passapidoc"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // The backfill against a Pass API server written from The Wallet Crew's
@@ -99,7 +100,7 @@ func TestBackfillAgainstTheDocumentedPassAPI(t *testing.T) {
 	}
 	ends.Each(func(o kadm.ListedOffset) {
 		if _, err := kafka.ReadPartition(ctx, emb.Brokers(), adm, o.Topic, o.Partition, -1, func(r *kgo.Record) {
-			e, err := walletsync.ParseEvent(r.Value)
+			e, err := wire.ParseEvent(r.Value)
 			if err != nil {
 				t.Errorf("observation %s: %v", r.Value, err)
 				return

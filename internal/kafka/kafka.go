@@ -28,8 +28,25 @@ import (
 const HeaderBaseChange = "walletsync-base-change"
 
 // HeaderRetention carries, next to HeaderBaseChange, the event's
-// walletsync.RetentionChange list (walletsync.AppendRetentionChanges).
+// walletsync.RetentionChange list (wire.AppendRetentionChanges).
 const HeaderRetention = "walletsync-retention"
+
+// HeaderIDKey carries walletsync.KeyOf(eventId) on clean records, so that
+// dedupe state is rebuilt without parsing the events.
+const HeaderIDKey = "walletsync-idkey"
+
+// Headers on dead-letter records, the processors' (an event refused) and the
+// CRM sinks' (a status a CRM refused): why, and where the original record
+// came from.
+const (
+	HeaderError     = "walletsync-error"
+	HeaderTopic     = "walletsync-topic"
+	HeaderPartition = "walletsync-partition"
+	HeaderOffset    = "walletsync-offset"
+	// HeaderDestination names the CRM, HeaderAttempts how often it was tried.
+	HeaderDestination = "walletsync-destination"
+	HeaderAttempts    = "walletsync-attempts"
+)
 
 // The pipeline's consumer groups. Each component's package defaults to its
 // name here; pipeline.Spec lists which component reads what under which.

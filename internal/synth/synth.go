@@ -6,12 +6,14 @@ package synth
 
 import (
 	"cmp"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strconv"
 	"time"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // Config shapes a stream. Zero fields take the defaults of Default.
@@ -140,7 +142,34 @@ func Lines(cfg Config) [][]byte {
 	evs := Events(cfg)
 	lines := make([][]byte, len(evs))
 	for i := range evs {
-		lines[i] = evs[i].AppendJSON(nil)
+		lines[i] = wire.AppendEvent(nil, &evs[i])
 	}
 	return lines
+}
+
+// Random draws distinct events over few customers, passes and
+// instants, so that same-register collisions and same-millisecond ties are
+// common.
+func Random(rng *rand.Rand, n int) []walletsync.Event {
+	base := int64(1772359200000) // 2026-03-01T10:00:00Z
+	passes := []string{"", "loyalty", "coupon"}
+	evs := make([]walletsync.Event, n)
+	for i := range evs {
+		e := walletsync.Event{
+			ID:         fmt.Sprintf("e%03d", rng.IntN(1000)*1000+i), // unique, but in no time order
+			CustomerID: fmt.Sprintf("c%d", rng.IntN(4)),
+			PassID:     passes[rng.IntN(len(passes))],
+			Platform:   walletsync.Platform(1 + rng.IntN(2)),
+			OccurredAt: base + int64(rng.IntN(12))*1000,
+			Type:       walletsync.EventType(1 + rng.IntN(3)),
+		}
+		if e.Type == walletsync.TypeObserved {
+			e.Installed = rng.IntN(2) == 0
+			if e.Installed && rng.IntN(2) == 0 {
+				e.InstalledAt = e.OccurredAt - int64(rng.IntN(5))*1000
+			}
+		}
+		evs[i] = e
+	}
+	return evs
 }

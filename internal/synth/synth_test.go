@@ -3,7 +3,7 @@ package synth
 import (
 	"testing"
 
-	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // The benchmark stream must be what it claims: valid events of about 200
@@ -20,7 +20,7 @@ func TestDefaultStreamShape(t *testing.T) {
 	var prev int64
 	for _, l := range lines {
 		size += len(l)
-		e, err := walletsync.ParseEvent(l)
+		e, err := wire.ParseEvent(l)
 		if err != nil {
 			t.Fatalf("invalid line %s: %v", l, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/sinks/clickhouse"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // BenchmarkSink: rows/s from wallet.events.clean into ClickHouse through
@@ -61,7 +62,7 @@ func BenchmarkSink(b *testing.B) {
 			}
 			recs := make([]*kgo.Record, 0, n)
 			for i := range evs {
-				recs = append(recs, &kgo.Record{Topic: "wallet.events.clean", Key: []byte(evs[i].CustomerID), Value: evs[i].AppendJSON(nil)})
+				recs = append(recs, &kgo.Record{Topic: "wallet.events.clean", Key: []byte(evs[i].CustomerID), Value: wire.AppendEvent(nil, &evs[i])})
 			}
 			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 				b.Fatal(err)

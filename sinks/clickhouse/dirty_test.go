@@ -9,6 +9,7 @@ import (
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/sinks/clickhouse"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // The running sink's verifier clears a month whose mark is older than the
@@ -19,7 +20,7 @@ func TestSinkVerifierClearsSettledMonthsOnly(t *testing.T) {
 	conn := migrated(t)
 	ctx := context.Background()
 	ev := func(id, at string) walletsync.Event {
-		e, err := walletsync.ParseEvent([]byte(`{"eventId":"` + id + `","type":"installed","platform":"apple","customerId":"c","occurredAt":"` + at + `","source":"webhook"}`))
+		e, err := wire.ParseEvent([]byte(`{"eventId":"` + id + `","type":"installed","platform":"apple","customerId":"c","occurredAt":"` + at + `","source":"webhook"}`))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // DefaultGroup is the ClickHouse sink's consumer group.
@@ -429,7 +430,7 @@ func baseChange(hs []kgo.RecordHeader) walletsync.BaseChange {
 				return walletsync.BaseChange{}
 			}
 		case kafka.HeaderRetention:
-			rc, err := walletsync.ParseRetentionChanges(h.Value)
+			rc, err := wire.ParseRetentionChanges(h.Value)
 			if err != nil {
 				return walletsync.BaseChange{}
 			}
@@ -559,7 +560,7 @@ type batch struct {
 	at       []recordAt              // where each event came from
 	statuses []walletsync.Status
 	spans    map[topicPart][2]int64 // first and last offset read from each wallet.events.clean partition
-	dec      walletsync.Decoder
+	dec      wire.Decoder
 }
 
 type recordAt struct {
@@ -602,7 +603,7 @@ func (b *batch) add(r *kgo.Record, t kafka.Topics, m *SinkMetrics) {
 		if r.Value == nil {
 			return
 		}
-		st, err := walletsync.ParseStatus(r.Value)
+		st, err := wire.ParseStatus(r.Value)
 		if err != nil {
 			m.skipped.Inc()
 			return

@@ -20,6 +20,7 @@ import (
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/processors"
 	"github.com/walletsync/walletsync/sinks/clickhouse"
+	"github.com/walletsync/walletsync/wire"
 )
 
 type pipeline struct {
@@ -73,7 +74,7 @@ func startPipeline(t *testing.T, n int) *pipeline {
 		for i := 0; i < len(pl.events); i += 200 {
 			var recs []*kgo.Record
 			for _, e := range pl.events[i:min(i+200, len(pl.events))] {
-				recs = append(recs, &kgo.Record{Topic: "wallet.events", Key: []byte(e.CustomerID), Value: e.AppendJSON(nil)})
+				recs = append(recs, &kgo.Record{Topic: "wallet.events", Key: []byte(e.CustomerID), Value: wire.AppendEvent(nil, &e)})
 			}
 			if cl.ProduceSync(ctx, recs...).FirstErr() != nil {
 				return

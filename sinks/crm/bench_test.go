@@ -12,6 +12,7 @@ import (
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/sinks/crm"
 	"github.com/walletsync/walletsync/sinks/crm/crmtest"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // BenchmarkDelivery: status changes delivered per second to local servers
@@ -146,7 +147,7 @@ func BenchmarkFlappyStream(b *testing.B) {
 					// The forwarder posts each event's resulting status
 					// as it is, with no memory of what it sent.
 					st := walletsync.Status{CustomerID: ev.CustomerID, Version: 1}
-					body := st.AppendJSON(nil, true)
+					body := wire.AppendStatus(nil, &st, true)
 					wg.Add(1)
 					sem <- struct{}{}
 					go func() {

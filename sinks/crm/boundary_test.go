@@ -81,7 +81,7 @@ func TestRedirectIsNotADelivery(t *testing.T) {
 			var why string
 			if len(dead) == 1 {
 				for _, h := range dead[0].Headers {
-					if h.Key == crm.HeaderError {
+					if h.Key == kafka.HeaderError {
 						why = string(h.Value)
 					}
 				}

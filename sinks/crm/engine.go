@@ -23,15 +23,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
-)
-
-// Headers on DLQ records.
-const (
-	HeaderDestination = "walletsync-destination"
-	HeaderError       = "walletsync-error"
-	HeaderAttempts    = "walletsync-attempts"
-	HeaderPartition   = "walletsync-partition"
-	HeaderOffset      = "walletsync-offset"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // Group is the consumer group of one destination's sink: each destination
@@ -475,7 +467,7 @@ func (s *state) add(r *kgo.Record) {
 		t.done(r.Offset)
 		return
 	}
-	status, err := walletsync.ParseStatus(r.Value)
+	status, err := wire.ParseStatus(r.Value)
 	if err != nil {
 		it := &Item{Status: walletsync.Status{CustomerID: string(r.Key)}, Key: string(r.Key), part: r.Partition, offset: r.Offset, recordVal: r.Value, lastErr: fmt.Errorf("unreadable status record: %w", err)}
 		s.deadLetterNow(it)
@@ -840,11 +832,11 @@ func (s *state) deadLetter(ctx context.Context, it *Item) error {
 	rec := &kgo.Record{
 		Topic: e.cfg.Topics.CRMDLQ, Key: []byte(it.Status.CustomerID), Value: it.recordVal,
 		Headers: []kgo.RecordHeader{
-			{Key: HeaderDestination, Value: []byte(e.dest.Name())},
-			{Key: HeaderError, Value: []byte(msg)},
-			{Key: HeaderAttempts, Value: strconv.AppendInt(nil, int64(it.attempts), 10)},
-			{Key: HeaderPartition, Value: strconv.AppendInt(nil, int64(it.part), 10)},
-			{Key: HeaderOffset, Value: strconv.AppendInt(nil, it.offset, 10)},
+			{Key: kafka.HeaderDestination, Value: []byte(e.dest.Name())},
+			{Key: kafka.HeaderError, Value: []byte(msg)},
+			{Key: kafka.HeaderAttempts, Value: strconv.AppendInt(nil, int64(it.attempts), 10)},
+			{Key: kafka.HeaderPartition, Value: strconv.AppendInt(nil, int64(it.part), 10)},
+			{Key: kafka.HeaderOffset, Value: strconv.AppendInt(nil, it.offset, 10)},
 		},
 	}
 	for {

@@ -19,6 +19,7 @@ import (
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/sinks/crm"
 	"github.com/walletsync/walletsync/sinks/crm/crmtest"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // cluster is an embedded broker with the pipeline's topics and a fold whose
@@ -87,7 +88,7 @@ func (c *cluster) write(events []walletsync.Event) {
 		}
 		c.changes++
 		recs = append(recs, &kgo.Record{Topic: c.topics.Status, Key: []byte(st.CustomerID),
-			Value: walletsync.AppendStateRecord(nil, &st, c.fold.Registers(st.CustomerID))})
+			Value: wire.AppendStateRecord(nil, &st, c.fold.Registers(st.CustomerID))})
 		if len(recs) == 200 {
 			flush()
 		}
@@ -134,7 +135,7 @@ func (c *cluster) want() map[string]crmtest.Record {
 		if ms == 0 {
 			return ""
 		}
-		return string(walletsync.AppendTime(nil, ms))
+		return string(wire.AppendTime(nil, ms))
 	}
 	for _, s := range c.fold.Statuses() {
 		out[s.CustomerID] = crmtest.Record{WalletStatus: s.Wallet.String(), AppleAt: ts(s.AppleInstalledAt), GoogleAt: ts(s.GoogleInstalledAt),
@@ -414,7 +415,7 @@ func TestRefusedItemsAreDeadLetteredAndReplayed(t *testing.T) {
 	for _, h := range dead[0].Headers {
 		hdr[h.Key] = string(h.Value)
 	}
-	if hdr[crm.HeaderDestination] != "webhook" || hdr[crm.HeaderError] == "" || string(dead[0].Key) != "c-refused" {
+	if hdr[kafka.HeaderDestination] != "webhook" || hdr[kafka.HeaderError] == "" || string(dead[0].Key) != "c-refused" {
 		t.Errorf("DLQ record: key %q, headers %v", dead[0].Key, hdr)
 	}
 

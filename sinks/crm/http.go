@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // do sends one request and turns any answer but 2xx into an *HTTPError;
@@ -62,7 +62,7 @@ func timeOrEmpty(ms int64) string {
 	if ms == 0 {
 		return ""
 	}
-	return string(walletsync.AppendTime(nil, ms))
+	return string(wire.AppendTime(nil, ms))
 }
 
 // defaultClient returns the client requests go through: c (or a new one)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // ReplayConfig configures Replay.
@@ -88,7 +89,7 @@ func Replay(ctx context.Context, cfg ReplayConfig, dest Destination) (ReplayRepo
 		}
 		_, readErr = kafka.ReadPartition(ctx, cfg.Brokers, adm, o.Topic, o.Partition, start, func(r *kgo.Record) {
 			rep.Read++
-			if header(r, HeaderDestination) != dest.Name() {
+			if header(r, kafka.HeaderDestination) != dest.Name() {
 				rep.Skipped++
 				return
 			}
@@ -123,7 +124,7 @@ func Replay(ctx context.Context, cfg ReplayConfig, dest Destination) (ReplayRepo
 					delete(current, string(r.Key))
 					return
 				}
-				st, err := walletsync.ParseStatus(r.Value)
+				st, err := wire.ParseStatus(r.Value)
 				if err == nil && st.Version >= current[st.CustomerID].Version {
 					current[st.CustomerID] = st
 				}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/sinks/crm"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // nodePeers is internal/peers/node with its packages installed, or a skip
@@ -166,7 +167,7 @@ func TestEveryDeliveryVerifiesWithStandardWebhooks(t *testing.T) {
 					t.Errorf("customer %q never reached the receiver", want.CustomerID)
 					continue
 				}
-				if w := string(want.AppendJSON(nil, true)); got.body != w {
+				if w := string(wire.AppendStatus(nil, &want, true)); got.body != w {
 					t.Errorf("customer %q: receiver holds %s, the fold %s", want.CustomerID, got.body, w)
 				}
 			}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/walletsync/walletsync/wire"
 )
 
 // Webhook POSTs status records as JSON to one URL, signed as Standard
@@ -85,14 +87,14 @@ func (w *Webhook) MaxBatch() int { return w.batch }
 func (w *Webhook) Deliver(ctx context.Context, items []*Item) error {
 	var body []byte
 	if w.batch == 1 {
-		body = items[0].Status.AppendJSON(nil, true)
+		body = wire.AppendStatus(nil, &items[0].Status, true)
 	} else {
 		body = append(body, '[')
 		for i, it := range items {
 			if i > 0 {
 				body = append(body, ',')
 			}
-			body = it.Status.AppendJSON(body, true)
+			body = wire.AppendStatus(body, &it.Status, true)
 		}
 		body = append(body, ']')
 	}

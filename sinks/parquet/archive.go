@@ -20,6 +20,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // Datasets: the directories under the archive, one per topic.
@@ -326,7 +327,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 			}
 			size += len(r.Value) + 64
 			if r.Topic == t.Clean {
-				ev, err := walletsync.ParseEvent(r.Value)
+				ev, err := wire.ParseEvent(r.Value)
 				if err != nil {
 					a.m.skipped.Inc()
 					a.log.Warn("unreadable clean event skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
@@ -336,7 +337,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 				b.events[day] = append(b.events[day], EventToRow(&ev, r.Partition, r.Offset))
 				return
 			}
-			st, err := walletsync.ParseStatus(r.Value)
+			st, err := wire.ParseStatus(r.Value)
 			if err != nil {
 				a.m.skipped.Inc()
 				return

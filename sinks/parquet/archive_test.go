@@ -14,6 +14,7 @@ import (
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/sinks/parquet"
+	"github.com/walletsync/walletsync/wire"
 )
 
 type fixture struct {
@@ -61,12 +62,12 @@ func (f *fixture) write(evs []walletsync.Event) {
 		}
 		var recs []*kgo.Record
 		for _, e := range evs[i:min(i+250, len(evs))] {
-			b := e.AppendJSON(nil)
+			b := wire.AppendEvent(nil, &e)
 			f.sent[e.ID] = b
 			recs = append(recs, &kgo.Record{Topic: f.topics.Clean, Key: []byte(e.CustomerID), Value: b})
 			if st, changed := f.fold.Apply(&e); changed {
 				f.status[st.CustomerID] = st
-				recs = append(recs, &kgo.Record{Topic: f.topics.Status, Key: []byte(st.CustomerID), Value: walletsync.AppendStateRecord(nil, &st, f.fold.Registers(st.CustomerID))})
+				recs = append(recs, &kgo.Record{Topic: f.topics.Status, Key: []byte(st.CustomerID), Value: wire.AppendStateRecord(nil, &st, f.fold.Registers(st.CustomerID))})
 			}
 		}
 		if err := f.txn.ProduceSync(ctx, recs...).FirstErr(); err != nil {
@@ -132,8 +133,8 @@ func (f *fixture) check(dir string) {
 		for i := range rows {
 			e := rows[i].Event()
 			seen[e.ID]++
-			if string(e.AppendJSON(nil)) != string(f.sent[e.ID]) {
-				f.t.Errorf("event %s archived as %s, sent as %s", e.ID, e.AppendJSON(nil), f.sent[e.ID])
+			if string(wire.AppendEvent(nil, &e)) != string(f.sent[e.ID]) {
+				f.t.Errorf("event %s archived as %s, sent as %s", e.ID, wire.AppendEvent(nil, &e), f.sent[e.ID])
 			}
 			if parquet.Day(e.OccurredAt) == "" {
 				f.t.Fatal("no day")
@@ -149,7 +150,7 @@ func (f *fixture) check(dir string) {
 	if err := parquet.ScanEvents(dir, "", "", func(evs []walletsync.Event) error {
 		for i := range evs {
 			scanned++
-			if b := evs[i].AppendJSON(nil); string(b) != string(f.sent[evs[i].ID]) {
+			if b := wire.AppendEvent(nil, &evs[i]); string(b) != string(f.sent[evs[i].ID]) {
 				f.t.Errorf("scanned event %s as %s, sent as %s", evs[i].ID, b, f.sent[evs[i].ID])
 			}
 		}

@@ -1,11 +1,15 @@
-package walletsync
+package wire
 
-import "strconv"
+import (
+	"strconv"
 
-// AppendJSON appends the canonical JSON form of e (SPEC §1): known fields
+	"github.com/walletsync/walletsync"
+)
+
+// AppendEvent appends the canonical JSON form of e (SPEC §1): known fields
 // only, times in the output form, absent optional fields left out. Parsing
 // the result gives e back.
-func (e *Event) AppendJSON(dst []byte) []byte {
+func AppendEvent(dst []byte, e *walletsync.Event) []byte {
 	dst = append(dst, `{"eventId":`...)
 	dst = AppendJSONString(dst, e.ID)
 	dst = append(dst, `,"type":"`...)
@@ -25,7 +29,7 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `,"occurredAt":"`...)
 	dst = AppendTime(dst, e.OccurredAt)
 	dst = append(dst, '"')
-	if e.Type == TypeObserved {
+	if e.Type == walletsync.TypeObserved {
 		dst = append(dst, `,"installed":`...)
 		dst = strconv.AppendBool(dst, e.Installed)
 		if e.InstalledAt != 0 {
@@ -83,19 +87,6 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 		dst = append(dst, '}')
 	}
 	return append(dst, '}')
-}
-
-// MarshalJSON makes Event usable with encoding/json.
-func (e Event) MarshalJSON() ([]byte, error) { return e.AppendJSON(nil), nil }
-
-// UnmarshalJSON decodes and validates with ParseEvent.
-func (e *Event) UnmarshalJSON(b []byte) error {
-	ev, err := ParseEvent(b)
-	if err != nil {
-		return err
-	}
-	*e = ev
-	return nil
 }
 
 const hexDigits = "0123456789abcdef"

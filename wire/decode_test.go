@@ -1,4 +1,4 @@
-package walletsync_test
+package wire_test
 
 import (
 	"encoding/json"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/synth"
+	"github.com/walletsync/walletsync/wire"
 )
 
 const good = `{"eventId":"e1","type":"installed","platform":"apple","customerId":"c-1","occurredAt":"2026-03-01T10:00:00Z"}`
@@ -110,7 +111,7 @@ func TestParseEventRejections(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := walletsync.ParseEvent([]byte(c.in))
+			_, err := wire.ParseEvent([]byte(c.in))
 			var ve *walletsync.ValidationError
 			if err == nil {
 				t.Fatalf("accepted %s", c.in)
@@ -136,7 +137,7 @@ func TestParseEventAccepts(t *testing.T) {
 		"passType":"loyalty","occurredAt":"2026-03-01T12:00:00.123456+01:00","installed":true,
 		"installedAt":"2026-02-01T00:00:00Z","source":"backfill","extra":{"a":[1,2.5e-3,{"b":null}],"c":"\ud83d\ude00"},
 		"registration":{"medium":"email","origin":"https://x/y","userAgent":"UA","tags":["a","b"],"activeCount":2,"totalCount":5,"more":[true,false]}}`
-	ev, err := walletsync.ParseEvent([]byte(full))
+	ev, err := wire.ParseEvent([]byte(full))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,14 +168,14 @@ func TestParseEventAccepts(t *testing.T) {
 			return e.Type == walletsync.TypeObserved && !e.Installed && e.InstalledAt == 0
 		}},
 	} {
-		ev, err := walletsync.ParseEvent([]byte(c.in))
+		ev, err := wire.ParseEvent([]byte(c.in))
 		if name == "installed ignored on install" {
 			// installedAt on a non-observed event is ignored only if it is
 			// well formed: a malformed time is still a malformed record.
 			if err == nil {
 				t.Errorf("%s: accepted a malformed installedAt", name)
 			}
-			ev, err = walletsync.ParseEvent([]byte(with(map[string]any{"installed": false, "installedAt": "2026-01-01T00:00:00Z"})))
+			ev, err = wire.ParseEvent([]byte(with(map[string]any{"installed": false, "installedAt": "2026-01-01T00:00:00Z"})))
 			if err != nil || ev.Installed || ev.InstalledAt != 0 {
 				t.Errorf("%s: got %+v, %v", name, ev, err)
 			}
@@ -197,15 +198,15 @@ func TestEventJSONRoundTrip(t *testing.T) {
 		`{"eventId":"o","type":"observed","platform":"google","customerId":"a\"b\\c\u0001\n","passId":"p","passType":"t","occurredAt":"2026-03-01T10:00:00.5Z","installed":false,"source":"backfill","registration":{"tags":[],"totalCount":0}}`,
 	}
 	for _, l := range lines {
-		ev, err := walletsync.ParseEvent([]byte(l))
+		ev, err := wire.ParseEvent([]byte(l))
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := ev.AppendJSON(nil)
+		out := wire.AppendEvent(nil, &ev)
 		if !json.Valid(out) {
 			t.Fatalf("AppendJSON gave invalid JSON %s", out)
 		}
-		back, err := walletsync.ParseEvent(out)
+		back, err := wire.ParseEvent(out)
 		if err != nil {
 			t.Fatalf("re-parse of %s: %v", out, err)
 		}
@@ -221,8 +222,8 @@ func TestCanonicalFastPath(t *testing.T) {
 	var canonical [][]byte
 	canonical = append(canonical, synth.Lines(synth.Default(20_000))...)
 	rng := rand.New(rand.NewPCG(5, 5))
-	for _, e := range randomEvents(rng, 2000) {
-		canonical = append(canonical, e.AppendJSON(nil))
+	for _, e := range synth.Random(rng, 2000) {
+		canonical = append(canonical, wire.AppendEvent(nil, &e))
 	}
 	full := walletsync.Event{ID: "é-1", Type: walletsync.TypeObserved, Platform: walletsync.PlatformGoogle, CustomerID: "Zoë <zoe@example.com>",
 		PassID: "p/1", PassType: "gift card", OccurredAt: 1772359200123, Installed: true, InstalledAt: 1772359100000, Source: "backfill",
@@ -231,12 +232,12 @@ func TestCanonicalFastPath(t *testing.T) {
 	for _, r := range []*walletsync.Registration{full.Registration, {}, {Tags: []string{}}, {TotalCount: 3, HasTotalCount: true}, {UserAgent: "u"}} {
 		e := full
 		e.Registration = r
-		canonical = append(canonical, e.AppendJSON(nil))
+		canonical = append(canonical, wire.AppendEvent(nil, &e))
 	}
 	e := full
 	e.Installed, e.InstalledAt, e.Registration, e.Source, e.PassType, e.PassID = false, 0, nil, "", "", ""
-	canonical = append(canonical, e.AppendJSON(nil))
-	dec := new(walletsync.Decoder)
+	canonical = append(canonical, wire.AppendEvent(nil, &e))
+	dec := new(wire.Decoder)
 	for _, line := range canonical {
 		ev, ok, err := dec.ParseCanonical(line)
 		if err != nil || !ok {
@@ -246,7 +247,7 @@ func TestCanonicalFastPath(t *testing.T) {
 	}
 
 	// Not canonical: the same event (or error) through the general path.
-	base := string(full.AppendJSON(nil))
+	base := string(wire.AppendEvent(nil, &full))
 	for _, in := range []string{
 		" " + base, base + "\n", strings.Replace(base, `,"type"`, ` ,"type"`, 1),
 		strings.Replace(base, `.123Z`, `.123+00:00`, 1), strings.Replace(base, `00.123Z`, `00.1230Z`, 1),
@@ -262,7 +263,7 @@ func TestCanonicalFastPath(t *testing.T) {
 		strings.Replace(base, `"tags":["","a","日本"]`, `"tags":["",]`, 1),
 		base[:len(base)-1], base + "}",
 	} {
-		ev, err := walletsync.ParseEvent([]byte(in))
+		ev, err := wire.ParseEvent([]byte(in))
 		checkCanonicalPath(t, []byte(in), ev, err)
 	}
 }

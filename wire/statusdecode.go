@@ -1,10 +1,12 @@
-package walletsync
+package wire
 
 import (
 	"errors"
 	"fmt"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/walletsync/walletsync"
 )
 
 // The status and state records are read by a purpose-made decoder, like
@@ -69,13 +71,13 @@ func (d *decoder) recordInt(field string, unsigned bool) (int64, uint64, error) 
 	if unsigned {
 		n, err := strconv.ParseUint(string(raw), 10, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("%s: not an unsigned integer: %s", field, quoteValue(string(raw)))
+			return 0, 0, fmt.Errorf("%s: not an unsigned integer: %s", field, walletsync.QuoteValue(string(raw)))
 		}
 		return 0, n, nil
 	}
 	n, err := strconv.ParseInt(string(raw), 10, 64)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s: not an integer: %s", field, quoteValue(string(raw)))
+		return 0, 0, fmt.Errorf("%s: not an integer: %s", field, walletsync.QuoteValue(string(raw)))
 	}
 	return n, 0, nil
 }
@@ -97,7 +99,7 @@ func (d *decoder) recordBool(field string) (bool, error) {
 // read: Fold.Restore derives them from the registers. Unknown fields are
 // skipped, null reads as absent, and a field given twice keeps its last
 // value.
-func ParseStateRecord(b []byte) (customerID string, version uint64, regs []Register, err error) {
+func ParseStateRecord(b []byte) (customerID string, version uint64, regs []walletsync.Register, err error) {
 	d := decoder{data: b}
 	customerID, version, regs, err = d.stateRecord()
 	if err != nil {
@@ -106,7 +108,7 @@ func ParseStateRecord(b []byte) (customerID string, version uint64, regs []Regis
 	return customerID, version, regs, nil
 }
 
-func (d *decoder) stateRecord() (id string, version uint64, regs []Register, err error) {
+func (d *decoder) stateRecord() (id string, version uint64, regs []walletsync.Register, err error) {
 	err = d.document(func(key []byte) (err error) {
 		switch string(key) {
 		case "customerId":
@@ -126,14 +128,14 @@ func (d *decoder) stateRecord() (id string, version uint64, regs []Register, err
 	return id, version, regs, err
 }
 
-func (d *decoder) registers() ([]Register, error) {
+func (d *decoder) registers() ([]walletsync.Register, error) {
 	if d.isNull() {
 		return nil, nil
 	}
 	if d.pos >= len(d.data) || d.data[d.pos] != '[' {
 		return nil, errors.New("registers: not an array")
 	}
-	regs := make([]Register, 0, 1)
+	regs := make([]walletsync.Register, 0, 1)
 	err := d.array(func() error {
 		reg, err := d.register()
 		regs = append(regs, reg)
@@ -145,9 +147,9 @@ func (d *decoder) registers() ([]Register, error) {
 	return regs, nil
 }
 
-func (d *decoder) register() (Register, error) {
+func (d *decoder) register() (walletsync.Register, error) {
 	var (
-		reg      Register
+		reg      walletsync.Register
 		platform string
 		hasE     bool
 		eType    string
@@ -188,9 +190,9 @@ func (d *decoder) register() (Register, error) {
 	}
 	switch platform {
 	case "apple":
-		reg.Platform = PlatformApple
+		reg.Platform = walletsync.PlatformApple
 	case "google":
-		reg.Platform = PlatformGoogle
+		reg.Platform = walletsync.PlatformGoogle
 	default:
 		return reg, fmt.Errorf("register platform %s", strconv.Quote(platform))
 	}
@@ -228,7 +230,7 @@ func (d *decoder) registerE() (id, typ string, at int64, err error) {
 	return id, typ, at, err
 }
 
-func (d *decoder) registerO(reg *Register) error {
+func (d *decoder) registerO(reg *walletsync.Register) error {
 	reg.ObservationID, reg.ObservationAt, reg.ObservationInstalled, reg.ObservationInstalledAt = "", 0, false, 0
 	err := d.object(func(key []byte) (err error) {
 		switch string(key) {
@@ -276,11 +278,11 @@ func (d *decoder) installs() (at []int64, present bool, err error) {
 // fields and version. Anything else in the record (registers, in records of
 // earlier versions) is skipped. The processors write wallet.status records
 // without registers; their state lives in wallet.state.
-func ParseStatus(b []byte) (Status, error) {
+func ParseStatus(b []byte) (walletsync.Status, error) {
 	d := decoder{data: b}
 	s, err := d.status()
 	if err != nil {
-		return Status{}, recordError(s.CustomerID, err)
+		return walletsync.Status{}, recordError(s.CustomerID, err)
 	}
 	return s, nil
 }
@@ -293,7 +295,7 @@ func recordError(customerID string, err error) error {
 	return fmt.Errorf("status record: %w", err)
 }
 
-func (d *decoder) status() (s Status, err error) {
+func (d *decoder) status() (s walletsync.Status, err error) {
 	var (
 		wallet, last       string
 		hasWallet, hasLast bool // false: null or absent
@@ -331,22 +333,22 @@ func (d *decoder) status() (s Status, err error) {
 	switch wallet {
 	case "none":
 	case "apple":
-		s.Wallet = WalletApple
+		s.Wallet = walletsync.WalletApple
 	case "google":
-		s.Wallet = WalletGoogle
+		s.Wallet = walletsync.WalletGoogle
 	case "both":
-		s.Wallet = WalletBoth
+		s.Wallet = walletsync.WalletBoth
 	default:
-		return s, fmt.Errorf("walletStatus %s", quoteValue(wallet))
+		return s, fmt.Errorf("walletStatus %s", walletsync.QuoteValue(wallet))
 	}
 	if hasLast {
 		switch last {
 		case "installed":
-			s.LastEvent = LastInstalled
+			s.LastEvent = walletsync.LastInstalled
 		case "uninstalled":
-			s.LastEvent = LastUninstalled
+			s.LastEvent = walletsync.LastUninstalled
 		default:
-			return s, fmt.Errorf("walletLastEvent %s", quoteValue(last))
+			return s, fmt.Errorf("walletLastEvent %s", walletsync.QuoteValue(last))
 		}
 	}
 	return s, nil

@@ -1,4 +1,4 @@
-package walletsync_test
+package wire_test
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/synth"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // The encoding/json readers the purpose-made ones replaced, kept as the
@@ -51,7 +53,7 @@ func oracleParseStateRecord(b []byte) (string, uint64, []walletsync.Register, bo
 			return "", 0, nil, false
 		}
 		if rj.E != nil {
-			at, err := walletsync.ParseTime([]byte(rj.E.OccurredAt))
+			at, err := wire.ParseTime([]byte(rj.E.OccurredAt))
 			if err != nil || rj.E.EventID == "" {
 				return "", 0, nil, false
 			}
@@ -63,13 +65,13 @@ func oracleParseStateRecord(b []byte) (string, uint64, []walletsync.Register, bo
 			}
 		}
 		if rj.O != nil {
-			at, err := walletsync.ParseTime([]byte(rj.O.OccurredAt))
+			at, err := wire.ParseTime([]byte(rj.O.OccurredAt))
 			if err != nil || rj.O.EventID == "" {
 				return "", 0, nil, false
 			}
 			reg.ObservationID, reg.ObservationAt, reg.ObservationInstalled = rj.O.EventID, at, rj.O.Installed
 			if rj.O.InstalledAt != "" {
-				if reg.ObservationInstalledAt, err = walletsync.ParseTime([]byte(rj.O.InstalledAt)); err != nil {
+				if reg.ObservationInstalledAt, err = wire.ParseTime([]byte(rj.O.InstalledAt)); err != nil {
 					return "", 0, nil, false
 				}
 			}
@@ -122,7 +124,7 @@ func oracleParseStatus(b []byte) (walletsync.Status, bool) {
 			return s, false
 		}
 		if v != nil {
-			at, err := walletsync.ParseTime([]byte(*v))
+			at, err := wire.ParseTime([]byte(*v))
 			if err != nil {
 				return s, false
 			}
@@ -180,13 +182,13 @@ func TestStatusDecodersAgreeWithEncodingJSON(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 21))
 	n := 0
 	for range 300 {
-		evs := randomEvents(rng, 30)
+		evs := synth.Random(rng, 30)
 		f := walletsync.NewFold()
 		for i := range evs {
 			f.Apply(&evs[i])
 		}
 		for _, s := range f.Statuses() {
-			for _, rec := range [][]byte{walletsync.AppendStateRecord(nil, &s, f.Registers(s.CustomerID)), s.AppendJSON(nil, true)} {
+			for _, rec := range [][]byte{wire.AppendStateRecord(nil, &s, f.Registers(s.CustomerID)), wire.AppendStatus(nil, &s, true)} {
 				for _, v := range variants(t, rec) {
 					n++
 					if st, ok := agreeWithOracle(t, v); !ok || st != s {
@@ -241,12 +243,12 @@ func TestStatusDecodersOnOddRecords(t *testing.T) {
 // returns the status ParseStatus read, if it took b.
 func agreeWithOracle(t *testing.T, b []byte) (walletsync.Status, bool) {
 	t.Helper()
-	id, version, regs, err := walletsync.ParseStateRecord(b)
+	id, version, regs, err := wire.ParseStateRecord(b)
 	oid, oversion, oregs, ok := oracleParseStateRecord(b)
 	if (err == nil) != ok || id != oid || version != oversion || !sameRegisters(regs, oregs) {
 		t.Errorf("ParseStateRecord(%s) = %q %d %+v %v\nencoding/json: %q %d %+v %v", b, id, version, regs, err, oid, oversion, oregs, ok)
 	}
-	st, err := walletsync.ParseStatus(b)
+	st, err := wire.ParseStatus(b)
 	ost, ok := oracleParseStatus(b)
 	if (err == nil) != ok || (ok && st != ost) {
 		t.Errorf("ParseStatus(%s) = %+v %v\nencoding/json: %+v %v", b, st, err, ost, ok)
@@ -267,17 +269,57 @@ func FuzzParseStateRecord(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		id, version, regs, err := walletsync.ParseStateRecord(b)
+		id, version, regs, err := wire.ParseStateRecord(b)
 		if err != nil {
 			return
 		}
 		f := walletsync.NewFold()
 		st := f.Restore(id, version, regs)
 		st.Version = version // kept even for a customer without registers
-		back := walletsync.AppendStateRecord(nil, &st, regs)
-		id2, version2, regs2, err := walletsync.ParseStateRecord(back)
-		if err != nil || id2 != id || version2 != version || !sameRegisters(regs2, regs) || !bytes.Equal(walletsync.AppendStateRecord(nil, &st, regs2), back) {
+		back := wire.AppendStateRecord(nil, &st, regs)
+		id2, version2, regs2, err := wire.ParseStateRecord(back)
+		if err != nil || id2 != id || version2 != version || !sameRegisters(regs2, regs) || !bytes.Equal(wire.AppendStateRecord(nil, &st, regs2), back) {
 			t.Fatalf("%s read as %q %d %+v, written as %s, read back as %q %d %+v (%v)", b, id, version, regs, back, id2, version2, regs2, err)
 		}
 	})
+}
+
+// BenchmarkParseStateRecord: reading the wallet.state records a restart
+// reads, one a customer, against the encoding/json reader it replaced.
+func BenchmarkParseStateRecord(b *testing.B) {
+	evs := synth.Events(synth.Default(200_000))
+	f := walletsync.NewFold()
+	for i := range evs {
+		f.Apply(&evs[i])
+	}
+	var recs [][]byte
+	for _, s := range f.Statuses() {
+		recs = append(recs, wire.AppendStateRecord(nil, &s, f.Registers(s.CustomerID)))
+	}
+	bytes := 0
+	for _, r := range recs {
+		bytes += len(r)
+	}
+	b.Logf("%d records, %d bytes on average", len(recs), bytes/len(recs))
+	for _, c := range []struct {
+		name  string
+		parse func([]byte) bool
+	}{
+		{"walletsync", func(r []byte) bool { _, _, _, err := wire.ParseStateRecord(r); return err == nil }},
+		{"encoding_json_baseline", func(r []byte) bool { _, _, _, ok := oracleParseStateRecord(r); return ok }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if !c.parse(recs[i]) {
+					b.Fatalf("%s refused", recs[i])
+				}
+				if i++; i == len(recs) {
+					i = 0
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
 }

@@ -1,22 +1,16 @@
-package walletsync
+package wire
 
 import (
 	"errors"
 	"time"
-)
 
-// Timestamps are carried as Unix milliseconds (UTC). Zero is never a valid
-// instant (the accepted range starts in 2000), so it doubles as "absent".
-const (
-	MinTime int64 = 946684800000  // 2000-01-01T00:00:00Z
-	MaxTime int64 = 4102444800000 // 2100-01-01T00:00:00Z, exclusive
+	"github.com/walletsync/walletsync"
 )
 
 var (
 	errTimeSyntax = errors.New("not an RFC 3339 timestamp with a T, seconds and a zone (Z or ±hh:mm)")
 	errTimeDate   = errors.New("no such calendar date")
 	errTimeClock  = errors.New("hour, minute, second or zone offset out of range")
-	errTimeRange  = errors.New("outside [2000-01-01T00:00:00Z, 2100-01-01T00:00:00Z)")
 )
 
 // ParseTime parses an RFC 3339 timestamp as SPEC §1 restricts it and returns
@@ -96,8 +90,8 @@ func ParseTime(s []byte) (int64, error) {
 		return 0, errTimeClock
 	}
 	t := (daysFromCivil(year, month, day)*86400+hour*3600+minute*60+sec-offset*60)*1000 + ms
-	if t < MinTime || t >= MaxTime {
-		return 0, errTimeRange
+	if t < walletsync.MinTime || t >= walletsync.MaxTime {
+		return 0, walletsync.ErrTimeRange
 	}
 	return t, nil
 }
@@ -144,7 +138,7 @@ func daysFromCivil(y, m, d int64) int64 {
 // time.AppendFormat, which costs a tenth of a processor's CPU on its own.
 // Instants outside the contract's range are formatted by the time package.
 func AppendTime(dst []byte, ms int64) []byte {
-	if ms < 0 || ms >= MaxTime {
+	if ms < 0 || ms >= walletsync.MaxTime {
 		return time.UnixMilli(ms).UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
 	}
 	days, rem := ms/86_400_000, ms%86_400_000

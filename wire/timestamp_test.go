@@ -1,8 +1,10 @@
-package walletsync
+package wire
 
 import (
 	"testing"
 	"time"
+
+	"github.com/walletsync/walletsync"
 )
 
 func TestParseTime(t *testing.T) {
@@ -61,10 +63,10 @@ func TestParseTime(t *testing.T) {
 		{"2026-03-01T23:60:00Z", errTimeClock},
 		{"2026-03-01T23:59:60Z", errTimeClock},
 		{"2026-03-01T10:00:00+24:00", errTimeClock},
-		{"1999-12-31T23:59:59.999Z", errTimeRange},
-		{"2000-01-01T00:30:00+01:00", errTimeRange},
-		{"2100-01-01T00:00:00Z", errTimeRange},
-		{"1970-01-01T00:00:00Z", errTimeRange},
+		{"1999-12-31T23:59:59.999Z", walletsync.ErrTimeRange},
+		{"2000-01-01T00:30:00+01:00", walletsync.ErrTimeRange},
+		{"2100-01-01T00:00:00Z", walletsync.ErrTimeRange},
+		{"1970-01-01T00:00:00Z", walletsync.ErrTimeRange},
 	}
 	for _, c := range bad {
 		if _, err := ParseTime([]byte(c.in)); err != c.want {
@@ -86,10 +88,10 @@ func TestAppendTimeAgreesWithTimePackage(t *testing.T) {
 		check(d.UnixMilli())
 		check(d.UnixMilli() + 86_399_999)
 	}
-	for ms := int64(0); ms < MaxTime; ms += 9_876_543_211 {
+	for ms := int64(0); ms < walletsync.MaxTime; ms += 9_876_543_211 {
 		check(ms)
 	}
-	check(MaxTime) // outside: falls back to the time package
+	check(walletsync.MaxTime) // outside: falls back to the time package
 }
 
 // Every day of the accepted range parses to what the standard library says.

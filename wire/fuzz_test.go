@@ -1,4 +1,4 @@
-package walletsync_test
+package wire_test
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/synth"
+	"github.com/walletsync/walletsync/wire"
 )
 
 // FuzzParseEvent: no input panics; whatever is accepted is valid JSON, valid
@@ -38,7 +39,7 @@ func FuzzParseEvent(f *testing.F) {
 	}
 	f.Add([]byte(`{"eventId":"é","type":"observed","platform":"google","customerId":"c","passId":"p","passType":"t","occurredAt":"2026-03-01T10:00:00.123Z","installed":true,"installedAt":"2026-03-01T09:00:00.000Z","source":"s","registration":{"medium":"m","origin":"o","userAgent":"u","tags":["a",""],"activeCount":0,"totalCount":12}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ev, err := walletsync.ParseEvent(data)
+		ev, err := wire.ParseEvent(data)
 		checkCanonicalPath(t, data, ev, err)
 		if err != nil {
 			ve, ok := err.(*walletsync.ValidationError)
@@ -57,8 +58,8 @@ func FuzzParseEvent(f *testing.F) {
 		if err := ev.Validate(); err != nil {
 			t.Fatalf("accepted an event that fails Validate: %v", err)
 		}
-		out := ev.AppendJSON(nil)
-		back, err := walletsync.ParseEvent(out)
+		out := wire.AppendEvent(nil, &ev)
+		back, err := wire.ParseEvent(out)
 		if err != nil {
 			t.Fatalf("canonical form %s does not parse: %v", out, err)
 		}
@@ -70,19 +71,19 @@ func FuzzParseEvent(f *testing.F) {
 
 // checkCanonicalPath holds the fast path of the decoder to the general
 // one: the same event or the same error, whichever path answered; input it
-// calls canonical is exactly AppendJSON's output; and it takes every
+// calls canonical is exactly AppendEvent's output; and it takes every
 // canonical input without escapes (those are left to the general path).
 func checkCanonicalPath(t *testing.T, data []byte, ev walletsync.Event, err error) {
 	t.Helper()
-	gev, gerr := walletsync.ParseEventGeneral(data)
+	gev, gerr := wire.ParseEventGeneral(data)
 	if (err == nil) != (gerr == nil) || (err != nil && err.Error() != gerr.Error()) || (err == nil && !reflect.DeepEqual(ev, gev)) {
 		t.Fatalf("%q: ParseEvent %+v, %v; general decoder %+v, %v", data, ev, err, gev, gerr)
 	}
-	cev, canonical, cerr := new(walletsync.Decoder).ParseCanonical(data)
+	cev, canonical, cerr := new(wire.Decoder).ParseCanonical(data)
 	if (cerr == nil) != (gerr == nil) || (cerr == nil && !reflect.DeepEqual(cev, gev)) {
 		t.Fatalf("%q: ParseCanonical %+v, %v; general decoder %+v, %v", data, cev, cerr, gev, gerr)
 	}
-	lev, leanCanonical, lerr := new(walletsync.Decoder).ParseLean(data)
+	lev, leanCanonical, lerr := new(wire.Decoder).ParseLean(data)
 	want := gev
 	if leanCanonical {
 		want.PassType, want.Source, want.Registration = "", "", nil
@@ -96,9 +97,9 @@ func checkCanonicalPath(t *testing.T, data []byte, ev walletsync.Event, err erro
 		}
 		return
 	}
-	isCanonical := bytes.Equal(gev.AppendJSON(nil), data)
+	isCanonical := bytes.Equal(wire.AppendEvent(nil, &gev), data)
 	if canonical && !isCanonical {
-		t.Fatalf("%q called canonical; AppendJSON writes %s", data, gev.AppendJSON(nil))
+		t.Fatalf("%q called canonical; AppendJSON writes %s", data, wire.AppendEvent(nil, &gev))
 	}
 	if isCanonical && !canonical && !bytes.Contains(data, []byte{'\\'}) {
 		t.Fatalf("%q is canonical, but the fast path did not take it", data)
@@ -112,7 +113,7 @@ func FuzzParseTime(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		ms, err := walletsync.ParseTime([]byte(s))
+		ms, err := wire.ParseTime([]byte(s))
 		if err != nil {
 			return
 		}
@@ -136,7 +137,7 @@ func FuzzParseTime(f *testing.F) {
 				t.Fatalf("%q: ParseTime %d, time.Parse %d", s, ms, got)
 			}
 		}
-		back, err := walletsync.ParseTime([]byte(walletsync.FormatTime(ms)))
+		back, err := wire.ParseTime([]byte(wire.FormatTime(ms)))
 		if err != nil || back != ms {
 			t.Fatalf("%q: format/parse round trip gave %d, %v", s, back, err)
 		}
@@ -151,12 +152,12 @@ func FuzzParseRetentionChanges(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		rc, err := walletsync.ParseRetentionChanges(b)
+		rc, err := wire.ParseRetentionChanges(b)
 		if err != nil {
 			return
 		}
-		if back := walletsync.AppendRetentionChanges(nil, rc); !bytes.Equal(back, b) {
-			again, err := walletsync.ParseRetentionChanges(back)
+		if back := wire.AppendRetentionChanges(nil, rc); !bytes.Equal(back, b) {
+			again, err := wire.ParseRetentionChanges(back)
 			if err != nil || !reflect.DeepEqual(again, rc) {
 				t.Fatalf("%q parsed to %+v, which encodes to %q and parses to %+v, %v", b, rc, back, again, err)
 			}
@@ -175,12 +176,12 @@ func FuzzParseStatus(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := walletsync.ParseStatus(b)
+		s, err := wire.ParseStatus(b)
 		if err != nil {
 			return
 		}
-		back := s.AppendJSON(nil, true)
-		again, err := walletsync.ParseStatus(back)
+		back := wire.AppendStatus(nil, &s, true)
+		again, err := wire.ParseStatus(back)
 		if err != nil || again != s {
 			t.Fatalf("%s read as %+v, written as %s, read back as %+v (%v)", b, s, back, again, err)
 		}

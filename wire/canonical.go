@@ -1,16 +1,18 @@
-package walletsync
+package wire
 
 import (
 	"encoding/binary"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/walletsync/walletsync"
 )
 
 // ParseCanonical is Parse that also reports whether data is canonical:
-// byte for byte what AppendJSON writes for the event. Ingest writes every
+// byte for byte what AppendEvent writes for the event. Ingest writes every
 // event that way, so a processor passes such input on as its clean record
 // without encoding it again.
-func (dec *Decoder) ParseCanonical(data []byte) (Event, bool, error) {
+func (dec *Decoder) ParseCanonical(data []byte) (walletsync.Event, bool, error) {
 	return dec.parseCanonical(data, false)
 }
 
@@ -20,11 +22,11 @@ func (dec *Decoder) ParseCanonical(data []byte) (Event, bool, error) {
 // customerId, passId and the times); passType, source and registration are
 // checked but not copied, and left empty. Input that is not canonical is
 // decoded whole.
-func (dec *Decoder) ParseLean(data []byte) (Event, bool, error) {
+func (dec *Decoder) ParseLean(data []byte) (walletsync.Event, bool, error) {
 	return dec.parseCanonical(data, true)
 }
 
-func (dec *Decoder) parseCanonical(data []byte, lean bool) (Event, bool, error) {
+func (dec *Decoder) parseCanonical(data []byte, lean bool) (walletsync.Event, bool, error) {
 	dec.d = decoder{data: data, scratch: dec.d.scratch[:0], intern: &dec.intern, lean: lean}
 	if e, ok := dec.d.canonical(); ok {
 		return e, true, nil
@@ -34,12 +36,12 @@ func (dec *Decoder) parseCanonical(data []byte, lean bool) (Event, bool, error) 
 	return e, false, err
 }
 
-// canonical reads the one layout AppendJSON writes: fields in its order,
+// canonical reads the one layout AppendEvent writes: fields in its order,
 // no whitespace, no escapes, times in the output form, absent optional
 // fields left out. It is the fast path of every decode, as that is what
 // ingest writes; anything else, or any doubt, returns !ok, and the general
 // decoder reads the input and gives the reasons for rejecting it.
-func (d *decoder) canonical() (e Event, ok bool) {
+func (d *decoder) canonical() (e walletsync.Event, ok bool) {
 	b := d.data
 	p, ok := prefix(b, 0, `{"eventId":"`)
 	var s []byte
@@ -52,11 +54,11 @@ func (d *decoder) canonical() (e Event, ok bool) {
 	}
 	switch {
 	case hasPrefix(b, p, `installed"`):
-		e.Type, p = TypeInstalled, p+len(`installed"`)
+		e.Type, p = walletsync.TypeInstalled, p+len(`installed"`)
 	case hasPrefix(b, p, `uninstalled"`):
-		e.Type, p = TypeUninstalled, p+len(`uninstalled"`)
+		e.Type, p = walletsync.TypeUninstalled, p+len(`uninstalled"`)
 	case hasPrefix(b, p, `observed"`):
-		e.Type, p = TypeObserved, p+len(`observed"`)
+		e.Type, p = walletsync.TypeObserved, p+len(`observed"`)
 	default:
 		return e, false
 	}
@@ -65,9 +67,9 @@ func (d *decoder) canonical() (e Event, ok bool) {
 	}
 	switch {
 	case hasPrefix(b, p, `apple"`):
-		e.Platform, p = PlatformApple, p+len(`apple"`)
+		e.Platform, p = walletsync.PlatformApple, p+len(`apple"`)
 	case hasPrefix(b, p, `google"`):
-		e.Platform, p = PlatformGoogle, p+len(`google"`)
+		e.Platform, p = walletsync.PlatformGoogle, p+len(`google"`)
 	default:
 		return e, false
 	}
@@ -83,7 +85,7 @@ func (d *decoder) canonical() (e Event, ok bool) {
 		e.PassID = string(s)
 	}
 	if hasPrefix(b, p, `,"passType":"`) {
-		if s, p, ok = d.canonString(b, p+len(`,"passType":"`), true); !ok || len(s) == 0 || len(s) > MaxPassTypeLen {
+		if s, p, ok = d.canonString(b, p+len(`,"passType":"`), true); !ok || len(s) == 0 || len(s) > walletsync.MaxPassTypeLen {
 			return e, false
 		}
 		if !d.lean {
@@ -94,7 +96,7 @@ func (d *decoder) canonical() (e Event, ok bool) {
 	if e.OccurredAt, p, ok = canonTime(b, p, ok); !ok {
 		return e, false
 	}
-	if e.Type == TypeObserved {
+	if e.Type == walletsync.TypeObserved {
 		switch {
 		case hasPrefix(b, p, `,"installed":true`):
 			e.Installed, p = true, p+len(`,"installed":true`)
@@ -121,10 +123,10 @@ func (d *decoder) canonical() (e Event, ok bool) {
 		p += len(`,"registration":{`)
 		if d.lean {
 			// Checked into a Registration on the stack.
-			var lean Registration
+			var lean walletsync.Registration
 			p, ok = d.canonRegistration(b, p, &lean)
 		} else {
-			r := &Registration{}
+			r := &walletsync.Registration{}
 			p, ok = d.canonRegistration(b, p, r)
 			e.Registration = r
 		}
@@ -143,7 +145,7 @@ func (d *decoder) canonical() (e Event, ok bool) {
 
 // canonRegistration reads the registration object after its '{', to and
 // with its '}'.
-func (d *decoder) canonRegistration(b []byte, p int, r *Registration) (_ int, ok bool) {
+func (d *decoder) canonRegistration(b []byte, p int, r *walletsync.Registration) (_ int, ok bool) {
 	first := true
 	// next consumes the separator and name of an optional field if it is
 	// the one at p.
