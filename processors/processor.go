@@ -25,6 +25,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/backoff"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/wire"
 )
@@ -243,10 +244,8 @@ func (p *Processor) Run(ctx context.Context) error {
 		p.log.Error("processing session failed; restarting it", "err", err)
 		p.m.sessionRestarts.Inc()
 		p.dropAll()
-		select {
-		case <-ctx.Done():
+		if backoff.Wait(ctx, time.Second) != nil {
 			return nil
-		case <-time.After(time.Second):
 		}
 	}
 }
@@ -265,8 +264,8 @@ const txnTimeout = 30 * time.Second
 func fence(ctx context.Context, cl *kgo.Client, id string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*timeout)
 	defer cancel()
-	pause := 50 * time.Millisecond
-	for {
+	retry := backoff.Policy{Base: 50 * time.Millisecond, Max: time.Second}
+	for attempt := 1; ; attempt++ {
 		req := kmsg.NewPtrInitProducerIDRequest()
 		req.TransactionalID = &id
 		req.TransactionTimeoutMillis = int32(timeout.Milliseconds())
@@ -283,12 +282,9 @@ func fence(ctx context.Context, cl *kgo.Client, id string, timeout time.Duration
 		if ke := (*kerr.Error)(nil); ctx.Err() != nil || (errors.As(err, &ke) && !ke.Retriable && ke != kerr.ConcurrentTransactions) {
 			return fmt.Errorf("fencing the previous member with transactional id %q: %w", id, err)
 		}
-		select {
-		case <-ctx.Done():
+		if backoff.Wait(ctx, retry.Delay(attempt)) != nil {
 			return fmt.Errorf("fencing the previous member with transactional id %q: %w", id, err)
-		case <-time.After(pause):
 		}
-		pause = min(2*pause, time.Second)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/walletsync/walletsync/internal/backoff"
 	"golang.org/x/time/rate"
 )
 
@@ -110,6 +111,10 @@ func retryable(err error) bool {
 	return true // transport errors
 }
 
+// pageRetry spaces the retries of a page: 0.5 s, 1 s, 2 s … up to 15 s,
+// unless the API sent Retry-After.
+var pageRetry = backoff.Policy{Base: 500 * time.Millisecond, Max: 15 * time.Second}
+
 // Page fetches one page (zero-based), sorted by id so that pages are stable
 // while passes are added, and the total count the API reports (-1 when it
 // sent none). Throttled to the configured rate; 429, 5xx and transport
@@ -129,15 +134,13 @@ func (c *Client) Page(ctx context.Context, index int) ([]Pass, int, error) {
 		if !retryable(err) || attempt >= c.cfg.MaxAttempts {
 			return nil, 0, err
 		}
-		wait := time.Duration(min(1<<attempt, 60)) * 250 * time.Millisecond
+		wait := pageRetry.Delay(attempt)
 		var se *StatusError
 		if errors.As(err, &se) && se.RetryAfter > 0 {
 			wait = se.RetryAfter
 		}
-		select {
-		case <-ctx.Done():
-			return nil, 0, ctx.Err()
-		case <-time.After(wait):
+		if err := backoff.Wait(ctx, wait); err != nil {
+			return nil, 0, err
 		}
 	}
 }

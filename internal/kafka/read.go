@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/walletsync/walletsync/internal/backoff"
 )
 
 // ReadPartition calls fn for every committed record of one partition from
@@ -88,7 +90,7 @@ type partitionReader struct {
 // fetch next. Retriable errors (leader moves, a broker restarting) are
 // retried with a growing pause, a bounded number of times.
 func (r *partitionReader) fetch(ctx context.Context, at int64) ([]*kgo.Record, int64, error) {
-	pause := 50 * time.Millisecond
+	retry, retries := backoff.Policy{Base: 50 * time.Millisecond, Max: time.Second}, 0
 	stalls := 0
 	maxBytes := int32(16 << 20)
 	for attempt := 0; ; attempt++ {
@@ -111,12 +113,9 @@ func (r *partitionReader) fetch(ctx context.Context, at int64) ([]*kgo.Record, i
 			return nil, at, fmt.Errorf("reading %s/%d at offset %d: %w", r.topic, r.part, at, err)
 		}
 		r.known = false // the leader may have moved
-		select {
-		case <-ctx.Done():
+		if retries++; backoff.Wait(ctx, retry.Delay(retries)) != nil {
 			return nil, at, ctx.Err()
-		case <-time.After(pause):
 		}
-		pause = min(2*pause, time.Second)
 	}
 }
 
@@ -201,8 +200,8 @@ func fetchPartition(ctx context.Context, cl *kgo.Client, leader int32, topic str
 // would see an old view of the partition as if it were the latest.
 func WaitStable(ctx context.Context, adm *kadm.Client, topic string, part int32) (time.Duration, error) {
 	start := time.Now()
-	pause := 20 * time.Millisecond
-	for {
+	retry := backoff.Policy{Base: 20 * time.Millisecond, Max: 500 * time.Millisecond}
+	for attempt := 1; ; attempt++ {
 		// The high watermark first: a stable offset listed after it that
 		// has reached it proves nothing before it is still undecided.
 		hwm, err := adm.ListEndOffsets(ctx, topic)
@@ -220,14 +219,23 @@ func WaitStable(ctx context.Context, adm *kadm.Client, topic string, part int32)
 				}
 			}
 		}
-		select {
-		case <-ctx.Done():
+		if backoff.Wait(ctx, retry.Delay(attempt)) != nil {
 			if err != nil {
 				return time.Since(start), fmt.Errorf("waiting for %s/%d to be stable: %w (last: %v)", topic, part, ctx.Err(), err)
 			}
 			return time.Since(start), fmt.Errorf("waiting for %s/%d to be stable (a transaction is open): %w", topic, part, ctx.Err())
-		case <-time.After(pause):
 		}
-		pause = min(2*pause, 500*time.Millisecond)
 	}
+}
+
+// LogFetchErrors logs a poll's fetch errors as msg, leaving out the ends of
+// the poll's own context (its deadline is how a consume loop wakes up to
+// flush or roll, not a failure). franz-go retries fetch errors itself; a
+// sink's consume loop only reports them.
+func LogFetchErrors(fs kgo.Fetches, log *slog.Logger, msg string) {
+	fs.EachError(func(topic string, p int32, err error) {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			log.Warn(msg, "topic", topic, "partition", p, "err", err)
+		}
+	})
 }

@@ -2,7 +2,6 @@ package clickhouse
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -19,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/backoff"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/wire"
 )
@@ -193,11 +193,7 @@ func (s *Sink) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		fs.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				s.log.Warn("clickhouse sink fetch error", "topic", topic, "partition", p, "err", err)
-			}
-		})
+		kafka.LogFetchErrors(fs, s.log, "clickhouse sink fetch error")
 		fs.EachRecord(func(r *kgo.Record) {
 			if first.IsZero() {
 				first = time.Now()
@@ -223,7 +219,7 @@ func (s *Sink) Run(ctx context.Context) error {
 // flush writes the batch, retrying with backoff until ClickHouse takes it or
 // ctx ends. While it retries nothing more is polled: that is the backpressure.
 func (s *Sink) flush(ctx context.Context, cl *kgo.Client, b *batch) error {
-	backoff := 100 * time.Millisecond
+	retry := backoff.Policy{Base: 100 * time.Millisecond, Max: 10 * time.Second}
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		err := s.attempt(ctx, cl, b, attempt > 1)
@@ -234,13 +230,11 @@ func (s *Sink) flush(ctx context.Context, cl *kgo.Client, b *batch) error {
 			return nil
 		}
 		s.m.retries.Inc()
-		s.log.Warn("clickhouse insert failed; retrying", "attempt", attempt, "backoff", backoff.String(), "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
+		wait := retry.Delay(attempt)
+		s.log.Warn("clickhouse insert failed; retrying", "attempt", attempt, "backoff", wait.String(), "err", err)
+		if err := backoff.Wait(ctx, wait); err != nil {
+			return err
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 
@@ -334,16 +328,15 @@ func (s *Sink) topicID(ctx context.Context, cl *kgo.Client, topic string) ([16]b
 // previous owner announced it was inserting.
 func (s *Sink) readAnnouncements(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	var offs kadm.OffsetResponses
-	for backoff := 100 * time.Millisecond; ; backoff = min(backoff*2, 5*time.Second) {
+	retry := backoff.Policy{Base: 100 * time.Millisecond, Max: 5 * time.Second}
+	for attempt := 1; ; attempt++ {
 		var err error
 		if offs, err = kadm.NewClient(cl).FetchOffsets(ctx, s.cfg.Group); err == nil {
 			break
 		}
 		s.log.Warn("clickhouse sink could not read insert announcements; retrying", "err", err)
-		select {
-		case <-ctx.Done():
+		if backoff.Wait(ctx, retry.Delay(attempt)) != nil {
 			return
-		case <-time.After(backoff):
 		}
 	}
 	s.mu.Lock()

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/backoff"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/wire"
 )
@@ -398,9 +398,7 @@ func (s *state) loop(ctx context.Context) error {
 				}
 				return errors.New("crm sink: the Kafka client closed")
 			}
-			fs.EachError(func(t string, p int32, err error) {
-				e.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-			})
+			kafka.LogFetchErrors(fs, e.log, "fetch error")
 			fs.EachRecord(s.add)
 		case r := <-s.results:
 			if r.f.slow {
@@ -761,9 +759,7 @@ func (s *state) backoff(it *Item) time.Duration {
 	}
 	// attempts is 0 when the request never went out (the rate limiter's
 	// wait was cut short).
-	d := s.e.cfg.BaseBackoff << min(max(it.attempts-1, 0), 20)
-	d = min(d, s.e.cfg.MaxBackoff)
-	return d/2 + rand.N(d/2+1)
+	return backoff.Policy{Base: s.e.cfg.BaseBackoff, Max: s.e.cfg.MaxBackoff, Jitter: true}.Delay(it.attempts)
 }
 
 func (s *state) dropWaiting(parts map[int32]bool) {
@@ -847,10 +843,8 @@ func (s *state) deadLetter(ctx context.Context, it *Item) error {
 			return nil
 		}
 		e.log.Warn("writing to the CRM DLQ failed; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
+		if err := backoff.Wait(ctx, time.Second); err != nil {
+			return err
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/backoff"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/wire"
 )
@@ -160,6 +161,10 @@ func Replay(ctx context.Context, cfg ReplayConfig, dest Destination) (ReplayRepo
 	return rep, nil
 }
 
+// replayRetry spaces a replay's attempts at a batch; a CRM's Retry-After
+// waits longer where it asks to.
+var replayRetry = backoff.Policy{Base: 500 * time.Millisecond, Max: 10 * time.Second}
+
 // deliverWithRetry tries a batch up to attempts times, honouring
 // Retry-After, giving up at once on a permanent refusal.
 func deliverWithRetry(ctx context.Context, dest Destination, batch []*Item, attempts int) error {
@@ -184,11 +189,9 @@ func deliverWithRetry(ctx context.Context, dest Destination, batch []*Item, atte
 		if err == nil || permanent(err) {
 			return err
 		}
-		wait := max(retryAfter(err), time.Duration(try)*500*time.Millisecond)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
+		wait := max(retryAfter(err), replayRetry.Delay(try))
+		if err := backoff.Wait(ctx, wait); err != nil {
+			return err
 		}
 	}
 	return err

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/backoff"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/wire"
 )
@@ -307,11 +308,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 		if fs.NumRecords() > 0 {
 			lastRecord = time.Now()
 		}
-		fs.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				a.log.Warn("archive fetch error", "topic", topic, "partition", p, "err", err)
-			}
-		})
+		kafka.LogFetchErrors(fs, a.log, "archive fetch error")
 		fs.EachRecord(func(r *kgo.Record) {
 			b := bufs[r.Topic][r.Partition]
 			if b == nil {
@@ -389,11 +386,9 @@ func (a *Archiver) rollRetrying(ctx context.Context, adm *kadm.Client, bufs map[
 		}
 		a.setErr(err)
 		a.m.rollFailures.Inc()
-		select {
-		case <-ctx.Done():
+		if backoff.Wait(ctx, a.cfg.RetryEvery) != nil {
 			a.log.Warn("archive: stopped with a roll unwritten; the next start reads its records again", "err", err)
 			return false
-		case <-time.After(a.cfg.RetryEvery):
 		}
 	}
 }
