@@ -22,6 +22,10 @@ const (
 	// TypeObserved is a backfill observation: what the Pass API reported at
 	// occurredAt, not a change that happened then.
 	TypeObserved
+	// TypeIssued: the pass was created for the customer (The Wallet
+	// Crew's Pass:Created, a Pass API creation date). It belongs to no
+	// register; it feeds passIssuedAt and the funnel (SPEC §3, §7).
+	TypeIssued
 )
 
 func (t EventType) String() string {
@@ -32,11 +36,14 @@ func (t EventType) String() string {
 		return "uninstalled"
 	case TypeObserved:
 		return "observed"
+	case TypeIssued:
+		return "issued"
 	}
 	return "unknown"
 }
 
-// Platform is the wallet a pass lives in.
+// Platform is the wallet a pass lives in. Zero is none: an issued event's
+// platform is optional.
 type Platform uint8
 
 const (
@@ -92,6 +99,18 @@ type Registration struct {
 	HasTotalCount  bool
 }
 
+// DeviceRemoval reports an uninstall that removed the pass from one device
+// while another device of the platform still holds it (SPEC §3): the
+// counts, which The Wallet Crew reports as they are after the event, say
+// at least one device is still registered (activeCount ≥ 1) and that one
+// was lost (totalCount > activeCount). Without both counts an uninstall is
+// an uninstall.
+func (e *Event) DeviceRemoval() bool {
+	r := e.Registration
+	return e.Type == TypeUninstalled && r != nil && r.HasActiveCount && r.HasTotalCount &&
+		r.ActiveCount >= 1 && r.TotalCount > r.ActiveCount
+}
+
 // ValidationError says why a record is not a canonical event. Field is the
 // offending field ("json" for syntax errors) and is a bounded set, fit for a
 // metric label; Reason is for people.
@@ -133,10 +152,10 @@ func (e *Event) Validate() error {
 	if err := CheckLength("eventId", e.ID, 1, MaxEventIDLen); err != nil {
 		return err
 	}
-	if e.Type < TypeInstalled || e.Type > TypeObserved {
-		return Invalid("type", `required: "installed", "uninstalled" or "observed"`)
+	if e.Type < TypeInstalled || e.Type > TypeIssued {
+		return Invalid("type", `required: "installed", "uninstalled", "observed" or "issued"`)
 	}
-	if e.Platform != PlatformApple && e.Platform != PlatformGoogle {
+	if e.Platform != PlatformApple && e.Platform != PlatformGoogle && (e.Type != TypeIssued || e.Platform != 0) {
 		return Invalid("platform", `required: "apple" or "google"`)
 	}
 	if err := CheckLength("customerId", e.CustomerID, 1, MaxCustomerIDLen); err != nil {

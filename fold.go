@@ -1,6 +1,7 @@
 package walletsync
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"unsafe"
@@ -137,7 +138,10 @@ func FieldsOf(regs []Register) Fields {
 type customer struct {
 	fields  Fields
 	version uint64
-	regs    []Register
+	// first is the earliest install seen (the status's FirstInstalledAt),
+	// kept apart from fields because registers do not remember it.
+	first int64
+	regs  []Register
 	// inline backs regs while a customer has one register, as most do, and
 	// text holds the bytes of the customer id (the map key) and of that
 	// register's pass id. With them in one allocation, the lookup of an
@@ -187,7 +191,19 @@ type Fold struct {
 	track   bool
 	// retention is the block ApplyBase's RetentionChanges are cut from.
 	retention []RetentionChange
+	// uninstallsOnly turns the device-removal rule off (AllUninstalls).
+	uninstallsOnly bool
 }
+
+// AllUninstalls turns the device-removal rule of SPEC §3 off: every
+// uninstall becomes its register's E, whatever the device counts say. For
+// a deployment whose source reports the counts wrongly; the rule is on by
+// default.
+func (f *Fold) AllUninstalls() { f.uninstallsOnly = true }
+
+// IsDeviceRemoval reports whether the fold treats e as a device removal:
+// one that never becomes E and leaves the pass installed.
+func (f *Fold) IsDeviceRemoval(e *Event) bool { return !f.uninstallsOnly && e.DeviceRemoval() }
 
 // NewFold returns an empty Fold.
 func NewFold() *Fold { return &Fold{customers: make(map[string]*customer)} }
@@ -239,7 +255,8 @@ const dayMs = 86_400_000
 type Applied struct {
 	// Status is the customer's status after the event.
 	Status Status
-	// RegistersChanged: the customer's registers changed. They can change
+	// RegistersChanged: the customer's state changed: its registers, or
+	// the first install or issue it keeps beside them. They can change
 	// while the status does not (a second pass installed where one
 	// already is): whoever persists state for recovery must persist it
 	// then too.
@@ -262,10 +279,19 @@ func (f *Fold) ApplyBase(e *Event) Applied {
 // 7% slower (BenchmarkFold).
 func (f *Fold) apply(e *Event) (st Status, registersChanged, statusChanged bool, base BaseChange) {
 	c := f.customers[e.CustomerID]
+	if e.Type == TypeIssued || e.Type == TypeUninstalled && f.IsDeviceRemoval(e) {
+		return f.applyBeside(c, e)
+	}
 	if c == nil {
 		var key string
 		c, key = newCustomer(e.CustomerID, e.PassID, e.Platform)
 		f.customers[key] = c
+	}
+	// The first install is the least over every install seen, whether or
+	// not it wins its register.
+	first := c.first
+	if at := installTime(e); at != 0 && (first == 0 || at < first) {
+		first = at
 	}
 	var r *Register
 	for i := range c.regs {
@@ -285,15 +311,80 @@ func (f *Fold) apply(e *Event) (st Status, registersChanged, statusChanged bool,
 			base.Retention = r.retain(e, base.Delta, f)
 		}
 		registersChanged = true
-		if f.track && !c.dirty {
-			c.dirty = true
-			f.changed = append(f.changed, e.CustomerID)
-		}
-		if nf := FieldsOf(c.regs); nf != c.fields {
+	} else if first != c.first {
+		registersChanged = true // an earlier install that lost its register
+	}
+	if registersChanged {
+		c.first = first
+		f.markChanged(c, e.CustomerID)
+		if nf := c.status(FieldsOf(c.regs)); nf != c.fields {
 			c.fields = nf
 			c.version++
 			statusChanged = true
 		}
+	}
+	return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, registersChanged, statusChanged, base
+}
+
+// status completes the fields derived from the registers with the two the
+// customer keeps beside them. A customer has a status once a register
+// counts, a pass was issued or an install is known (SPEC §3); until then
+// every field is empty. The last keeps a status whose registers all fell
+// silent (an installed observation superseded by a not-installed one)
+// from taking back a firstInstalledAt a CRM already acted on.
+func (c *customer) status(f Fields) Fields {
+	f.PassIssuedAt = c.fields.PassIssuedAt
+	f.FirstInstalledAt = c.first
+	return f
+}
+
+// installTime is when e says the customer installed a pass, for
+// firstInstalledAt: an install's occurredAt, an installed observation's
+// installedAt (else its occurredAt); 0 for any other event.
+func installTime(e *Event) int64 {
+	switch {
+	case e.Type == TypeInstalled:
+		return e.OccurredAt
+	case e.Type == TypeObserved && e.Installed && e.InstalledAt != 0:
+		return e.InstalledAt
+	case e.Type == TypeObserved && e.Installed:
+		return e.OccurredAt
+	}
+	return 0
+}
+
+func (f *Fold) markChanged(c *customer, id string) {
+	if f.track && !c.dirty {
+		c.dirty = true
+		f.changed = append(f.changed, id)
+	}
+}
+
+// applyBeside folds the events that touch no register: an issued event
+// (passIssuedAt only ever moves earlier) and a device removal (it changes
+// nothing, SPEC §3). Both are rare, so they stay off apply's hot path.
+func (f *Fold) applyBeside(c *customer, e *Event) (st Status, registersChanged, statusChanged bool, base BaseChange) {
+	if e.Type != TypeIssued {
+		// A device removal changes no register, in any order of arrival:
+		// its base change is a known 0, and it corrects no retention.
+		base.Known = true
+		if c == nil {
+			return Status{CustomerID: e.CustomerID}, false, false, base
+		}
+		return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, false, false, base
+	}
+	if c == nil {
+		var key string
+		c, key = newCustomer(e.CustomerID, "", 0)
+		c.regs = c.regs[:0]
+		f.customers[key] = c
+	}
+	if at := c.fields.PassIssuedAt; at == 0 || e.OccurredAt < at {
+		c.fields.PassIssuedAt = e.OccurredAt
+		c.fields = c.status(FieldsOf(c.regs))
+		c.version++
+		f.markChanged(c, e.CustomerID)
+		registersChanged, statusChanged = true, true
 	}
 	return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, registersChanged, statusChanged, base
 }
@@ -394,16 +485,20 @@ func (f *Fold) TakeChanged(fn func(customerID string)) {
 // Changed is the number of customers TakeChanged would report.
 func (f *Fold) Changed() int { return len(f.changed) }
 
-// Record returns a customer's status and registers without copying them,
-// for encoding the customer's state record (wire.AppendStateRecord) on the
-// processor's hot path; regs is the fold's own and valid until the next
-// Apply. ok is false for an unknown customer.
+// Record returns what a customer's state record holds, for encoding it
+// (wire.AppendStateRecord) on the processor's hot path: its status, whose
+// FirstInstalledAt is the earliest install seen even while the customer
+// has no status yet (Restore takes it back), and its registers, not
+// copied: regs is the fold's own and valid until the next Apply. ok is
+// false for an unknown customer.
 func (f *Fold) Record(customerID string) (st Status, regs []Register, ok bool) {
 	c := f.customers[customerID]
 	if c == nil {
 		return Status{}, nil, false
 	}
-	return Status{CustomerID: customerID, Fields: c.fields, Version: c.version}, c.regs, true
+	st = Status{CustomerID: customerID, Fields: c.fields, Version: c.version}
+	st.FirstInstalledAt = c.first
+	return st, c.regs, true
 }
 
 // Registers returns a copy of a customer's registers, for persisting state.
@@ -423,27 +518,72 @@ func (f *Fold) Registers(customerID string) []Register {
 // as a processor does when it takes over a partition. The fields are derived
 // again from the registers rather than trusted. The fold takes the
 // registers' Installs over: the caller must not change them afterwards.
-func (f *Fold) Restore(customerID string, version uint64, regs []Register) Status {
-	if len(regs) == 0 {
-		delete(f.customers, customerID)
-		return Status{CustomerID: customerID}
+//
+// st gives the customer, its version and the two times kept beside the
+// registers (firstInstalledAt, passIssuedAt); its other fields are ignored.
+// A record written before firstInstalledAt existed has none: it is then
+// the earliest install the registers still show (an installed E, an
+// installed O, the installs kept for retention), which misses an install
+// whose register has since been uninstalled and whose retention windows
+// have closed.
+func (f *Fold) Restore(st Status, regs []Register) Status {
+	id := st.CustomerID
+	if len(regs) == 0 && st.PassIssuedAt == 0 {
+		delete(f.customers, id)
+		return Status{CustomerID: id}
 	}
-	c, key := newCustomer(customerID, regs[0].PassID, regs[0].Platform)
-	c.regs[0] = regs[0]
-	c.regs[0].PassID = c.inline[0].PassID
-	c.regs = append(c.regs, regs[1:]...)
-	c.version = version
-	c.fields = FieldsOf(c.regs)
+	var c *customer
+	var key string
+	if len(regs) == 0 {
+		c, key = newCustomer(id, "", 0)
+		c.regs = c.regs[:0]
+	} else {
+		c, key = newCustomer(id, regs[0].PassID, regs[0].Platform)
+		c.regs[0] = regs[0]
+		c.regs[0].PassID = c.inline[0].PassID
+		c.regs = append(c.regs, regs[1:]...)
+	}
+	c.version = st.Version
+	c.first = earliest(st.FirstInstalledAt, registersFirstInstall(c.regs))
+	c.fields.PassIssuedAt = st.PassIssuedAt
+	c.fields = c.status(FieldsOf(c.regs))
 	f.customers[key] = c
-	return Status{CustomerID: customerID, Fields: c.fields, Version: version}
+	return Status{CustomerID: id, Fields: c.fields, Version: st.Version}
+}
+
+// registersFirstInstall is the earliest install the registers show.
+func registersFirstInstall(regs []Register) int64 {
+	var first int64
+	for i := range regs {
+		r := &regs[i]
+		if r.LastEventID != "" && !r.LastEventUninstalled {
+			first = earliest(first, r.LastEventAt)
+		}
+		if r.ObservationInstalled {
+			first = earliest(first, cmp.Or(r.ObservationInstalledAt, r.ObservationAt))
+		}
+		for _, at := range r.Installs {
+			first = earliest(first, at)
+		}
+	}
+	return first
+}
+
+// earliest is the lesser of two times, 0 being none.
+func earliest(a, b int64) int64 {
+	if a == 0 || b != 0 && b < a {
+		return b
+	}
+	return a
 }
 
 // Len is the number of customers.
 func (f *Fold) Len() int { return len(f.customers) }
 
 // Statuses returns every customer's status sorted by customerId bytes,
-// except customers whose registers are all silent: they have no status
-// yet (the processors never emit one for them either).
+// except customers whose registers are all silent and who have no issued
+// pass: they have no status yet (the processors never emit one for them
+// either).
 func (f *Fold) Statuses() []Status {
 	out := make([]Status, 0, len(f.customers))
 	for id, c := range f.customers {

@@ -45,8 +45,31 @@ func oracle(events []walletsync.Event) map[string]walletsync.Fields {
 	E := map[regKey]*walletsync.Event{}
 	O := map[regKey]*walletsync.Event{}
 	var keys []regKey
+	// firstInstalledAt and passIssuedAt: minima over every event, whatever
+	// wins the registers.
+	first, issued := map[string]int64{}, map[string]int64{}
+	least := func(m map[string]int64, c string, at int64) {
+		if v, ok := m[c]; !ok || at < v {
+			m[c] = at
+		}
+	}
 	for i := range events {
 		e := &events[i]
+		switch {
+		case e.Type == walletsync.TypeIssued:
+			least(issued, e.CustomerID, e.OccurredAt)
+			continue // no register
+		case e.Type == walletsync.TypeInstalled:
+			least(first, e.CustomerID, e.OccurredAt)
+		case e.Type == walletsync.TypeObserved && e.Installed && e.InstalledAt != 0:
+			least(first, e.CustomerID, e.InstalledAt)
+		case e.Type == walletsync.TypeObserved && e.Installed:
+			least(first, e.CustomerID, e.OccurredAt)
+		}
+		r := e.Registration
+		if e.Type == walletsync.TypeUninstalled && r != nil && r.HasActiveCount && r.HasTotalCount && r.ActiveCount >= 1 && r.TotalCount > r.ActiveCount {
+			continue // a device removal never becomes E
+		}
 		k := regKey{e.CustomerID, e.PassID, e.Platform}
 		if E[k] == nil && O[k] == nil {
 			keys = append(keys, k)
@@ -119,6 +142,16 @@ func oracle(events []walletsync.Event) map[string]walletsync.Fields {
 				f.LastEvent = walletsync.LastUninstalled
 			}
 		}
+		out[c] = f
+	}
+	for c, at := range issued {
+		f := out[c] // a customer with only issued passes has a status
+		f.PassIssuedAt = at
+		out[c] = f
+	}
+	for c, at := range first {
+		f := out[c] // a known install keeps a status, registers silent or not
+		f.FirstInstalledAt = at
 		out[c] = f
 	}
 	return out
@@ -196,6 +229,78 @@ func TestFoldPermutationsAndDuplicates(t *testing.T) {
 	}
 }
 
+// firstInstalledAt only ever moves earlier, along any arrival order, and
+// passIssuedAt too: a CRM can reward "first install" once.
+func TestFirstInstallOnlyMovesEarlier(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 11))
+	for iter := range 300 {
+		evs := synth.Random(rng, 1+rng.IntN(50))
+		for p := range 4 {
+			perm := withDuplicates(rng, slices.Clone(evs))
+			rng.Shuffle(len(perm), func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
+			f, d := walletsync.NewFold(), walletsync.NewDeduper(0)
+			last := map[string]walletsync.Fields{}
+			for i := range perm {
+				if d.Seen(perm[i].ID, 0) {
+					continue
+				}
+				st, _ := f.Apply(&perm[i])
+				was := last[st.CustomerID]
+				for _, c := range []struct {
+					name      string
+					was, next int64
+				}{{"firstInstalledAt", was.FirstInstalledAt, st.FirstInstalledAt}, {"passIssuedAt", was.PassIssuedAt, st.PassIssuedAt}} {
+					if c.was != 0 && (c.next == 0 || c.next > c.was) {
+						t.Fatalf("iter %d perm %d event %d (%+v): %s moved from %d to %d", iter, p, i, perm[i], c.name, c.was, c.next)
+					}
+				}
+				last[st.CustomerID] = st.Fields
+			}
+		}
+	}
+}
+
+// Device removals change nothing, the rule can be turned off, and a fold
+// that ignores the counts is the round-1 fold.
+func TestDeviceRemovalRule(t *testing.T) {
+	removal := func(id string, at int64, active, total int64) walletsync.Event {
+		return walletsync.Event{ID: id, Type: walletsync.TypeUninstalled, Platform: walletsync.PlatformApple, CustomerID: "c", PassID: "p", OccurredAt: at,
+			Registration: &walletsync.Registration{ActiveCount: active, TotalCount: total, HasActiveCount: true, HasTotalCount: true}}
+	}
+	install := walletsync.Event{ID: "i", Type: walletsync.TypeInstalled, Platform: walletsync.PlatformApple, CustomerID: "c", PassID: "p", OccurredAt: 1772359200000}
+	for _, c := range []struct {
+		name       string
+		e          walletsync.Event
+		removal    bool
+		allRemoved bool // the status with the rule off
+	}{
+		{"another device still holds it", removal("r1", 1772359300000, 1, 2), true, true},
+		{"last device", removal("r2", 1772359300000, 0, 2), false, true},
+		{"counts equal: no device lost", removal("r3", 1772359300000, 1, 1), false, true},
+		{"only activeCount", walletsync.Event{ID: "r4", Type: walletsync.TypeUninstalled, Platform: walletsync.PlatformApple, CustomerID: "c", PassID: "p",
+			OccurredAt: 1772359300000, Registration: &walletsync.Registration{ActiveCount: 1, HasActiveCount: true}}, false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, rule := range []bool{true, false} {
+				f := walletsync.NewFold()
+				if !rule {
+					f.AllUninstalls()
+				}
+				e := c.e
+				f.Apply(&install)
+				if got := f.IsDeviceRemoval(&e); got != (rule && c.removal) {
+					t.Errorf("rule %v: IsDeviceRemoval = %v", rule, got)
+				}
+				st, changed := f.Apply(&e)
+				stillInstalled := st.Wallet == walletsync.WalletApple
+				if want := rule && c.removal; stillInstalled != want || changed == want {
+					t.Errorf("rule %v: after the uninstall installed=%v changed=%v, want installed=%v", rule, stillInstalled, changed, want)
+				}
+			}
+		})
+	}
+}
+
 // Apply reports a change exactly when the from-scratch fold of the prefix
 // changes for that customer, and version counts those changes.
 func TestApplyReportsChangesExactly(t *testing.T) {
@@ -265,7 +370,7 @@ func TestRestoreFromRegisters(t *testing.T) {
 			}
 			seen[e.CustomerID] = true
 			s, _ := a.Status(e.CustomerID)
-			r := b.Restore(s.CustomerID, s.Version, a.Registers(s.CustomerID))
+			r := b.Restore(s, a.Registers(s.CustomerID))
 			if r != s {
 				t.Fatalf("restored %+v, want %+v", r, s)
 			}
@@ -334,11 +439,11 @@ func TestStateRecordRoundTrip(t *testing.T) {
 			if !json.Valid(rec) {
 				t.Fatalf("invalid JSON %s", rec)
 			}
-			id, version, regs, err := wire.ParseStateRecord(rec)
+			rs, regs, err := wire.ParseStateRecord(rec)
 			if err != nil {
 				t.Fatalf("%s: %v", rec, err)
 			}
-			if got := b.Restore(id, version, regs); got != s {
+			if got := b.Restore(rs, regs); got != s {
 				t.Fatalf("restored %+v from %s, want %+v", got, rec, s)
 			}
 			if want := a.Registers(s.CustomerID); !reflect.DeepEqual(regs, want) {
@@ -349,18 +454,18 @@ func TestStateRecordRoundTrip(t *testing.T) {
 	// A record written before registers kept their installs: the
 	// register's changes are unknown from then on (they would miss the
 	// corrections of installs it no longer lists).
-	_, _, regs, err := wire.ParseStateRecord([]byte(`{"customerId":"c","version":1,"registers":[{"passId":"","platform":"apple","e":{"eventId":"a","type":"installed","occurredAt":"2026-03-01T10:00:00Z"}}]}`))
+	_, regs, err := wire.ParseStateRecord([]byte(`{"customerId":"c","version":1,"registers":[{"passId":"","platform":"apple","e":{"eventId":"a","type":"installed","occurredAt":"2026-03-01T10:00:00Z"}}]}`))
 	if err != nil || len(regs) != 1 || !regs[0].InstallsUnknown {
 		t.Fatalf("old record: %+v, %v", regs, err)
 	}
 	f := walletsync.NewFold()
-	f.Restore("c", 1, regs)
+	f.Restore(walletsync.Status{CustomerID: "c", Version: 1}, regs)
 	later := walletsync.Event{ID: "b", Type: walletsync.TypeUninstalled, Platform: walletsync.PlatformApple, CustomerID: "c", OccurredAt: 1772359200000 + 3_600_000}
 	if base := f.ApplyBase(&later).Base; base.Known || base.Retention != nil {
 		t.Errorf("after an old record, an event's change is %+v; want unknown", base)
 	}
 	for _, bad := range []string{`{}`, `{"customerId":"c","registers":[{"platform":"samsung"}]}`, `{"customerId":"c","registers":[{"platform":"apple"}]}`, `nope`} {
-		if _, _, _, err := wire.ParseStateRecord([]byte(bad)); err == nil {
+		if _, _, err := wire.ParseStateRecord([]byte(bad)); err == nil {
 			t.Errorf("ParseStateRecord(%s) accepted", bad)
 		}
 	}
@@ -454,7 +559,13 @@ func TestBaseChangesSumToTheInstalledState(t *testing.T) {
 		for i := range evs {
 			e := &evs[i]
 			base := f.ApplyBase(e).Base
-			if e.Type == walletsync.TypeObserved {
+			if e.Type == walletsync.TypeObserved || e.Type == walletsync.TypeIssued {
+				continue
+			}
+			if f.IsDeviceRemoval(e) { // not the register's history: changes nothing
+				if !base.Known || base.Delta != 0 || len(base.Retention) != 0 {
+					t.Fatalf("iter %d: device removal %+v has base change %+v", iter, *e, base)
+				}
 				continue
 			}
 			k := regKey{e.CustomerID, e.PassID, e.Platform}
@@ -624,11 +735,11 @@ func TestCheckpointAndReplayRestoreTheFold(t *testing.T) {
 		b := walletsync.NewFold()
 		b.TrackChanged()
 		for _, rec := range persisted {
-			id, v, regs, err := wire.ParseStateRecord(rec)
+			rs, regs, err := wire.ParseStateRecord(rec)
 			if err != nil {
 				t.Fatal(err)
 			}
-			b.Restore(id, v, regs)
+			b.Restore(rs, regs)
 		}
 		if b.Changed() != 0 {
 			t.Fatalf("Restore marked %d customers changed", b.Changed())

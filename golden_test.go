@@ -37,10 +37,13 @@ func foldLines(t testing.TB, data []byte) (*walletsync.Fold, []error) {
 	return fold, rejects
 }
 
-var sixFields = []string{"customerId", "walletStatus", "appleWalletInstalledAt", "googleWalletInstalledAt", "walletLastChangedAt", "walletLastEvent"}
+// statusFields are the fields a status line has: the six of round 1 and
+// firstInstalledAt and passIssuedAt (SPEC §4, since issue 11).
+var statusFields = []string{"customerId", "walletStatus", "appleWalletInstalledAt", "googleWalletInstalledAt", "walletLastChangedAt", "walletLastEvent",
+	"firstInstalledAt", "passIssuedAt"}
 
-// sixOf reduces NDJSON status lines to their six fields, in order.
-func sixOf(t testing.TB, ndjson []byte) []string {
+// fieldsOf reduces NDJSON status lines to the given fields, in order.
+func fieldsOf(t testing.TB, ndjson []byte, fields []string) []string {
 	t.Helper()
 	var out []string
 	for _, l := range bytes.Split(bytes.TrimSpace(ndjson), []byte("\n")) {
@@ -52,7 +55,7 @@ func sixOf(t testing.TB, ndjson []byte) []string {
 			t.Fatalf("bad status line %q: %v", l, err)
 		}
 		var parts []string
-		for _, k := range sixFields {
+		for _, k := range fields {
 			v, ok := m[k]
 			if !ok {
 				t.Fatalf("status line %q lacks %s", l, k)
@@ -63,6 +66,26 @@ func sixOf(t testing.TB, ndjson []byte) []string {
 		out = append(out, strings.Join(parts, " "))
 	}
 	return out
+}
+
+// expectedFields are the status fields an expected file gives: the fixtures
+// written before issue 11 give six, the later ones all eight.
+func expectedFields(t testing.TB, want []byte) []string {
+	var m map[string]any
+	first, _, _ := bytes.Cut(bytes.TrimSpace(want), []byte("\n"))
+	if len(first) == 0 {
+		return statusFields
+	}
+	if err := json.Unmarshal(first, &m); err != nil {
+		t.Fatalf("bad expected line %q: %v", first, err)
+	}
+	var fields []string
+	for _, k := range statusFields {
+		if _, ok := m[k]; ok {
+			fields = append(fields, k)
+		}
+	}
+	return fields
 }
 
 func TestGoldenFixtures(t *testing.T) {
@@ -91,7 +114,10 @@ func TestGoldenFixtures(t *testing.T) {
 				got = wire.AppendStatus(got, &s, true)
 				got = append(got, '\n')
 			}
-			g, w := sixOf(t, got), sixOf(t, want)
+			fields := expectedFields(t, want)
+			g, w := fieldsOf(t, got, fields), fieldsOf(t, want, fields)
+			// Every status has all eight fields, whatever the fixture gives.
+			fieldsOf(t, got, statusFields)
 			if strings.Join(g, "\n") != strings.Join(w, "\n") {
 				t.Errorf("fold of %s:\n got %s\nwant %s", in, strings.Join(g, "\n     "), strings.Join(w, "\n     "))
 			}
@@ -113,7 +139,7 @@ func TestGoldenRejectReasons(t *testing.T) {
 	want := []string{
 		"invalid JSON: expected an object at offset 0",
 		"customerId: required, must not be empty",
-		`type: must be "installed", "uninstalled" or "observed", got "Pass:Installed"`,
+		`type: must be "installed", "uninstalled", "observed" or "issued", got "Pass:Installed"`,
 		`platform: must be "apple" or "google", got "samsung"`,
 		`occurredAt: not an RFC 3339 timestamp with a T, seconds and a zone (Z or ±hh:mm): "2026-01-01T00:00:00"`,
 		"occurredAt: must be a string, got a number",

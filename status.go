@@ -59,6 +59,12 @@ type Fields struct {
 	AppleInstalledAt  int64 // 0 = null
 	GoogleInstalledAt int64 // 0 = null
 	LastChangedAt     int64
+	// FirstInstalledAt is the earliest install known, on any pass or
+	// platform; it only ever moves earlier. PassIssuedAt is the earliest
+	// issued event. Both are the customer's, not derived from registers
+	// (which keep only each register's winning events).
+	FirstInstalledAt int64 // 0 = null
+	PassIssuedAt     int64 // 0 = null
 }
 
 // Status is the status record of SPEC §4.

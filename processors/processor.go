@@ -635,15 +635,15 @@ func load(ctx context.Context, log *slog.Logger, note func(string), brokers []st
 				return
 			}
 			if r.Value == nil { // a tombstone forgets the customer
-				st.fold.Restore(string(r.Key), 0, nil)
+				st.fold.Restore(walletsync.Status{CustomerID: string(r.Key)}, nil)
 				return
 			}
-			id, version, regs, err := wire.ParseStateRecord(r.Value)
+			rs, regs, err := wire.ParseStateRecord(r.Value)
 			if err != nil {
 				badRecords++
 				return
 			}
-			st.fold.Restore(id, version, regs)
+			st.fold.Restore(rs, regs)
 		})
 	}()
 	go func() {

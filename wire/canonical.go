@@ -59,19 +59,24 @@ func (d *decoder) canonical() (e walletsync.Event, ok bool) {
 		e.Type, p = walletsync.TypeUninstalled, p+len(`uninstalled"`)
 	case hasPrefix(b, p, `observed"`):
 		e.Type, p = walletsync.TypeObserved, p+len(`observed"`)
+	case hasPrefix(b, p, `issued"`):
+		e.Type, p = walletsync.TypeIssued, p+len(`issued"`)
 	default:
 		return e, false
 	}
-	if p, ok = prefix(b, p, `,"platform":"`); !ok {
-		return e, false
-	}
-	switch {
-	case hasPrefix(b, p, `apple"`):
-		e.Platform, p = walletsync.PlatformApple, p+len(`apple"`)
-	case hasPrefix(b, p, `google"`):
-		e.Platform, p = walletsync.PlatformGoogle, p+len(`google"`)
-	default:
-		return e, false
+	// An issued event's platform is optional; every other event has one.
+	if e.Type != walletsync.TypeIssued || hasPrefix(b, p, `,"platform":"`) {
+		if p, ok = prefix(b, p, `,"platform":"`); !ok {
+			return e, false
+		}
+		switch {
+		case hasPrefix(b, p, `apple"`):
+			e.Platform, p = walletsync.PlatformApple, p+len(`apple"`)
+		case hasPrefix(b, p, `google"`):
+			e.Platform, p = walletsync.PlatformGoogle, p+len(`google"`)
+		default:
+			return e, false
+		}
 	}
 	p, ok = prefix(b, p, `,"customerId":"`)
 	if s, p, ok = d.canonString(b, p, ok); !ok {

@@ -236,6 +236,8 @@ func (d *decoder) event() (walletsync.Event, error) {
 				e.Type = walletsync.TypeUninstalled
 			case "observed":
 				e.Type = walletsync.TypeObserved
+			case "issued":
+				e.Type = walletsync.TypeIssued
 			default:
 				if b != nil {
 					typeErr = walletsync.QuoteValue(string(b))
@@ -288,10 +290,10 @@ func (d *decoder) event() (walletsync.Event, error) {
 		return e, err
 	}
 	if typeErr != "" {
-		return e, walletsync.Invalid("type", `must be "installed", "uninstalled" or "observed", got `+typeErr)
+		return e, walletsync.Invalid("type", `must be "installed", "uninstalled", "observed" or "issued", got `+typeErr)
 	}
 	if e.Type == 0 {
-		return e, walletsync.Invalid("type", `required: "installed", "uninstalled" or "observed"`)
+		return e, walletsync.Invalid("type", `required: "installed", "uninstalled", "observed" or "issued"`)
 	}
 	if platErr != "" {
 		return e, walletsync.Invalid("platform", `must be "apple" or "google", got `+platErr)

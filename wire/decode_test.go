@@ -68,9 +68,9 @@ func TestParseEventRejections(t *testing.T) {
 		{"eventId too long", with(map[string]any{"eventId": long(129)}), "eventId", "must be 1–128 bytes, got 129"},
 		{"eventId number", with(map[string]any{"eventId": 7}), "eventId", "must be a string, got a number"},
 		// type
-		{"type missing", with(map[string]any{"type": nil}), "type", `required: "installed", "uninstalled" or "observed"`},
-		{"type unknown", with(map[string]any{"type": "Pass:Installed"}), "type", `must be "installed", "uninstalled" or "observed", got "Pass:Installed"`},
-		{"type case", with(map[string]any{"type": "Installed"}), "type", `must be "installed", "uninstalled" or "observed", got "Installed"`},
+		{"type missing", with(map[string]any{"type": nil}), "type", `required: "installed", "uninstalled", "observed" or "issued"`},
+		{"type unknown", with(map[string]any{"type": "Pass:Installed"}), "type", `must be "installed", "uninstalled", "observed" or "issued", got "Pass:Installed"`},
+		{"type case", with(map[string]any{"type": "Installed"}), "type", `must be "installed", "uninstalled", "observed" or "issued", got "Installed"`},
 		{"type bool", with(map[string]any{"type": true}), "type", "must be a string, got a boolean"},
 		// platform
 		{"platform missing", with(map[string]any{"platform": nil}), "platform", `required: "apple" or "google"`},

@@ -14,8 +14,10 @@ func AppendEvent(dst []byte, e *walletsync.Event) []byte {
 	dst = AppendJSONString(dst, e.ID)
 	dst = append(dst, `,"type":"`...)
 	dst = append(dst, e.Type.String()...)
-	dst = append(dst, `","platform":"`...)
-	dst = append(dst, e.Platform.String()...)
+	if e.Platform != 0 {
+		dst = append(dst, `","platform":"`...)
+		dst = append(dst, e.Platform.String()...)
+	}
 	dst = append(dst, `","customerId":`...)
 	dst = AppendJSONString(dst, e.CustomerID)
 	if e.PassID != "" {

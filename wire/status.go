@@ -6,7 +6,7 @@ import (
 	"github.com/walletsync/walletsync"
 )
 
-// AppendStatus appends the status record: the six fields always, null where
+// AppendStatus appends the status record: the eight fields always, null where
 // empty, and "version" when withVersion.
 func AppendStatus(dst []byte, s *walletsync.Status, withVersion bool) []byte {
 	dst = append(dst, `{"customerId":`...)
@@ -27,6 +27,10 @@ func AppendStatus(dst []byte, s *walletsync.Status, withVersion bool) []byte {
 		dst = append(dst, s.LastEvent.String()...)
 		dst = append(dst, '"')
 	}
+	dst = append(dst, `,"firstInstalledAt":`...)
+	dst = appendNullTime(dst, s.FirstInstalledAt)
+	dst = append(dst, `,"passIssuedAt":`...)
+	dst = appendNullTime(dst, s.PassIssuedAt)
 	if withVersion {
 		dst = append(dst, `,"version":`...)
 		dst = strconv.AppendUint(dst, s.Version, 10)

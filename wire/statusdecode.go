@@ -95,26 +95,31 @@ func (d *decoder) recordBool(field string) (bool, error) {
 }
 
 // ParseStateRecord reads a wallet.state record (AppendStateRecord) back
-// into the customer's id, version and registers. The six fields are not
-// read: Fold.Restore derives them from the registers. Unknown fields are
-// skipped, null reads as absent, and a field given twice keeps its last
+// into what Fold.Restore takes: the status's customer, version,
+// firstInstalledAt and passIssuedAt, and the registers. The fields derived
+// from registers are not read: Restore derives them again. Unknown fields
+// are skipped, null reads as absent, and a field given twice keeps its last
 // value.
-func ParseStateRecord(b []byte) (customerID string, version uint64, regs []walletsync.Register, err error) {
+func ParseStateRecord(b []byte) (st walletsync.Status, regs []walletsync.Register, err error) {
 	d := decoder{data: b}
-	customerID, version, regs, err = d.stateRecord()
+	st, regs, err = d.stateRecord()
 	if err != nil {
-		return "", 0, nil, recordError(customerID, err)
+		return walletsync.Status{}, nil, recordError(st.CustomerID, err)
 	}
-	return customerID, version, regs, nil
+	return st, regs, nil
 }
 
-func (d *decoder) stateRecord() (id string, version uint64, regs []walletsync.Register, err error) {
+func (d *decoder) stateRecord() (st walletsync.Status, regs []walletsync.Register, err error) {
 	err = d.document(func(key []byte) (err error) {
 		switch string(key) {
 		case "customerId":
-			id, err = d.recordString("customerId")
+			st.CustomerID, err = d.recordString("customerId")
 		case "version":
-			_, version, err = d.recordInt("version", true)
+			_, st.Version, err = d.recordInt("version", true)
+		case "firstInstalledAt":
+			st.FirstInstalledAt, err = d.recordTime("firstInstalledAt")
+		case "passIssuedAt":
+			st.PassIssuedAt, err = d.recordTime("passIssuedAt")
 		case "registers":
 			regs, err = d.registers()
 		default:
@@ -122,10 +127,10 @@ func (d *decoder) stateRecord() (id string, version uint64, regs []walletsync.Re
 		}
 		return err
 	})
-	if err == nil && id == "" {
+	if err == nil && st.CustomerID == "" {
 		err = errors.New("no customerId")
 	}
-	return id, version, regs, err
+	return st, regs, err
 }
 
 func (d *decoder) registers() ([]walletsync.Register, error) {
@@ -274,8 +279,9 @@ func (d *decoder) installs() (at []int64, present bool, err error) {
 	return at, true, nil
 }
 
-// ParseStatus reads a wallet.status record (SPEC §4): the customer, its six
-// fields and version. Anything else in the record (registers, in records of
+// ParseStatus reads a wallet.status record (SPEC §4): the customer, its
+// eight fields and version; records written before firstInstalledAt and
+// passIssuedAt existed read them as null. Anything else in the record (registers, in records of
 // earlier versions) is skipped. The processors write wallet.status records
 // without registers; their state lives in wallet.state.
 func ParseStatus(b []byte) (walletsync.Status, error) {
@@ -314,6 +320,10 @@ func (d *decoder) status() (s walletsync.Status, err error) {
 			s.LastChangedAt, err = d.recordTime("walletLastChangedAt")
 		case "walletLastEvent":
 			last, hasLast, err = d.optionalString("walletLastEvent")
+		case "firstInstalledAt":
+			s.FirstInstalledAt, err = d.recordTime("firstInstalledAt")
+		case "passIssuedAt":
+			s.PassIssuedAt, err = d.recordTime("passIssuedAt")
 		case "version":
 			_, s.Version, err = d.recordInt("version", true)
 		default:

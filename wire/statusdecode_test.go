@@ -118,7 +118,8 @@ func oracleParseStatus(b []byte) (walletsync.Status, bool) {
 	default:
 		return s, false
 	}
-	for k, dst := range map[string]*int64{"appleWalletInstalledAt": &s.AppleInstalledAt, "googleWalletInstalledAt": &s.GoogleInstalledAt, "walletLastChangedAt": &s.LastChangedAt} {
+	for k, dst := range map[string]*int64{"appleWalletInstalledAt": &s.AppleInstalledAt, "googleWalletInstalledAt": &s.GoogleInstalledAt, "walletLastChangedAt": &s.LastChangedAt,
+		"firstInstalledAt": &s.FirstInstalledAt, "passIssuedAt": &s.PassIssuedAt} {
 		v, ok := str(k)
 		if !ok {
 			return s, false
@@ -243,10 +244,10 @@ func TestStatusDecodersOnOddRecords(t *testing.T) {
 // returns the status ParseStatus read, if it took b.
 func agreeWithOracle(t *testing.T, b []byte) (walletsync.Status, bool) {
 	t.Helper()
-	id, version, regs, err := wire.ParseStateRecord(b)
+	rs, regs, err := wire.ParseStateRecord(b)
 	oid, oversion, oregs, ok := oracleParseStateRecord(b)
-	if (err == nil) != ok || id != oid || version != oversion || !sameRegisters(regs, oregs) {
-		t.Errorf("ParseStateRecord(%s) = %q %d %+v %v\nencoding/json: %q %d %+v %v", b, id, version, regs, err, oid, oversion, oregs, ok)
+	if (err == nil) != ok || rs.CustomerID != oid || rs.Version != oversion || !sameRegisters(regs, oregs) {
+		t.Errorf("ParseStateRecord(%s) = %+v %+v %v\nencoding/json: %q %d %+v %v", b, rs, regs, err, oid, oversion, oregs, ok)
 	}
 	st, err := wire.ParseStatus(b)
 	ost, ok := oracleParseStatus(b)
@@ -269,17 +270,18 @@ func FuzzParseStateRecord(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		id, version, regs, err := wire.ParseStateRecord(b)
+		rs, regs, err := wire.ParseStateRecord(b)
 		if err != nil {
 			return
 		}
 		f := walletsync.NewFold()
-		st := f.Restore(id, version, regs)
-		st.Version = version // kept even for a customer without registers
+		st := f.Restore(rs, regs)
+		st.Version = rs.Version // kept even for a customer without registers
 		back := wire.AppendStateRecord(nil, &st, regs)
-		id2, version2, regs2, err := wire.ParseStateRecord(back)
-		if err != nil || id2 != id || version2 != version || !sameRegisters(regs2, regs) || !bytes.Equal(wire.AppendStateRecord(nil, &st, regs2), back) {
-			t.Fatalf("%s read as %q %d %+v, written as %s, read back as %q %d %+v (%v)", b, id, version, regs, back, id2, version2, regs2, err)
+		rs2, regs2, err := wire.ParseStateRecord(back)
+		if err != nil || rs2.CustomerID != rs.CustomerID || rs2.Version != rs.Version || rs2.FirstInstalledAt != st.FirstInstalledAt ||
+			rs2.PassIssuedAt != st.PassIssuedAt || !sameRegisters(regs2, regs) || !bytes.Equal(wire.AppendStateRecord(nil, &st, regs2), back) {
+			t.Fatalf("%s read as %+v %+v, written as %s, read back as %+v %+v (%v)", b, rs, regs, back, rs2, regs2, err)
 		}
 	})
 }
@@ -305,7 +307,7 @@ func BenchmarkParseStateRecord(b *testing.B) {
 		name  string
 		parse func([]byte) bool
 	}{
-		{"walletsync", func(r []byte) bool { _, _, _, err := wire.ParseStateRecord(r); return err == nil }},
+		{"walletsync", func(r []byte) bool { _, _, err := wire.ParseStateRecord(r); return err == nil }},
 		{"encoding_json_baseline", func(r []byte) bool { _, _, _, ok := oracleParseStateRecord(r); return ok }},
 	} {
 		b.Run(c.name, func(b *testing.B) {

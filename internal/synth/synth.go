@@ -149,7 +149,8 @@ func Lines(cfg Config) [][]byte {
 
 // Random draws distinct events over few customers, passes and
 // instants, so that same-register collisions and same-millisecond ties are
-// common.
+// common; some are issued events, some carry device counts (and so are
+// device removals).
 func Random(rng *rand.Rand, n int) []walletsync.Event {
 	base := int64(1772359200000) // 2026-03-01T10:00:00Z
 	passes := []string{"", "loyalty", "coupon"}
@@ -163,10 +164,25 @@ func Random(rng *rand.Rand, n int) []walletsync.Event {
 			OccurredAt: base + int64(rng.IntN(12))*1000,
 			Type:       walletsync.EventType(1 + rng.IntN(3)),
 		}
-		if e.Type == walletsync.TypeObserved {
+		if rng.IntN(8) == 0 {
+			e.Type = walletsync.TypeIssued
+			if rng.IntN(2) == 0 {
+				e.Platform = 0 // optional on an issued event
+			}
+		}
+		switch e.Type {
+		case walletsync.TypeObserved:
 			e.Installed = rng.IntN(2) == 0
 			if e.Installed && rng.IntN(2) == 0 {
 				e.InstalledAt = e.OccurredAt - int64(rng.IntN(5))*1000
+			}
+		case walletsync.TypeInstalled, walletsync.TypeUninstalled:
+			// Device counts (after the event), some partial: a third of
+			// the uninstalls with both counts are device removals.
+			if rng.IntN(2) == 0 {
+				active := int64(rng.IntN(3))
+				e.Registration = &walletsync.Registration{ActiveCount: active, TotalCount: active + int64(rng.IntN(2)),
+					HasActiveCount: rng.IntN(5) > 0, HasTotalCount: rng.IntN(5) > 0}
 			}
 		}
 		evs[i] = e
