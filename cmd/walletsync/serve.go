@@ -29,7 +29,8 @@ import (
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/pipeline"
 	"github.com/walletsync/walletsync/processors"
-	"github.com/walletsync/walletsync/queries"
+	chquery "github.com/walletsync/walletsync/queries/clickhouse"
+	"github.com/walletsync/walletsync/queries/embedded"
 	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
 	"github.com/walletsync/walletsync/sinks/parquet"
 )
@@ -439,10 +440,10 @@ func (n *node) addQuery(f *roleFlags) error {
 		if err != nil {
 			return err
 		}
-		readAPI.Insights = &queries.ClickHouse{Conn: conn}
+		readAPI.Insights = &chquery.Engine{Conn: conn}
 	} else if f.archiveDir != "" {
 		// No ClickHouse: the insights come from the Parquet archive.
-		readAPI.Insights = queries.NewEmbedded(f.archiveDir)
+		readAPI.Insights = embedded.New(f.archiveDir)
 	}
 	readAPI.Handle(n.mux)
 	api.HandleDashboard(n.mux)
