@@ -1,9 +1,9 @@
 // Package walletsync is the domain of the walletsync pipeline: the canonical
 // wallet event, its validation, the dedupe rule, the fold of events into one
 // walletStatus per customer, and the status record. Their byte forms (JSON,
-// state records, headers) are package wire's. It knows nothing of
-// Kafka, ClickHouse or HTTP; the folders ingest/, processors/, sinks/ and
-// queries/ adapt those to it.
+// state records, headers) are package wire's. It knows nothing of Kafka,
+// ClickHouse or HTTP; the folders ingest/, processors/, sinks/, queries/
+// and api/ adapt those to it.
 package walletsync
 
 import (

@@ -21,10 +21,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/api"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/processors"
-	"github.com/walletsync/walletsync/queries"
 	"github.com/walletsync/walletsync/wire"
 )
 
@@ -155,7 +155,7 @@ func TestCrashedProcessorsStayExact(t *testing.T) {
 	close(stopKiller)
 	wg.Wait()
 
-	lag := queries.NewLag(adm, topics.Events, topics.Status, processors.DefaultGroup, nil, topics.Clean, topics.Status, topics.State, topics.DLQ)
+	lag := api.NewLag(adm, topics.Events, topics.Status, processors.DefaultGroup, nil, topics.Clean, topics.Status, topics.State, topics.DLQ)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		rep, err := lag.Compute(ctx)

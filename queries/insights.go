@@ -1,3 +1,8 @@
+// Package queries holds the insight queries of SPEC §7: the request (Query,
+// ParseQuery), the answer (Row, Answer, Columns), the Engine interface, and
+// the shaping of rows that both engines share: ClickHouse
+// (queries/clickhouse) and the Parquet archive in process
+// (queries/embedded).
 package queries
 
 import (
@@ -104,16 +109,18 @@ func (q Query) Weeks() []time.Time {
 	return out
 }
 
-func (q Query) answer(rows []Row) Answer {
+// Answer is q's answer with rows (none: an empty list).
+func (q Query) Answer(rows []Row) Answer {
 	if rows == nil {
 		rows = []Row{}
 	}
 	return Answer{Query: q.Name, From: q.From.Format(time.DateOnly), To: q.To.Format(time.DateOnly), By: q.By, Rows: rows}
 }
 
-// dailyRows zero-fills daily counts: every day × platform × by value seen
-// (just "" without by), sorted by day, platform, by value.
-func dailyRows(q Query, counts map[[3]string][2]int64) []Row {
+// DailyRows zero-fills daily counts, keyed by day (YYYY-MM-DD), platform
+// and by value: every day × platform × by value seen (just "" without by),
+// sorted by day, platform, by value.
+func DailyRows(q Query, counts map[[3]string][2]int64) []Row {
 	byValues := map[string]bool{}
 	for k := range counts {
 		byValues[k[2]] = true
@@ -161,48 +168,48 @@ func Columns(q Query) []string {
 	return nil
 }
 
-// platformDay keys installed-base changes: platform, days since 1970-01-01.
-type platformDay struct {
-	p string
-	d uint32
+// PlatformDay keys installed-base changes: platform, days since 1970-01-01.
+type PlatformDay struct {
+	Platform string
+	Day      uint32
 }
 
-// installedBaseRows turns per-day changes of the number of installed
+// InstalledBaseRows turns per-day changes of the number of installed
 // registers into the base at the end of every day of the range: changes
 // before from make the starting base.
-func installedBaseRows(q Query, delta map[platformDay]int64) []Row {
+func InstalledBaseRows(q Query, delta map[PlatformDay]int64) []Row {
 	first := uint32(q.From.Unix() / 86400)
 	base := map[string]int64{}
 	for k, n := range delta {
-		if k.d < first {
-			base[k.p] += n
+		if k.Day < first {
+			base[k.Platform] += n
 		}
 	}
 	var out []Row
 	for _, day := range q.Days() {
 		d := uint32(day.Unix() / 86400)
 		for _, p := range []string{"apple", "google"} {
-			base[p] += delta[platformDay{p, d}]
+			base[p] += delta[PlatformDay{p, d}]
 			out = append(out, Row{"day": day.Format(time.DateOnly), "platform": p, "installed": base[p]})
 		}
 	}
 	return out
 }
 
-// weekPlatform keys retention cohorts: the Monday as days since 1970-01-01.
-type weekPlatform struct {
-	week uint32
-	p    string
+// WeekPlatform keys retention cohorts: the Monday as days since 1970-01-01.
+type WeekPlatform struct {
+	Week     uint32
+	Platform string
 }
 
-// retentionRows lays cohorts out over every week of the range:
+// RetentionRows lays cohorts out over every week of the range:
 // installed, after1d, after7d, after30d.
-func retentionRows(q Query, got map[weekPlatform][4]int64) []Row {
+func RetentionRows(q Query, got map[WeekPlatform][4]int64) []Row {
 	var out []Row
 	for _, wk := range q.Weeks() {
 		w := uint32(wk.Unix() / 86400)
 		for _, p := range []string{"apple", "google"} {
-			c := got[weekPlatform{w, p}]
+			c := got[WeekPlatform{w, p}]
 			out = append(out, Row{"cohortWeek": wk.Format(time.DateOnly), "platform": p,
 				"installed": c[0], "after1d": c[1], "after7d": c[2], "after30d": c[3]})
 		}

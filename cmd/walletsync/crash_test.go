@@ -24,10 +24,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/walletsync/walletsync/api"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
 	"github.com/walletsync/walletsync/processors"
-	"github.com/walletsync/walletsync/queries"
 	"github.com/walletsync/walletsync/sinks/parquet"
 	"github.com/walletsync/walletsync/wire"
 )
@@ -457,7 +457,7 @@ func TestRolesSurviveSIGKILL(t *testing.T) {
 	}
 	defer cl.Close()
 	topics := kafka.DefaultTopics()
-	lag := queries.NewLag(kadm.NewClient(cl), topics.Events, topics.Status, processors.DefaultGroup, nil, topics.Clean, topics.Status, topics.State)
+	lag := api.NewLag(kadm.NewClient(cl), topics.Events, topics.Status, processors.DefaultGroup, nil, topics.Clean, topics.Status, topics.State)
 	lag.AddGroup(parquet.DefaultGroup, topics.Clean, topics.Status)
 	// caughtUp: the processors and the archive (measured here) and the
 	// read API's view (its /v1/pipeline) have all reached the end.

@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/walletsync/walletsync/queries"
+	chquery "github.com/walletsync/walletsync/queries/clickhouse"
+	"github.com/walletsync/walletsync/queries/embedded"
 )
 
 // insightMain is `walletsync query NAME …`: one insight, printed.
@@ -38,9 +40,9 @@ func insightMain(ctx context.Context, e env, f *roleFlags, args []string) int {
 			return exitUsage
 		}
 		defer conn.Close()
-		engine = &queries.ClickHouse{Conn: conn}
+		engine = &chquery.Engine{Conn: conn}
 	case f.archiveDir != "":
-		engine = queries.NewEmbedded(f.archiveDir)
+		engine = embedded.New(f.archiveDir)
 	default:
 		fmt.Fprintln(e.stderr, "walletsync query: --clickhouse or --archive-dir is required to answer insights")
 		return exitUsage

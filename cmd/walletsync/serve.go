@@ -24,11 +24,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/api"
 	"github.com/walletsync/walletsync/ingest"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/pipeline"
 	"github.com/walletsync/walletsync/processors"
-	"github.com/walletsync/walletsync/queries"
+	chquery "github.com/walletsync/walletsync/queries/clickhouse"
+	"github.com/walletsync/walletsync/queries/embedded"
 	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
 	"github.com/walletsync/walletsync/sinks/parquet"
 )
@@ -119,7 +121,7 @@ func (f *roleFlags) kafkaFlags(fs *flag.FlagSet, brokersHelp string) {
 func (f *roleFlags) common(fs *flag.FlagSet, defaultHTTP string) {
 	fs.StringVar(&f.http, "http", defaultHTTP, "HTTP listen `address` for the API, /metrics, /healthz and /readyz")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	fs.DurationVar(&f.progressDeadline, "progress-deadline", queries.DefaultProgressDeadline, "how long a consumer of this process may have lag without moving before /readyz reports it stalled (logged with what it waits for)")
+	fs.DurationVar(&f.progressDeadline, "progress-deadline", api.DefaultProgressDeadline, "how long a consumer of this process may have lag without moving before /readyz reports it stalled (logged with what it waits for)")
 }
 
 func (f *roleFlags) ingestFlags(fs *flag.FlagSet) {
@@ -180,7 +182,7 @@ type node struct {
 	// consumers whose stall makes this process unready (gate) and what
 	// the consumers running here are doing.
 	checks   []readyCheck
-	progress *queries.Progress
+	progress *api.Progress
 	gate     []string
 	doing    map[string]func() string
 }
@@ -254,9 +256,9 @@ func (n *node) readyz(w http.ResponseWriter, r *http.Request) {
 // sink groups this process runs and those it finds on the cluster
 // (pipeline.SinkOf), so that a standalone query reports what run reports
 // for the same deployment.
-func (n *node) lag(f *roleFlags, view *queries.StatusView) *queries.Lag {
+func (n *node) lag(f *roleFlags, view *api.StatusView) *api.Lag {
 	t := n.spec.Topics
-	lag := queries.NewLag(n.adm, t.Events, t.Status, f.processGroup(), view, t.Clean, t.Status, t.State, t.DLQ)
+	lag := api.NewLag(n.adm, t.Events, t.Status, f.processGroup(), view, t.Clean, t.Status, t.State, t.DLQ)
 	lag.Brokers = n.brokers
 	for g, topics := range n.spec.SinkGroups() {
 		lag.AddGroup(g, topics...)
@@ -271,7 +273,7 @@ func (n *node) lag(f *roleFlags, view *queries.StatusView) *queries.Lag {
 // watchProgress starts the progress watch of the consumers lag measures;
 // the topology's local components (the processors, the archive, the status
 // view) gate readiness.
-func (n *node) watchProgress(f *roleFlags, lag *queries.Lag) {
+func (n *node) watchProgress(f *roleFlags, lag *api.Lag) {
 	for _, c := range n.spec.Components {
 		if !c.Local {
 			continue
@@ -279,10 +281,10 @@ func (n *node) watchProgress(f *roleFlags, lag *queries.Lag) {
 		if c.Group != "" {
 			n.gate = append(n.gate, c.Group)
 		} else if c.Name == pipeline.ViewName {
-			n.gate = append(n.gate, queries.ViewConsumer)
+			n.gate = append(n.gate, api.ViewConsumer)
 		}
 	}
-	n.progress = &queries.Progress{Lag: lag, Deadline: f.progressDeadline, Logger: n.log, Doing: n.doing}
+	n.progress = &api.Progress{Lag: lag, Deadline: f.progressDeadline, Logger: n.log, Doing: n.doing}
 	n.comps = append(n.comps, n.progress.Run)
 }
 
@@ -427,24 +429,24 @@ func (n *node) addQuery(f *roleFlags) error {
 		return flagErrorf("--api-token: %w", err)
 	}
 	t := kafka.DefaultTopics()
-	view := queries.NewStatusView(n.brokers, t.Status, n.log)
+	view := api.NewStatusView(n.brokers, t.Status, n.log)
 	n.comps = append(n.comps, view.Run)
 	n.spec.StatusView()
 	lag := n.lag(f, view)
 	n.watchProgress(f, lag)
-	api := &queries.API{View: view, Lag: lag, APIToken: token, Logger: n.log}
+	readAPI := &api.API{View: view, Lag: lag, APIToken: token, Logger: n.log}
 	if f.clickhouseDSN != "" {
 		conn, err := n.openClickHouse(f)
 		if err != nil {
 			return err
 		}
-		api.Insights = &queries.ClickHouse{Conn: conn}
+		readAPI.Insights = &chquery.Engine{Conn: conn}
 	} else if f.archiveDir != "" {
 		// No ClickHouse: the insights come from the Parquet archive.
-		api.Insights = queries.NewEmbedded(f.archiveDir)
+		readAPI.Insights = embedded.New(f.archiveDir)
 	}
-	api.Handle(n.mux)
-	queries.HandleDashboard(n.mux)
+	readAPI.Handle(n.mux)
+	api.HandleDashboard(n.mux)
 	// Measured when scraped, so the figure is never older than the scrape;
 	// NaN when Kafka cannot be asked.
 	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -31,6 +32,23 @@ func MonthRange(m uint32) (fromMs, toMs int64) {
 	y, mo := int(m/100), time.Month(m%100)
 	from := time.Date(y, mo, 1, 0, 0, 0, 0, time.UTC)
 	return from.UnixMilli(), from.AddDate(0, 1, 0).UnixMilli()
+}
+
+// InMonths is a condition true for the rows of these months (of
+// EventsTable or RetentionTable), as literal time ranges (integers such as
+// DirtyMonths returns, nothing a user sent), which also let a query read
+// only their partitions; "0" (false) for none.
+func InMonths(months []uint32) string {
+	if len(months) == 0 {
+		return "0"
+	}
+	ranges := make([]string, len(months))
+	for i, m := range months {
+		from, to := MonthRange(m)
+		ranges[i] = fmt.Sprintf("(occurred_ms >= %d AND occurred_ms < %d AND occurred_at >= toDateTime(%d) AND occurred_at < toDateTime(%d))",
+			from, to, from/1000, to/1000)
+	}
+	return "(" + strings.Join(ranges, " OR ") + ")"
 }
 
 // EventMonths lists the distinct months of events, sorted.

@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/walletsync/walletsync"
+	readapi "github.com/walletsync/walletsync/api"
 	"github.com/walletsync/walletsync/queries"
+	"github.com/walletsync/walletsync/queries/embedded"
 	"github.com/walletsync/walletsync/sinks/parquet"
 )
 
@@ -268,7 +270,7 @@ func TestDuckDBAgreesWithTheEmbeddedEngine(t *testing.T) {
 	from, to := dayAfter(minDay, -1), dayAfter(maxDay, 2)
 
 	mux := http.NewServeMux()
-	(&queries.API{Insights: queries.NewEmbedded(dir)}).Handle(mux)
+	(&readapi.API{Insights: embedded.New(dir)}).Handle(mux)
 	api := httptest.NewServer(mux)
 	defer api.Close()
 	wantDaily := insight(t, api, queries.Daily, from, to)

@@ -277,6 +277,27 @@ func (c *listCursor) row(intern func([]byte) string) ([]string, error) {
 	}
 }
 
+// EventTypeOf reads a TypeColumn value: the archive holds an event's type
+// as its name (installed, uninstalled, observed).
+func EventTypeOf(v pq.Value) walletsync.EventType {
+	switch v.ByteArray()[0] {
+	case 'i':
+		return walletsync.TypeInstalled
+	case 'u':
+		return walletsync.TypeUninstalled
+	default:
+		return walletsync.TypeObserved
+	}
+}
+
+// PlatformOf reads a PlatformColumn value (apple or google).
+func PlatformOf(v pq.Value) walletsync.Platform {
+	if p := v.ByteArray(); len(p) > 0 && p[0] == 'a' {
+		return walletsync.PlatformApple
+	}
+	return walletsync.PlatformGoogle
+}
+
 // eventColumns are the scalar columns ScanEvents reads, in EventRow order.
 var eventColumns = []string{"event_id", "type", "platform", "customer_id", "pass_id", "pass_type", "occurred_at", "installed",
 	"installed_at", "source", "has_registration", "medium", "origin", "user_agent", "registration_active_count", "registration_total_count"}
@@ -317,19 +338,7 @@ func ScanEvents(dir, fromDay, toDay string, fn func([]walletsync.Event) error) e
 				PassID: string(cols[4][j].ByteArray()), PassType: intern(cols[5][j].ByteArray()),
 				OccurredAt: cols[6][j].Int64(), Source: intern(cols[9][j].ByteArray()),
 			}
-			switch cols[1][j].ByteArray()[0] {
-			case 'i':
-				e.Type = walletsync.TypeInstalled
-			case 'u':
-				e.Type = walletsync.TypeUninstalled
-			default:
-				e.Type = walletsync.TypeObserved
-			}
-			if p := cols[2][j].ByteArray(); len(p) > 0 && p[0] == 'a' {
-				e.Platform = walletsync.PlatformApple
-			} else {
-				e.Platform = walletsync.PlatformGoogle
-			}
+			e.Type, e.Platform = EventTypeOf(cols[1][j]), PlatformOf(cols[2][j])
 			if v := cols[7][j]; !v.IsNull() {
 				e.Installed = v.Boolean()
 			}

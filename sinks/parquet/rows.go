@@ -35,6 +35,22 @@ type EventRow struct {
 	KafkaOffset     int64    `parquet:"kafka_offset"`
 }
 
+// Column names (EventRow's and StatusRow's parquet tags) for readers that
+// scan columns by name (ScanColumns); EventTypeOf and PlatformOf read the
+// values of the first two.
+const (
+	TypeColumn         = "type"
+	PlatformColumn     = "platform"
+	CustomerIDColumn   = "customer_id" // of both datasets
+	PassIDColumn       = "pass_id"
+	PassTypeColumn     = "pass_type"
+	OccurredAtColumn   = "occurred_at" // Unix milliseconds
+	SourceColumn       = "source"
+	MediumColumn       = "medium"
+	VersionColumn      = "version"
+	WalletStatusColumn = "wallet_status"
+)
+
 // StatusRow is one archived status version (SPEC §4); null times are null.
 type StatusRow struct {
 	CustomerID        string `parquet:"customer_id"`

@@ -1,4 +1,7 @@
-package queries
+// Package embedded answers the insight queries (package queries) from the
+// Parquet archive in process, reading it through the archive's own readers
+// and names (sinks/parquet).
+package embedded
 
 import (
 	"cmp"
@@ -10,47 +13,50 @@ import (
 
 	pq "github.com/parquet-go/parquet-go"
 
+	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/queries"
 	"github.com/walletsync/walletsync/sinks/parquet"
 )
 
-// Embedded answers insight queries from the Parquet archive in process,
+// Engine answers insight queries from the Parquet archive in process,
 // for deployments without ClickHouse. The archive holds each clean event
 // once (the processors dedupe, the archiver writes each offset once), so no
 // dedupe is needed here; only the columns a query needs are read, and only
 // the day directories it can touch.
-type Embedded struct {
+type Engine struct {
 	Dir  string
 	seed maphash.Seed
 }
 
-// NewEmbedded reads the archive under dir.
-func NewEmbedded(dir string) *Embedded { return &Embedded{Dir: dir, seed: maphash.MakeSeed()} }
+// New reads the archive under dir.
+func New(dir string) *Engine { return &Engine{Dir: dir, seed: maphash.MakeSeed()} }
 
 // Insight runs q.
-func (e *Embedded) Insight(ctx context.Context, q Query) (Answer, error) {
-	var rows []Row
+func (e *Engine) Insight(ctx context.Context, q queries.Query) (queries.Answer, error) {
+	var rows []queries.Row
 	var err error
 	switch q.Name {
-	case Daily:
+	case queries.Daily:
 		rows, err = e.daily(ctx, q)
-	case StatusMix:
+	case queries.StatusMix:
 		rows, err = e.status(ctx)
-	case InstalledBase:
+	case queries.InstalledBase:
 		rows, err = e.installedBase(ctx, q)
-	case Retention:
+	case queries.Retention:
 		rows, err = e.retention(ctx, q)
 	default:
-		return Answer{}, fmt.Errorf("%s: %w", q.Name, ErrNotImplemented)
+		return queries.Answer{}, fmt.Errorf("%s: %w", q.Name, queries.ErrNotImplemented)
 	}
 	if err != nil {
-		return Answer{}, fmt.Errorf("%s over the archive: %w", q.Name, err)
+		return queries.Answer{}, fmt.Errorf("%s over the archive: %w", q.Name, err)
 	}
-	return q.answer(rows), nil
+	return q.Answer(rows), nil
 }
 
-func day(t time.Time) string { return t.UTC().Format(time.DateOnly) }
+// day names t's day as the archive's day directories do.
+func day(t time.Time) string { return parquet.Day(t.UnixMilli()) }
 
-func (e *Embedded) daily(ctx context.Context, q Query) ([]Row, error) {
+func (e *Engine) daily(ctx context.Context, q queries.Query) ([]queries.Row, error) {
 	from, to := q.From.UnixMilli(), q.To.UnixMilli()
 	type key struct {
 		d uint32
@@ -58,25 +64,25 @@ func (e *Embedded) daily(ctx context.Context, q Query) ([]Row, error) {
 		b string
 	}
 	counts := map[key][2]int64{}
-	cols := []string{"type", "platform", "occurred_at"}
+	cols := []string{parquet.TypeColumn, parquet.PlatformColumn, parquet.OccurredAtColumn}
 	if q.By != "" {
-		cols = append(cols, map[string]string{"passType": "pass_type", "medium": "medium", "source": "source"}[q.By])
+		cols = append(cols, map[string]string{"passType": parquet.PassTypeColumn, "medium": parquet.MediumColumn, "source": parquet.SourceColumn}[q.By])
 	}
 	err := parquet.ScanColumns(e.Dir, parquet.EventsDataset, day(q.From), day(q.To), cols, func(c [][]pq.Value) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		for i := range c[0] {
-			typ, at := c[0][i].ByteArray(), c[2][i].Int64()
-			if at < from || at >= to || typ[0] == 'o' {
+			typ, at := parquet.EventTypeOf(c[0][i]), c[2][i].Int64()
+			if at < from || at >= to || typ == walletsync.TypeObserved {
 				continue
 			}
-			k := key{d: uint32(at / 86_400_000), p: platformName(c[1][i].ByteArray())}
+			k := key{d: uint32(at / 86_400_000), p: parquet.PlatformOf(c[1][i]).String()}
 			if q.By != "" {
 				k.b = string(c[3][i].ByteArray())
 			}
 			n := counts[k]
-			if typ[0] == 'i' {
+			if typ == walletsync.TypeInstalled {
 				n[0]++
 			} else {
 				n[1]++
@@ -92,17 +98,10 @@ func (e *Embedded) daily(ctx context.Context, q Query) ([]Row, error) {
 	for k, c := range counts {
 		out[[3]string{time.Unix(int64(k.d)*86400, 0).UTC().Format(time.DateOnly), k.p, k.b}] = c
 	}
-	return dailyRows(q, out), nil
+	return queries.DailyRows(q, out), nil
 }
 
-func platformName(b []byte) string {
-	if len(b) > 0 && b[0] == 'a' {
-		return "apple"
-	}
-	return "google"
-}
-
-func (e *Embedded) status(ctx context.Context) ([]Row, error) {
+func (e *Engine) status(ctx context.Context) ([]queries.Row, error) {
 	type cur struct {
 		v int64
 		w string
@@ -111,7 +110,7 @@ func (e *Embedded) status(ctx context.Context) ([]Row, error) {
 	// several times faster than one of strings at a million customers.
 	latest := map[uint64]cur{}
 	wallets := map[string]string{}
-	err := parquet.ScanColumns(e.Dir, parquet.StatusDataset, "", "", []string{"customer_id", "version", "wallet_status"}, func(c [][]pq.Value) error {
+	err := parquet.ScanColumns(e.Dir, parquet.StatusDataset, "", "", []string{parquet.CustomerIDColumn, parquet.VersionColumn, parquet.WalletStatusColumn}, func(c [][]pq.Value) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -135,9 +134,9 @@ func (e *Embedded) status(ctx context.Context) ([]Row, error) {
 	for _, c := range latest {
 		n[c.w]++
 	}
-	var out []Row
+	var out []queries.Row
 	for _, w := range []string{"none", "apple", "google", "both"} {
-		out = append(out, Row{"walletStatus": w, "customers": n[w]})
+		out = append(out, queries.Row{"walletStatus": w, "customers": n[w]})
 	}
 	return out, nil
 }
@@ -154,18 +153,18 @@ type regEvent struct {
 // registerEvents gathers the installed/uninstalled events before untilMs,
 // sorted by register and rank: one flat array sorted once, far cheaper
 // than a map of millions of registers each with its own slice.
-func (e *Embedded) registerEvents(ctx context.Context, untilMs int64) ([]regEvent, error) {
+func (e *Engine) registerEvents(ctx context.Context, untilMs int64) ([]regEvent, error) {
 	var all []regEvent
 	var h maphash.Hash
 	h.SetSeed(e.seed)
-	cols := []string{"type", "platform", "customer_id", "pass_id", "occurred_at"}
+	cols := []string{parquet.TypeColumn, parquet.PlatformColumn, parquet.CustomerIDColumn, parquet.PassIDColumn, parquet.OccurredAtColumn}
 	err := parquet.ScanColumns(e.Dir, parquet.EventsDataset, "", day(time.UnixMilli(untilMs).Add(24*time.Hour)), cols, func(c [][]pq.Value) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		for i := range c[0] {
-			typ, at := c[0][i].ByteArray(), c[4][i].Int64()
-			if at >= untilMs || typ[0] == 'o' {
+			typ, at := parquet.EventTypeOf(c[0][i]), c[4][i].Int64()
+			if at >= untilMs || typ == walletsync.TypeObserved {
 				continue
 			}
 			h.Reset()
@@ -173,11 +172,11 @@ func (e *Embedded) registerEvents(ctx context.Context, untilMs int64) ([]regEven
 			h.WriteByte(0)
 			h.Write(c[3][i].ByteArray())
 			r := h.Sum64() &^ 1
-			if p := c[1][i].ByteArray(); len(p) > 0 && p[0] == 'a' {
+			if parquet.PlatformOf(c[1][i]) == walletsync.PlatformApple {
 				r |= 1
 			}
 			k := at * 2
-			if typ[0] == 'u' {
+			if typ == walletsync.TypeUninstalled {
 				k++
 			}
 			all = append(all, regEvent{r, k})
@@ -212,33 +211,33 @@ func eachRegister(all []regEvent, fn func(platform string, keys []regEvent)) {
 	}
 }
 
-func (e *Embedded) installedBase(ctx context.Context, q Query) ([]Row, error) {
+func (e *Engine) installedBase(ctx context.Context, q queries.Query) ([]queries.Row, error) {
 	all, err := e.registerEvents(ctx, q.To.UnixMilli())
 	if err != nil {
 		return nil, err
 	}
-	delta := map[platformDay]int64{}
+	delta := map[queries.PlatformDay]int64{}
 	eachRegister(all, func(platform string, evs []regEvent) {
 		prev := int64(0)
 		for _, ev := range evs {
 			inst := 1 - ev.k%2
 			if inst != prev {
-				delta[platformDay{platform, uint32(ev.k / 172_800_000)}] += inst - prev
+				delta[queries.PlatformDay{Platform: platform, Day: uint32(ev.k / 172_800_000)}] += inst - prev
 				prev = inst
 			}
 		}
 	})
-	return installedBaseRows(q, delta), nil
+	return queries.InstalledBaseRows(q, delta), nil
 }
 
-func (e *Embedded) retention(ctx context.Context, q Query) ([]Row, error) {
+func (e *Engine) retention(ctx context.Context, q queries.Query) ([]queries.Row, error) {
 	const dayMs = 86_400_000
 	from, to := q.From.UnixMilli(), q.To.UnixMilli()
 	all, err := e.registerEvents(ctx, to+30*dayMs+1)
 	if err != nil {
 		return nil, err
 	}
-	got := map[weekPlatform][4]int64{}
+	got := map[queries.WeekPlatform][4]int64{}
 	eachRegister(all, func(platform string, evs []regEvent) {
 		for _, ev := range evs {
 			m := ev.k / 2
@@ -248,7 +247,7 @@ func (e *Embedded) retention(ctx context.Context, q Query) ([]Row, error) {
 				continue
 			}
 			d := uint32(m / dayMs)
-			k := weekPlatform{d - (d+3)%7, platform}
+			k := queries.WeekPlatform{Week: d - (d+3)%7, Platform: platform}
 			c := got[k]
 			c[0]++
 			for j, n := range []int64{1, 7, 30} {
@@ -262,5 +261,5 @@ func (e *Embedded) retention(ctx context.Context, q Query) ([]Row, error) {
 			got[k] = c
 		}
 	})
-	return retentionRows(q, got), nil
+	return queries.RetentionRows(q, got), nil
 }

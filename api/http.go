@@ -1,4 +1,8 @@
-package queries
+// Package api is walletsync's read side over HTTP (SPEC §6): the current
+// status of customers (StatusView, from wallet.status), how far behind the
+// pipeline is (Lag, Progress), the insight queries of SPEC §7 answered by an
+// engine of package queries, and the analyst dashboard.
+package api
 
 import (
 	"bufio"
@@ -8,7 +12,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/walletsync/walletsync/ingest"
+	"github.com/walletsync/walletsync/queries"
 	"github.com/walletsync/walletsync/wire"
 )
 
@@ -16,7 +20,7 @@ import (
 type API struct {
 	View     *StatusView
 	Lag      *Lag
-	Insights Engine // nil: no insight store configured
+	Insights queries.Engine // nil: no insight store configured
 	APIToken string
 	Logger   *slog.Logger
 }
@@ -31,26 +35,26 @@ func (a *API) Handle(mux *http.ServeMux) {
 }
 
 func (a *API) insight(w http.ResponseWriter, r *http.Request) {
-	if !ingest.CheckBearer(w, r, a.APIToken) {
+	if !checkBearer(w, r, a.APIToken) {
 		return
 	}
 	p := r.URL.Query()
-	q, err := ParseQuery(r.PathValue("name"), p.Get("from"), p.Get("to"), p.Get("by"))
+	q, err := queries.ParseQuery(r.PathValue("name"), p.Get("from"), p.Get("to"), p.Get("by"))
 	if err != nil {
-		ingest.WriteError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if a.Insights == nil {
 		w.Header().Set("Retry-After", "60")
-		ingest.WriteError(w, http.StatusServiceUnavailable, "no insight store is configured (start with --clickhouse)")
+		writeError(w, http.StatusServiceUnavailable, "no insight store is configured (start with --clickhouse)")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	ans, err := a.Insights.Insight(ctx, q)
 	switch {
-	case errors.Is(err, ErrNotImplemented):
-		ingest.WriteError(w, http.StatusNotImplemented, q.Name+" is not available yet")
+	case errors.Is(err, queries.ErrNotImplemented):
+		writeError(w, http.StatusNotImplemented, q.Name+" is not available yet")
 	case err != nil:
 		// The store's own error is logged, not shown: it says nothing a
 		// caller can act on and may name internals.
@@ -58,14 +62,14 @@ func (a *API) insight(w http.ResponseWriter, r *http.Request) {
 			a.Logger.Error("insight query failed", "query", q.Name, "err", err)
 		}
 		w.Header().Set("Retry-After", "5")
-		ingest.WriteError(w, http.StatusServiceUnavailable, "the insight store did not answer; try again")
+		writeError(w, http.StatusServiceUnavailable, "the insight store did not answer; try again")
 	default:
-		ingest.WriteJSON(w, http.StatusOK, ans)
+		writeJSON(w, http.StatusOK, ans)
 	}
 }
 
 func (a *API) customer(w http.ResponseWriter, r *http.Request) {
-	if !ingest.CheckBearer(w, r, a.APIToken) {
+	if !checkBearer(w, r, a.APIToken) {
 		return
 	}
 	id := r.PathValue("customerId")
@@ -74,14 +78,14 @@ func (a *API) customer(w http.ResponseWriter, r *http.Request) {
 		// segments to resolve, even as %2E: such ids come as a query.
 		q := r.URL.Query()
 		if !q.Has("customerId") {
-			ingest.WriteError(w, http.StatusBadRequest, "customerId: required (GET /v1/customers/{customerId} or /v1/customers?customerId=…)")
+			writeError(w, http.StatusBadRequest, "customerId: required (GET /v1/customers/{customerId} or /v1/customers?customerId=…)")
 			return
 		}
 		id = q.Get("customerId")
 	}
 	s, ok := a.View.Get(id)
 	if !ok {
-		ingest.WriteError(w, http.StatusNotFound, "no status for this customer")
+		writeError(w, http.StatusNotFound, "no status for this customer")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -89,7 +93,7 @@ func (a *API) customer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) statuses(w http.ResponseWriter, r *http.Request) {
-	if !ingest.CheckBearer(w, r, a.APIToken) {
+	if !checkBearer(w, r, a.APIToken) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -104,7 +108,7 @@ func (a *API) statuses(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) pipeline(w http.ResponseWriter, r *http.Request) {
-	if !ingest.CheckBearer(w, r, a.APIToken) {
+	if !checkBearer(w, r, a.APIToken) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -112,8 +116,8 @@ func (a *API) pipeline(w http.ResponseWriter, r *http.Request) {
 	rep, err := a.Lag.Compute(ctx)
 	if err != nil {
 		w.Header().Set("Retry-After", "5")
-		ingest.WriteError(w, http.StatusServiceUnavailable, "measuring lag: "+err.Error())
+		writeError(w, http.StatusServiceUnavailable, "measuring lag: "+err.Error())
 		return
 	}
-	ingest.WriteJSON(w, http.StatusOK, rep)
+	writeJSON(w, http.StatusOK, rep)
 }

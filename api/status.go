@@ -1,7 +1,4 @@
-// Package queries answers questions about the pipeline's output: the
-// current status of customers (from wallet.status), how far behind the
-// pipeline is, and (later) the insight queries of SPEC §7.
-package queries
+package api
 
 import (
 	"context"

@@ -1,59 +1,65 @@
-package queries
+// Package clickhouse answers the insight queries (package queries) from the
+// tables the ClickHouse sink fills, through the sink's own names and dirty
+// months (sinks/clickhouse). Callers may import it as chquery.
+package clickhouse
 
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/queries"
 	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
 )
 
-// ClickHouse answers insight queries from the tables the ClickHouse sink
+// Engine answers insight queries from the tables the ClickHouse sink
 // fills (sinks/clickhouse/migrations).
-type ClickHouse struct{ Conn driver.Conn }
+type Engine struct{ Conn driver.Conn }
 
 // byColumn maps daily's by parameter to a column; only these are ever
 // spliced into SQL.
-var byColumn = map[string]string{"": "''", "passType": "pass_type", "medium": "medium", "source": "source"}
+var byColumn = map[string]string{"": "''", "passType": chsink.PassTypeColumn, "medium": chsink.MediumColumn, "source": chsink.SourceColumn}
+
+// byColumns are all of them, as daily reads them.
+const byColumns = chsink.PassTypeColumn + ", " + chsink.MediumColumn + ", " + chsink.SourceColumn
 
 // Insight runs q.
-func (c *ClickHouse) Insight(ctx context.Context, q Query) (Answer, error) {
+func (c *Engine) Insight(ctx context.Context, q queries.Query) (queries.Answer, error) {
 	switch q.Name {
-	case Daily:
+	case queries.Daily:
 		return c.daily(ctx, q)
-	case StatusMix:
+	case queries.StatusMix:
 		return c.status(ctx, q)
-	case InstalledBase:
+	case queries.InstalledBase:
 		return c.installedBase(ctx, q)
-	case Retention:
+	case queries.Retention:
 		return c.retention(ctx, q)
 	}
-	return Answer{}, fmt.Errorf("%s: %w", q.Name, ErrNotImplemented)
+	return queries.Answer{}, fmt.Errorf("%s: %w", q.Name, queries.ErrNotImplemented)
 }
 
 // daily counts installed/uninstalled events by their occurredAt UTC day,
 // each event once (see once). The day is computed from milliseconds, not
 // with toDate, which would use the server's time zone. The occurred_at
 // conditions let ClickHouse skip whole partitions.
-func (c *ClickHouse) daily(ctx context.Context, q Query) (Answer, error) {
+func (c *Engine) daily(ctx context.Context, q queries.Query) (queries.Answer, error) {
 	dirty, err := chsink.DirtyMonths(ctx, c.Conn)
 	if err != nil {
-		return Answer{}, fmt.Errorf("daily: %w", err)
+		return queries.Answer{}, fmt.Errorf("daily: %w", err)
 	}
 	const inRange = `occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
 		AND occurred_ms >= ? AND occurred_ms < ? AND type != 'observed'`
 	sql := fmt.Sprintf(`SELECT toUInt32(intDiv(occurred_ms, 86400000)) AS d, toString(platform) AS p, %[1]s AS b,
 		countIf(type = 'installed') AS i, countIf(type = 'uninstalled') AS u
 	FROM %[2]s
-	GROUP BY d, p, b`, byColumn[q.By], once("wallet_events", "occurred_ms, platform, type, pass_type, medium, source", inRange, dirty))
+	GROUP BY d, p, b`, byColumn[q.By], once(chsink.EventsTable, "occurred_ms, platform, type, "+byColumns, inRange, dirty))
 	args := []any{q.From.Unix(), q.To.Unix(), q.From.UnixMilli(), q.To.UnixMilli()}
 	rows, err := c.Conn.Query(ctx, sql, append(args, args...)...)
 	if err != nil {
-		return Answer{}, fmt.Errorf("daily: %w", err)
+		return queries.Answer{}, fmt.Errorf("daily: %w", err)
 	}
 	defer rows.Close()
 	counts := map[[3]string][2]int64{}
@@ -62,15 +68,15 @@ func (c *ClickHouse) daily(ctx context.Context, q Query) (Answer, error) {
 		var p, b string
 		var i, u uint64
 		if err := rows.Scan(&d, &p, &b, &i, &u); err != nil {
-			return Answer{}, fmt.Errorf("daily: %w", err)
+			return queries.Answer{}, fmt.Errorf("daily: %w", err)
 		}
 		day := time.Unix(int64(d)*86400, 0).UTC().Format(time.DateOnly)
 		counts[[3]string{day, p, b}] = [2]int64{int64(i), int64(u)}
 	}
 	if err := rows.Err(); err != nil {
-		return Answer{}, fmt.Errorf("daily: %w", err)
+		return queries.Answer{}, fmt.Errorf("daily: %w", err)
 	}
-	return q.answer(dailyRows(q, counts)), nil
+	return q.Answer(queries.DailyRows(q, counts)), nil
 }
 
 // once is a FROM source: table's cols of the rows matching cond, each row
@@ -79,9 +85,11 @@ func (c *ClickHouse) daily(ctx context.Context, q Query) (Answer, error) {
 // are read with FINAL, which counts such a row once; all others with a plain
 // scan, about five times faster on ClickHouse 18.16, where FINAL merges all
 // parts in a single stream. cond appears twice: its arguments are passed
-// twice.
+// twice. The dirty months' condition is literal time ranges
+// (chsink.InMonths), which also let a FINAL part read only their
+// partitions.
 func once(table, cols, cond string, dirty []uint32) string {
-	inDirty := dirtyRanges(dirty)
+	inDirty := chsink.InMonths(dirty)
 	return fmt.Sprintf(`(
 		SELECT %[2]s FROM %[1]s WHERE %[3]s AND NOT %[4]s
 	UNION ALL
@@ -89,28 +97,12 @@ func once(table, cols, cond string, dirty []uint32) string {
 	)`, table, cols, cond, inDirty)
 }
 
-// dirtyRanges is a condition true for rows of the dirty months, as literal
-// time ranges (integers from DirtyMonths, nothing a user sent), which also
-// let a FINAL part read only their partitions.
-func dirtyRanges(dirty []uint32) string {
-	if len(dirty) == 0 {
-		return "0"
-	}
-	ranges := make([]string, len(dirty))
-	for i, m := range dirty {
-		from, to := chsink.MonthRange(m)
-		ranges[i] = fmt.Sprintf("(occurred_ms >= %d AND occurred_ms < %d AND occurred_at >= toDateTime(%d) AND occurred_at < toDateTime(%d))",
-			from, to, from/1000, to/1000)
-	}
-	return "(" + strings.Join(ranges, " OR ") + ")"
-}
-
 // status counts customers by their current walletStatus; FINAL keeps the
 // newest version per customer even before merges ran.
-func (c *ClickHouse) status(ctx context.Context, q Query) (Answer, error) {
-	rows, err := c.Conn.Query(ctx, `SELECT toString(wallet_status) AS s, count() FROM wallet_status_current FINAL GROUP BY s`)
+func (c *Engine) status(ctx context.Context, q queries.Query) (queries.Answer, error) {
+	rows, err := c.Conn.Query(ctx, `SELECT toString(wallet_status) AS s, count() FROM `+chsink.StatusCurrentTable+` FINAL GROUP BY s`)
 	if err != nil {
-		return Answer{}, fmt.Errorf("status: %w", err)
+		return queries.Answer{}, fmt.Errorf("status: %w", err)
 	}
 	defer rows.Close()
 	n := map[string]int64{}
@@ -118,25 +110,25 @@ func (c *ClickHouse) status(ctx context.Context, q Query) (Answer, error) {
 		var s string
 		var c uint64
 		if err := rows.Scan(&s, &c); err != nil {
-			return Answer{}, fmt.Errorf("status: %w", err)
+			return queries.Answer{}, fmt.Errorf("status: %w", err)
 		}
 		n[s] = int64(c)
 	}
 	if err := rows.Err(); err != nil {
-		return Answer{}, fmt.Errorf("status: %w", err)
+		return queries.Answer{}, fmt.Errorf("status: %w", err)
 	}
-	var out []Row
+	var out []queries.Row
 	for _, w := range walletsync.WalletStatuses {
-		out = append(out, Row{"walletStatus": w.String(), "customers": n[w.String()]})
+		out = append(out, queries.Row{"walletStatus": w.String(), "customers": n[w.String()]})
 	}
-	return q.answer(out), nil
+	return q.Answer(out), nil
 }
 
 // unknownRegisters are the registers (customer and pass) with an install or
 // uninstall row whose change the processors did not know: a late event, or
 // a row the sink did not write. installed-base and retention take them the
 // slow way, every other register from the changes stored at insert time.
-const unknownRegisters = `(SELECT register FROM wallet_events WHERE base_known = 0 AND type != 'observed')`
+const unknownRegisters = `(SELECT register FROM ` + chsink.EventsTable + ` WHERE base_known = 0 AND type != 'observed')`
 
 // installedBase counts, per platform and day, the registers whose E (the
 // winning installed/uninstalled event, observations ignored) at the end of
@@ -160,10 +152,10 @@ const unknownRegisters = `(SELECT register FROM wallet_events WHERE base_known =
 // row inserted twice packs to the same number, so arrayDistinct replaces
 // FINAL. Over all 10M events of the benchmark this took 2.0 s; late events
 // are rare, so it now runs over a few registers.
-func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error) {
+func (c *Engine) installedBase(ctx context.Context, q queries.Query) (queries.Answer, error) {
 	dirty, err := chsink.DirtyMonths(ctx, c.Conn)
 	if err != nil {
-		return Answer{}, fmt.Errorf("installed-base: %w", err)
+		return queries.Answer{}, fmt.Errorf("installed-base: %w", err)
 	}
 	const before = `occurred_at < toDateTime(?) AND occurred_ms < ? AND type != 'observed'`
 	sql := fmt.Sprintf(`SELECT p, d, sum(delta) FROM (
@@ -178,33 +170,33 @@ func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error)
 				arrayMap(k -> toInt8(1 - k %% 2), ks) AS inst,
 				arrayJoin(arrayMap((k, s, prev) -> (toUInt32(intDiv(k, 172800000)), s - prev),
 					ks, inst, arrayPushFront(arrayPopBack(inst), toInt8(0)))) AS x
-			FROM wallet_events
+			FROM %[4]s
 			WHERE %[1]s AND register IN %[3]s
 			GROUP BY register, platform
 		)
 		WHERE delta != 0
 	)
-	GROUP BY p, d`, before, once("wallet_events", "occurred_ms, platform, base_change, register", before, dirty), unknownRegisters)
+	GROUP BY p, d`, before, once(chsink.EventsTable, "occurred_ms, platform, base_change, register", before, dirty), unknownRegisters, chsink.EventsTable)
 	args := []any{q.To.Unix() + 1, q.To.UnixMilli()}
 	rows, err := c.Conn.Query(ctx, sql, append(append(args, args...), args...)...)
 	if err != nil {
-		return Answer{}, fmt.Errorf("installed-base: %w", err)
+		return queries.Answer{}, fmt.Errorf("installed-base: %w", err)
 	}
 	defer rows.Close()
-	delta := map[platformDay]int64{}
+	delta := map[queries.PlatformDay]int64{}
 	for rows.Next() {
 		var p string
 		var d uint32
 		var n int64
 		if err := rows.Scan(&p, &d, &n); err != nil {
-			return Answer{}, fmt.Errorf("installed-base: %w", err)
+			return queries.Answer{}, fmt.Errorf("installed-base: %w", err)
 		}
-		delta[platformDay{p, d}] += n
+		delta[queries.PlatformDay{Platform: p, Day: d}] += n
 	}
 	if err := rows.Err(); err != nil {
-		return Answer{}, fmt.Errorf("installed-base: %w", err)
+		return queries.Answer{}, fmt.Errorf("installed-base: %w", err)
 	}
-	return q.answer(installedBaseRows(q, delta)), nil
+	return q.Answer(queries.InstalledBaseRows(q, delta)), nil
 }
 
 // retention follows every install event of [from, to): is its register's E
@@ -228,10 +220,10 @@ func (c *ClickHouse) installedBase(ctx context.Context, q Query) (Answer, error)
 // an argument (replicate). Over all 10M events of the benchmark this took
 // 5.6 s (11.3 s when installs were deduplicated with groupUniqArray of
 // (time, id hash) tuples instead of FINAL).
-func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
+func (c *Engine) retention(ctx context.Context, q queries.Query) (queries.Answer, error) {
 	dirty, err := chsink.DirtyMonths(ctx, c.Conn)
 	if err != nil {
-		return Answer{}, fmt.Errorf("retention: %w", err)
+		return queries.Answer{}, fmt.Errorf("retention: %w", err)
 	}
 	const day = 86_400_000
 	// Only events from the range's start to 30 days past its end: the
@@ -269,8 +261,8 @@ func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
 		)
 		GROUP BY w, p
 	)
-	GROUP BY w, p`, once("wallet_retention", "install_ms, platform, initial, d1, d7, d30, register", window, dirty),
-		once("wallet_events", "register, platform, occurred_ms, type", window+" AND type != 'observed'", dirty), unknownRegisters)
+	GROUP BY w, p`, once(chsink.RetentionTable, "install_ms, platform, initial, d1, d7, d30, register", window, dirty),
+		once(chsink.EventsTable, "register, platform, occurred_ms, type", window+" AND type != 'observed'", dirty), unknownRegisters)
 	last := q.To.UnixMilli() + 30*day
 	from, to := q.From.UnixMilli(), q.To.UnixMilli()
 	win := []any{from / 1000, last/1000 + 1, from, last}
@@ -279,21 +271,21 @@ func (c *ClickHouse) retention(ctx context.Context, q Query) (Answer, error) {
 	args = append(append(append(args, from, to), win...), win...)
 	rows, err := c.Conn.Query(ctx, sql, args...)
 	if err != nil {
-		return Answer{}, fmt.Errorf("retention: %w", err)
+		return queries.Answer{}, fmt.Errorf("retention: %w", err)
 	}
 	defer rows.Close()
-	got := map[weekPlatform][4]int64{}
+	got := map[queries.WeekPlatform][4]int64{}
 	for rows.Next() {
 		var w uint32
 		var p string
 		var n, s1, s7, s30 int64
 		if err := rows.Scan(&w, &p, &n, &s1, &s7, &s30); err != nil {
-			return Answer{}, fmt.Errorf("retention: %w", err)
+			return queries.Answer{}, fmt.Errorf("retention: %w", err)
 		}
-		got[weekPlatform{w, p}] = [4]int64{n, s1, s7, s30}
+		got[queries.WeekPlatform{Week: w, Platform: p}] = [4]int64{n, s1, s7, s30}
 	}
 	if err := rows.Err(); err != nil {
-		return Answer{}, fmt.Errorf("retention: %w", err)
+		return queries.Answer{}, fmt.Errorf("retention: %w", err)
 	}
-	return q.answer(retentionRows(q, got)), nil
+	return q.Answer(queries.RetentionRows(q, got)), nil
 }

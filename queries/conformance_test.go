@@ -12,6 +12,8 @@ import (
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/internal/chtest"
 	"github.com/walletsync/walletsync/queries"
+	chquery "github.com/walletsync/walletsync/queries/clickhouse"
+	embedq "github.com/walletsync/walletsync/queries/embedded"
 	"github.com/walletsync/walletsync/sinks/clickhouse"
 	"github.com/walletsync/walletsync/sinks/parquet"
 )
@@ -325,7 +327,7 @@ func TestEnginesConformToTheOracleAndEachOther(t *testing.T) {
 	if err := parquet.WriteStatuses(dir, 0, 0, versions); err != nil {
 		t.Fatal(err)
 	}
-	embedded := conformance(t, "embedded", queries.NewEmbedded(dir), evs, fold)
+	embedded := conformance(t, "embedded", embedq.New(dir), evs, fold)
 
 	srv := chtest.Start(t)
 	conn := srv.Conn(t)
@@ -358,7 +360,7 @@ func TestEnginesConformToTheOracleAndEachOther(t *testing.T) {
 	if len(again) == len(all) {
 		t.Fatalf("the twice-inserted batch spans every month (%v): the plain-scan path goes untested", all)
 	}
-	ch := conformance(t, "clickhouse", &queries.ClickHouse{Conn: conn}, evs, fold)
+	ch := conformance(t, "clickhouse", &chquery.Engine{Conn: conn}, evs, fold)
 	for i := range conformanceCases {
 		if embedded[i] != ch[i] {
 			t.Errorf("%v: the engines differ:\nembedded   %s\nclickhouse %s", conformanceCases[i], embedded[i], ch[i])
@@ -379,30 +381,10 @@ func TestEnginesConformToTheOracleAndEachOther(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT count() FROM wallet_events").Scan(&rows); err != nil || rows != uint64(len(evs)) {
 		t.Fatalf("after Verify wallet_events holds %d rows (%v), want %d: OPTIMIZE did not merge the copies", rows, err, len(evs))
 	}
-	ch = conformance(t, "clickhouse verified", &queries.ClickHouse{Conn: conn}, evs, fold)
+	ch = conformance(t, "clickhouse verified", &chquery.Engine{Conn: conn}, evs, fold)
 	for i := range conformanceCases {
 		if embedded[i] != ch[i] {
 			t.Errorf("%v after Verify: the engines differ:\nembedded   %s\nclickhouse %s", conformanceCases[i], embedded[i], ch[i])
 		}
-	}
-}
-
-func TestParseQueryRejects(t *testing.T) {
-	for _, c := range []struct{ name, from, to, by, want string }{
-		{"weekly", "2026-01-01", "2026-02-01", "", `unknown insight "weekly": want daily, status, installed-base or retention`},
-		{"daily", "2026-1-1", "2026-02-01", "", `from: want a day as YYYY-MM-DD, got "2026-1-1"`},
-		{"daily", "2026-01-01", "", "", `to: want a day as YYYY-MM-DD, got ""`},
-		{"daily", "2026-02-01", "2026-02-01", "", "from must be before to (to is exclusive)"},
-		{"daily", "2020-01-01", "2024-01-01", "", "the range is over 3 years"},
-		{"daily", "2026-01-01", "2026-02-01", "color", `by: want passType, medium or source, got "color"`},
-		{"status", "2026-01-01", "2026-02-01", "medium", "by applies to the daily insight only"},
-	} {
-		_, err := queries.ParseQuery(c.name, c.from, c.to, c.by)
-		if err == nil || err.Error() != c.want {
-			t.Errorf("ParseQuery(%q, %q, %q, %q) = %v, want %q", c.name, c.from, c.to, c.by, err, c.want)
-		}
-	}
-	if _, err := queries.ParseQuery("daily", "2023-01-01", "2026-01-01", "medium"); err != nil {
-		t.Errorf("three years exactly: %v", err)
 	}
 }

@@ -1,0 +1,45 @@
+package api
+
+import (
+	"net/http/httptest"
+	"testing"
+)
+
+// The read API answers as it did when it used ingest's helpers: one JSON
+// value and a newline, application/json, {"error": msg}, and the bearer
+// challenge.
+func TestResponsesAreAsBefore(t *testing.T) {
+	w := httptest.NewRecorder()
+	writeJSON(w, 200, map[string]int64{"lag": 0})
+	if got := w.Body.String(); w.Code != 200 || got != "{\"lag\":0}\n" || w.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("writeJSON: %d %q %v", w.Code, got, w.Header())
+	}
+	w = httptest.NewRecorder()
+	writeError(w, 404, "no status for this customer")
+	if got := w.Body.String(); w.Code != 404 || got != "{\"error\":\"no status for this customer\"}\n" || w.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("writeError: %d %q %v", w.Code, got, w.Header())
+	}
+	for h, want := range map[string]bool{
+		"Bearer tok": true, "bearer tok": true, "BEARER tok": true, "Bearer  tok": true,
+		"Bearer tok2": false, "Bearertok": false, "Basic tok": false, "tok": false, "": false, "Bearer ": false,
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		if h != "" {
+			r.Header.Set("Authorization", h)
+		}
+		w := httptest.NewRecorder()
+		if got := checkBearer(w, r, "tok"); got != want {
+			t.Errorf("Authorization %q: %v, want %v", h, got, want)
+		}
+		if want {
+			continue
+		}
+		if body := w.Body.String(); w.Code != 401 || body != "{\"error\":\"missing or wrong bearer token\"}\n" ||
+			w.Header().Get("WWW-Authenticate") != `Bearer realm="walletsync"` || w.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("Authorization %q answered %d %q %v", h, w.Code, body, w.Header())
+		}
+	}
+	if !checkBearer(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), "") {
+		t.Error("no --api-token: a request without a token is refused")
+	}
+}
