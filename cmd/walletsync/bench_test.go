@@ -16,6 +16,7 @@ import (
 
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/synth"
+	"github.com/walletsync/walletsync/replay"
 	"github.com/walletsync/walletsync/sinks/parquet"
 	"github.com/walletsync/walletsync/wire"
 )
@@ -110,10 +111,9 @@ func BenchmarkReplayArchive(b *testing.B) {
 	})
 	b.Run("replay_archive", func(b *testing.B) {
 		run(b, func(ctx context.Context, brokers []string) error {
-			summary := map[string]any{}
-			err := replayArchive(ctx, env{stderr: io.Discard}, brokers, dir, "wallet.events", summary)
-			if err == nil && summary["events"] != n {
-				return fmt.Errorf("replayed %v events", summary["events"])
+			rep, err := replay.Archive(ctx, replay.ArchiveConfig{Brokers: brokers, Dir: dir, To: "wallet.events"})
+			if err == nil && rep.Events != n {
+				return fmt.Errorf("replayed %v events", rep.Events)
 			}
 			return err
 		})

@@ -1,27 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"slices"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/walletsync/walletsync"
-	"github.com/walletsync/walletsync/internal/kafka"
-	chsink "github.com/walletsync/walletsync/sinks/clickhouse"
+	"github.com/walletsync/walletsync/replay"
 	"github.com/walletsync/walletsync/sinks/crm"
-	"github.com/walletsync/walletsync/sinks/parquet"
-	"github.com/walletsync/walletsync/wire"
 )
 
 func replayCommand() command {
@@ -78,6 +67,9 @@ exit 1 when it failed (a replay can always be run again), 2 on bad usage.`,
 					return exitUsage
 				}
 				brokers := f.brokerList()
+				// The summary shows what the replay's report says; a zero report
+				// (a replay that stopped before it had anything to count) adds
+				// nothing to the error.
 				summary := map[string]any{"replay": args[0]}
 				var err error
 				switch args[0] {
@@ -94,23 +86,28 @@ exit 1 when it failed (a replay can always be run again), 2 on bad usage.`,
 							return usage("--from-time: want RFC 3339, e.g. 2026-03-01T00:00:00Z")
 						}
 					}
-					err = replayTopic(ctx, e, brokers, *fromTopic, *toTopic, *fromOffset, since, summary)
+					var rep replay.TopicReport
+					rep, err = replay.Topic(ctx, replay.TopicConfig{Brokers: brokers, From: *fromTopic, To: *toTopic,
+						FromOffset: *fromOffset, Since: since, Progress: progressBar(e)})
+					if rep != (replay.TopicReport{}) {
+						summary["from"], summary["to"], summary["records"] = rep.From, rep.To, rep.Records
+					}
 				case "archive":
 					if len(brokers) == 0 || *archiveDir == "" {
 						return usage("--brokers and --archive-dir are required")
 					}
-					target := *toTopic
-					if target == "" {
-						target = kafka.DefaultTopics().Events
+					var rep replay.ArchiveReport
+					rep, err = replay.Archive(ctx, replay.ArchiveConfig{Brokers: brokers, Dir: *archiveDir, To: *toTopic, Progress: progressBar(e)})
+					if rep != (replay.ArchiveReport{}) {
+						summary["archive"], summary["to"], summary["events"] = rep.Archive, rep.To, rep.Events
 					}
-					err = replayArchive(ctx, e, brokers, *archiveDir, target, summary)
 				case "rebuild":
 					switch *from {
-					case "archive":
+					case replay.FromArchive:
 						if *archiveDir == "" {
 							return usage("--from archive needs --archive-dir")
 						}
-					case "topic":
+					case replay.FromTopic:
 						if len(brokers) == 0 {
 							return usage("--from topic needs --brokers")
 						}
@@ -125,7 +122,22 @@ exit 1 when it failed (a replay can always be run again), 2 on bad usage.`,
 						}
 						dest = ds[0]
 					}
-					err = rebuild(ctx, e, brokers, *from, *archiveDir, *out, f.clickhouseDSN, dest, summary)
+					cfg := replay.RebuildConfig{From: *from, Dir: *archiveDir, Brokers: brokers, Out: *out, Stdout: e.stdout,
+						CRM: dest, Progress: progressBar(e)}
+					if f.clickhouseDSN != "" {
+						cfg.ClickHouse = func() (driver.Conn, error) { return dialClickHouse(f.clickhouseDSN) }
+					}
+					var rep replay.RebuildReport
+					rep, err = replay.Rebuild(ctx, cfg)
+					if rep != (replay.RebuildReport{}) {
+						summary["from"], summary["events"], summary["customers"] = rep.From, rep.Events, rep.Customers
+					}
+					if rep.ClickHouse {
+						summary["clickhouse"] = "loaded"
+					}
+					if rep.CRM != "" {
+						summary["crm"] = rep.CRM
+					}
 				case "crm-dlq":
 					if len(brokers) == 0 || c.destination == "" {
 						return usage("--brokers and --destination are required")
@@ -153,247 +165,4 @@ exit 1 when it failed (a replay can always be run again), 2 on bad usage.`,
 			}
 		},
 	}
-}
-
-// replayTopic copies from's committed records, in each partition from the
-// start offset (or time) up to the end as it was when the replay began.
-func replayTopic(ctx context.Context, e env, brokers []string, from, to string, fromOffset int64, since time.Time, summary map[string]any) error {
-	cl, err := kgo.NewClient(append(kafka.ClientOpts(brokers, "walletsync-replay"), kgo.ProducerLinger(5*time.Millisecond))...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListCommittedOffsets(ctx, from)
-	if err != nil {
-		return err
-	}
-	var starts kadm.ListedOffsets
-	if !since.IsZero() {
-		if starts, err = adm.ListOffsetsAfterMilli(ctx, since.UnixMilli(), from); err != nil {
-			return err
-		}
-	}
-	total := int64(0)
-	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
-	bar := progressBar(e)
-	var copied int64
-	var prodErr firstErr
-	var readErr error
-	ends.Each(func(o kadm.ListedOffset) {
-		if readErr != nil {
-			return
-		}
-		start := fromOffset
-		if s, ok := starts.Lookup(from, o.Partition); ok && s.Err == nil {
-			start = s.Offset
-		}
-		_, readErr = kafka.ReadPartition(ctx, brokers, adm, from, o.Partition, start, func(r *kgo.Record) {
-			copied++
-			cl.Produce(ctx, &kgo.Record{Topic: to, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}, prodErr.promise)
-			if bar != nil && copied%10_000 == 0 {
-				bar(int(copied), int(total))
-			}
-		})
-	})
-	if err := cl.Flush(ctx); err != nil {
-		return err
-	}
-	summary["from"], summary["to"], summary["records"] = from, to, copied
-	return errors.Join(readErr, prodErr.get())
-}
-
-// replayArchive produces every archived clean event into topic.
-func replayArchive(ctx context.Context, e env, brokers []string, dir, topic string, summary map[string]any) error {
-	cl, err := kgo.NewClient(append(kafka.ClientOpts(brokers, "walletsync-replay"), kgo.ProducerLinger(5*time.Millisecond))...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	bar := progressBar(e)
-	var n int
-	var prodErr firstErr
-	// Reading and encoding on this goroutine, producing on another: the
-	// two halves take about as long as each other.
-	batches := make(chan []*kgo.Record, 8)
-	produced := make(chan struct{})
-	go func() {
-		defer close(produced)
-		for recs := range batches {
-			for _, r := range recs {
-				cl.Produce(ctx, r, prodErr.promise)
-			}
-		}
-	}()
-	err = parquet.ScanEvents(dir, "", "", func(evs []walletsync.Event) error {
-		// One allocation for the batch's values.
-		var buf []byte
-		recs := make([]*kgo.Record, len(evs))
-		backing := make([]kgo.Record, len(evs))
-		for i := range evs {
-			start := len(buf)
-			buf = wire.AppendEvent(buf, &evs[i])
-			backing[i] = kgo.Record{Topic: topic, Key: []byte(evs[i].CustomerID), Value: buf[start:len(buf):len(buf)]}
-			recs[i] = &backing[i]
-			n++
-		}
-		select {
-		case batches <- recs:
-		case <-ctx.Done():
-		}
-		if bar != nil {
-			bar(n, n)
-		}
-		return ctx.Err()
-	})
-	close(batches)
-	<-produced
-	if ferr := cl.Flush(ctx); err == nil {
-		err = ferr
-	}
-	summary["archive"], summary["to"], summary["events"] = dir, topic, n
-	return errors.Join(err, prodErr.get())
-}
-
-// rebuild folds every clean event into a fresh state and writes it out.
-func rebuild(ctx context.Context, e env, brokers []string, from, dir, out, chDSN string, dest crm.Destination, summary map[string]any) error {
-	fold := walletsync.NewFold()
-	// Kept only to load ClickHouse, with what each event did to its
-	// register's installed state, as the processors report it.
-	var events []walletsync.Event
-	var base []walletsync.BaseChange
-	keep := chDSN != ""
-	n := 0
-	apply := func(ev *walletsync.Event) {
-		bc := fold.ApplyBase(ev).Base
-		n++
-		if keep {
-			events = append(events, *ev)
-			base = append(base, bc)
-		}
-	}
-	switch from {
-	case "archive":
-		err := parquet.ScanEvents(dir, "", "", func(evs []walletsync.Event) error {
-			for i := range evs {
-				apply(&evs[i])
-			}
-			return ctx.Err()
-		})
-		if err != nil {
-			return err
-		}
-	case "topic":
-		cl, err := kgo.NewClient(kafka.ClientOpts(brokers, "walletsync-rebuild")...)
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
-		adm := kadm.NewClient(cl)
-		topic := kafka.DefaultTopics().Clean
-		ends, err := adm.ListEndOffsets(ctx, topic)
-		if err != nil {
-			return err
-		}
-		var dec wire.Decoder
-		var readErr error
-		ends.Each(func(o kadm.ListedOffset) {
-			if readErr == nil {
-				_, readErr = kafka.ReadPartition(ctx, brokers, adm, topic, o.Partition, -1, func(r *kgo.Record) {
-					if ev, err := dec.Parse(r.Value); err == nil {
-						apply(&ev)
-					}
-				})
-			}
-		})
-		if readErr != nil {
-			return readErr
-		}
-	}
-	statuses := fold.Statuses()
-	slices.SortFunc(statuses, func(a, b walletsync.Status) int { return strings.Compare(a.CustomerID, b.CustomerID) })
-	w := e.stdout
-	if out != "-" {
-		f, err := os.Create(out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = f
-	}
-	bw := bufio.NewWriter(w)
-	var line []byte
-	for i := range statuses {
-		line = wire.AppendStatus(line[:0], &statuses[i], false)
-		line = append(line, '\n')
-		bw.Write(line)
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	summary["from"], summary["events"], summary["customers"] = from, n, len(statuses)
-	if chDSN != "" {
-		conn, err := dialClickHouse(chDSN)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		if _, err := chsink.Migrate(ctx, conn); err != nil {
-			return err
-		}
-		// A rebuild loaded again into the same database (after one that
-		// failed half-way, say) inserts rows that are already there; marking
-		// their months first keeps daily counting each event once (see the
-		// sink's dirty months). A fresh database needs no marks.
-		var existing uint64
-		if err := conn.QueryRow(ctx, "SELECT count() FROM wallet_events").Scan(&existing); err != nil {
-			return fmt.Errorf("loading ClickHouse: %w", err)
-		}
-		if existing > 0 {
-			if err := chsink.MarkDirty(ctx, conn, chsink.EventMonths(events)); err != nil {
-				return fmt.Errorf("loading ClickHouse: %w", err)
-			}
-		}
-		for i := 0; i < len(events); i += 100_000 {
-			if err := chsink.InsertEvents(ctx, conn, events[i:min(i+100_000, len(events))], base[i:min(i+100_000, len(events))]); err != nil {
-				return fmt.Errorf("loading ClickHouse: %w", err)
-			}
-		}
-		for i := 0; i < len(statuses); i += 100_000 {
-			if err := chsink.InsertStatuses(ctx, conn, statuses[i:min(i+100_000, len(statuses))]); err != nil {
-				return fmt.Errorf("loading ClickHouse: %w", err)
-			}
-		}
-		summary["clickhouse"] = "loaded"
-	}
-	if dest != nil {
-		if err := crm.Send(ctx, dest, "rebuild-"+time.Now().UTC().Format("20060102T150405")+":", statuses, 5, progressBar(e)); err != nil {
-			return fmt.Errorf("sending to %s: %w", dest.Name(), err)
-		}
-		summary["crm"] = dest.Name()
-	}
-	return nil
-}
-
-// firstErr keeps the first error that produce callbacks (on the client's
-// goroutines) report.
-type firstErr struct {
-	mu  sync.Mutex
-	err error
-}
-
-func (f *firstErr) promise(_ *kgo.Record, err error) {
-	if err != nil {
-		f.mu.Lock()
-		if f.err == nil {
-			f.err = err
-		}
-		f.mu.Unlock()
-	}
-}
-
-func (f *firstErr) get() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.err
 }

@@ -2,6 +2,14 @@
 // Wallet Crew (GET /api/{tenant}/passes, X-API-KEY, zero-based pageIndex
 // and pageSize, sorted by id, total in x-pagination-total) — seeded with
 // passes, for tests, benchmarks and the demo.
+//
+// It is a test server that production code paths reach only behind the
+// demo. Outside tests two files import it: cmd/walletsync/simulate.go,
+// which starts it for "walletsync run --demo" alone, and internal/simulate,
+// which keeps it at the truth when the demo hands it one.
+// TestTestServersStayBehindTheDemo (cmd/walletsync) fails when any other
+// non-test file imports it, or crmtest, chtest or another test server,
+// directly or through a package that does.
 package passapitest
 
 import (

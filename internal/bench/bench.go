@@ -1,10 +1,14 @@
-package main
+// Package bench is the performance suite of the issues — benchmarks in the
+// source tree, run with "go test -bench" — and the table "walletsync bench"
+// prints: the median of each figure next to the baseline measured in the
+// same run, their ratio, and the goal. It lives apart from the command so
+// that the binary's command file only turns flags into a Config.
+package bench
 
 import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -163,78 +167,88 @@ func moduleRoot(dir string) (string, error) {
 	}
 }
 
-func benchCommand() command {
-	return command{
-		name:    "bench",
-		summary: "run the performance suite and print each figure with its same-run baseline and ratio",
-		help: `
-Runs the benchmarks of the earlier issues — fold, ingest, pipeline,
-ClickHouse sink (when clickhouse-server is installed), CRM sink, backfill,
-replay — with "go test -bench" in the source tree (--src, default: the
-tree around the current directory; needs the Go toolchain), --count times
-each, and prints one table: the median of each figure, the baseline measured
-in the same run, their ratio, and the goal. Takes about 5 minutes with
---count 3 on a 2-core machine; --only runs some suites.`,
-		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
-			src := fs.String("src", "", "the walletsync source `directory`")
-			count := fs.Int("count", 3, "runs of each benchmark (the table shows medians)")
-			only := fs.String("only", "", "comma-separated suites to run: fold, fold-command, ingest, pipeline, clickhouse, crm, backfill, replay")
-			return func(ctx context.Context, e env, args []string) int {
-				if len(args) > 0 {
-					fmt.Fprintf(e.stderr, "walletsync bench: unexpected arguments %q\n", args)
-					return exitUsage
-				}
-				root := *src
-				if root == "" {
-					wd, _ := os.Getwd()
-					var err error
-					if root, err = moduleRoot(wd); err != nil {
-						fmt.Fprintf(e.stderr, "walletsync bench: %v\n", err)
-						return exitUsage
-					}
-				}
-				goBin, err := exec.LookPath("go")
-				if err != nil {
-					fmt.Fprintln(e.stderr, "walletsync bench: the suite needs the Go toolchain (go) in PATH")
-					return exitUsage
-				}
-				want := map[string]bool{}
-				for _, s := range strings.Split(*only, ",") {
-					if s = strings.TrimSpace(s); s != "" {
-						want[s] = true
-					}
-				}
-				groups, unknown := selectSuites(benchSuite(), want)
-				if len(unknown) > 0 {
-					fmt.Fprintf(e.stderr, "walletsync bench: unknown suites %v\n", unknown)
-					return exitUsage
-				}
-				results := map[string]map[string]map[string][]float64{}
-				failed := false
-				for _, g := range groups {
-					a := []string{"test", "-run", "^$", "-bench", g.pattern, "-count", strconv.Itoa(max(*count, 1)), "-timeout", "30m"}
-					if g.benchtime != "" {
-						a = append(a, "-benchtime", g.benchtime)
-					}
-					a = append(a, g.pkg)
-					fmt.Fprintf(e.stderr, "running %s: go %s\n", g.name, strings.Join(a, " "))
-					cmd := exec.CommandContext(ctx, goBin, a...)
-					cmd.Dir = root
-					out, err := cmd.CombinedOutput()
-					if err != nil {
-						failed = true
-						fmt.Fprintf(e.stderr, "%s failed: %v\n%s\n", g.name, err, lastLines(string(out), 20))
-					}
-					results[g.name] = parseBench(strings.NewReader(string(out)))
-				}
-				benchTable(e.stdout, groups, results)
-				if failed {
-					return exitFail
-				}
-				return exitOK
-			}
-		},
+// DefaultCount is the runs of each benchmark when Config.Count is 0.
+const DefaultCount = 3
+
+// Config configures Run.
+type Config struct {
+	// Src is the walletsync source tree (default: the tree around the
+	// working directory), where the suite runs go test.
+	Src string
+	// Count is the runs of each benchmark (default DefaultCount; less than
+	// 0: 1); the table shows medians.
+	Count int
+	// Only names the suites to run (blank names are ignored; none: all).
+	Only []string
+	Out  io.Writer // the table (default os.Stdout)
+	// Log shows each go test command as it starts, and the end of the
+	// output of one that failed (default os.Stderr).
+	Log io.Writer
+}
+
+// Report is what a run did; its figures are in the table.
+type Report struct {
+	Failed []string // the suites whose go test failed
+}
+
+// Run runs the suites of cfg.Only with "go test -bench" in the source tree,
+// cfg.Count times each, and prints one table: the median of each figure, the
+// baseline measured in the same run, their ratio, and the goal. A suite that
+// fails is reported and shown as not run, and the others still run; the
+// error is for a run that cannot start (no source tree, no Go toolchain, a
+// suite that does not exist), before anything ran.
+func Run(ctx context.Context, cfg Config) (Report, error) {
+	var rep Report
+	if cfg.Count == 0 {
+		cfg.Count = DefaultCount
 	}
+	if cfg.Out == nil {
+		cfg.Out = os.Stdout
+	}
+	if cfg.Log == nil {
+		cfg.Log = os.Stderr
+	}
+	root := cfg.Src
+	if root == "" {
+		wd, _ := os.Getwd()
+		var err error
+		if root, err = moduleRoot(wd); err != nil {
+			return rep, err
+		}
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return rep, errors.New("the suite needs the Go toolchain (go) in PATH")
+	}
+	want := map[string]bool{}
+	for _, s := range cfg.Only {
+		if s = strings.TrimSpace(s); s != "" {
+			want[s] = true
+		}
+	}
+	groups, unknown := selectSuites(benchSuite(), want)
+	if len(unknown) > 0 {
+		return rep, fmt.Errorf("unknown suites %v", unknown)
+	}
+	results := map[string]map[string]map[string][]float64{}
+	for _, g := range groups {
+		a := []string{"test", "-run", "^$", "-bench", g.pattern, "-count", strconv.Itoa(max(cfg.Count, 1)), "-timeout", "30m"}
+		if g.benchtime != "" {
+			a = append(a, "-benchtime", g.benchtime)
+		}
+		a = append(a, g.pkg)
+		fmt.Fprintf(cfg.Log, "running %s: go %s\n", g.name, strings.Join(a, " "))
+		cmd := exec.CommandContext(ctx, goBin, a...)
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			rep.Failed = append(rep.Failed, g.name)
+			fmt.Fprintf(cfg.Log, "%s failed: %v\n%s\n", g.name, err, lastLines(string(out), 20))
+		}
+		results[g.name] = parseBench(strings.NewReader(string(out)))
+	}
+	benchTable(cfg.Out, groups, results)
+	return rep, nil
 }
 
 func lastLines(s string, n int) string {
