@@ -260,8 +260,9 @@ func TestRunSurvivesSIGKILL(t *testing.T) {
 		if kind == "early" && !last {
 			// Killed within the first second: while it loads, fences
 			// and opens its first transactions, with traffic arriving.
-			stop := make(chan struct{})
+			stop, posted := make(chan struct{}), make(chan struct{})
 			go func() {
+				defer close(posted)
 				for {
 					select {
 					case <-stop:
@@ -278,6 +279,7 @@ func TestRunSurvivesSIGKILL(t *testing.T) {
 			time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
 			c.kill()
 			close(stop)
+			<-posted // its requests fail fast on the dead port; p.next is read below
 			prevKill = fmt.Sprintf("kill %.2fs after start", time.Since(c.started).Seconds())
 			continue
 		}

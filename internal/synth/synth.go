@@ -24,6 +24,12 @@ type Config struct {
 	ReorderRate float64 // share of events delivered late
 	Seed        uint64
 	Start       time.Time // first event time
+	// Lifecycle adds the events of issue 18: a pass's first event is
+	// preceded by its issued event, and one uninstall in five is a device
+	// removal (another device still holds the pass) followed by the real
+	// uninstall. Off, the stream is the benchmark stream of issue 2, event
+	// for event.
+	Lifecycle bool
 }
 
 // Default is the benchmark stream of issue 2: 100k customers, 10%
@@ -57,8 +63,10 @@ func Events(cfg Config) []walletsync.Event {
 		at        int64
 	}
 	regs := make(map[[3]int]*reg)
+	issued := make(map[[2]int]bool)
+	life := rand.New(rand.NewPCG(cfg.Seed^0x5bd1e995, cfg.Seed)) // apart, so the stream without Lifecycle stays as it was
 	t := start
-	for i := 0; i < unique; i++ {
+	for i := 0; len(out) < unique; i++ {
 		c := rng.IntN(customers)
 		pass := 0
 		if rng.IntN(4) == 0 {
@@ -86,6 +94,12 @@ func Events(cfg Config) []walletsync.Event {
 			OccurredAt: t,
 			Source:     sources[rng.IntN(len(sources))],
 		}
+		if cfg.Lifecycle && !issued[[2]int{c, pass}] {
+			issued[[2]int{c, pass}] = true
+			is := e
+			is.ID, is.Type, is.Platform, is.Source, is.OccurredAt = e.ID+"-issued", walletsync.TypeIssued, 0, "webhook", max(start, t-int64(life.IntN(3_600_000)))
+			out = append(out, is)
+		}
 		switch {
 		case rng.IntN(20) == 0:
 			// A backfill observation, mostly agreeing, sometimes drift.
@@ -101,6 +115,13 @@ func Events(cfg Config) []walletsync.Event {
 		case r.installed:
 			e.Type = walletsync.TypeUninstalled
 			r.installed = false
+			if cfg.Lifecycle && life.IntN(5) == 0 {
+				removal := e
+				removal.ID += "-device"
+				removal.OccurredAt -= 1 + int64(life.IntN(1000))
+				removal.Registration = &walletsync.Registration{ActiveCount: 1, TotalCount: 2, HasActiveCount: true, HasTotalCount: true}
+				out = append(out, removal)
+			}
 		default:
 			e.Type = walletsync.TypeInstalled
 			e.Registration = &walletsync.Registration{Medium: mediums[rng.IntN(len(mediums))], Tags: []string{"spring"}}

@@ -34,7 +34,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"001_wallet_events", "002_wallet_status_versions", "003_wallet_status_current",
-		"004_wallet_events_dirty", "005_wallet_events_verified", "006_wallet_events_base_change", "007_wallet_retention"}
+		"004_wallet_events_dirty", "005_wallet_events_verified", "006_wallet_events_base_change", "007_wallet_retention",
+		"008_wallet_events_issued", "009_wallet_status_versions_firsts", "010_wallet_status_current_firsts"}
 	if !slices.Equal(done, want) {
 		t.Fatalf("first run applied %v, want %v", done, want)
 	}

@@ -462,9 +462,9 @@ func InsertEvents(ctx context.Context, conn driver.Conn, events []walletsync.Eve
 		if base != nil {
 			bc = base[i]
 		}
-		if err := ins.Append(e.ID, e.Type.String(), e.Platform.String(), e.CustomerID, e.PassID, e.PassType,
+		if err := ins.Append(e.ID, e.Type.String(), platform(e.Platform), e.CustomerID, e.PassID, e.PassType,
 			time.UnixMilli(e.OccurredAt).UTC(), e.OccurredAt, installed, e.InstalledAt,
-			e.Source, medium, origin, ua, tags, now, bc.Delta, b2u8(bc.Known)); err != nil {
+			e.Source, medium, origin, ua, tags, now, bc.Delta, b2u8(bc.Known), b2u8(e.DeviceRemoval())); err != nil {
 			return err
 		}
 	}
@@ -512,7 +512,8 @@ func InsertStatuses(ctx context.Context, conn driver.Conn, statuses []walletsync
 		}
 		for i := range statuses {
 			st := &statuses[i]
-			args := []any{st.CustomerID, st.Version, st.Wallet.String(), st.AppleInstalledAt, st.GoogleInstalledAt, st.LastChangedAt, lastEvent(st.LastEvent)}
+			args := []any{st.CustomerID, st.Version, st.Wallet.String(), st.AppleInstalledAt, st.GoogleInstalledAt, st.LastChangedAt, lastEvent(st.LastEvent),
+				st.FirstInstalledAt, st.PassIssuedAt}
 			if q == insertVersions {
 				args = append(args, time.UnixMilli(st.LastChangedAt).UTC())
 			}
@@ -527,24 +528,36 @@ func InsertStatuses(ctx context.Context, conn driver.Conn, statuses []walletsync
 	return nil
 }
 
-func lastEvent(l walletsync.LastEvent) string {
-	if l == walletsync.LastUninstalled {
-		return "uninstalled"
+// platform is the platform column's value; an issued event may have none.
+func platform(p walletsync.Platform) string {
+	if p == 0 {
+		return "none"
 	}
-	return "installed"
+	return p.String()
+}
+
+func lastEvent(l walletsync.LastEvent) string {
+	switch l {
+	case walletsync.LastUninstalled:
+		return "uninstalled"
+	case walletsync.LastInstalled:
+		return "installed"
+	}
+	return "none"
 }
 
 // Explicit column lists: ClickHouse 18.16 needs them for batches.
 const (
 	insertEvents = `INSERT INTO wallet_events (event_id, type, platform, customer_id, pass_id, pass_type,
 	occurred_at, occurred_ms, installed, installed_at_ms, source, medium, origin, user_agent, tags, ingested_at,
-	base_change, base_known)`
+	base_change, base_known, device_removal)`
 	insertRetentionRows = `INSERT INTO wallet_retention (event_id, seq, occurred_at, occurred_ms, customer_id, pass_id,
 	platform, install_ms, initial, d1, d7, d30)`
 	insertVersions = `INSERT INTO wallet_status_versions (customer_id, version, wallet_status,
-	apple_installed_at_ms, google_installed_at_ms, last_changed_at_ms, last_event, last_changed_at)`
+	apple_installed_at_ms, google_installed_at_ms, last_changed_at_ms, last_event, first_installed_at_ms, pass_issued_at_ms,
+	last_changed_at)`
 	insertCurrent = `INSERT INTO wallet_status_current (customer_id, version, wallet_status,
-	apple_installed_at_ms, google_installed_at_ms, last_changed_at_ms, last_event)`
+	apple_installed_at_ms, google_installed_at_ms, last_changed_at_ms, last_event, first_installed_at_ms, pass_issued_at_ms)`
 )
 
 type batch struct {

@@ -1,6 +1,7 @@
 package clickhouse_test
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"os"
@@ -61,6 +62,7 @@ func startPipeline(t *testing.T, n int) *pipeline {
 	t.Cleanup(cancel)
 
 	cfg := synth.Default(n)
+	cfg.Lifecycle = true // issued events and device removals reach the tables too
 	cfg.Customers = 300
 	pl := &pipeline{brokers: emb.Brokers(), events: synth.Events(cfg), want: walletsync.NewFold()}
 	dd := walletsync.NewDeduper(0)
@@ -150,7 +152,7 @@ func copiesAreMarked(t *testing.T, conn driver.Conn) {
 
 func statusesMatch(t *testing.T, conn driver.Conn, pl *pipeline, report bool) bool {
 	rows, err := conn.Query(context.Background(), `SELECT customer_id, version, toString(wallet_status), apple_installed_at_ms,
-		google_installed_at_ms, last_changed_at_ms, toString(last_event) FROM wallet_status_current FINAL`)
+		google_installed_at_ms, last_changed_at_ms, toString(last_event), first_installed_at_ms, pass_issued_at_ms FROM wallet_status_current FINAL`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,17 +161,18 @@ func statusesMatch(t *testing.T, conn driver.Conn, pl *pipeline, report bool) bo
 	for rows.Next() {
 		var id, wallet, last string
 		var version uint64
-		var apple, google, changed int64
-		if err := rows.Scan(&id, &version, &wallet, &apple, &google, &changed, &last); err != nil {
+		var apple, google, changed, first, issued int64
+		if err := rows.Scan(&id, &version, &wallet, &apple, &google, &changed, &last, &first, &issued); err != nil {
 			t.Fatal(err)
 		}
 		n++
 		want, _ := pl.want.Status(id)
 		if wallet != want.Wallet.String() || apple != want.AppleInstalledAt || google != want.GoogleInstalledAt ||
-			changed != want.LastChangedAt || last != want.LastEvent.String() {
+			changed != want.LastChangedAt || last != cmp.Or(want.LastEvent.String(), "none") ||
+			first != want.FirstInstalledAt || issued != want.PassIssuedAt {
 			ok = false
 			if report {
-				t.Errorf("customer %s in ClickHouse: %s %d %d %d %s; the fold says %+v", id, wallet, apple, google, changed, last, want.Fields)
+				t.Errorf("customer %s in ClickHouse: %s %d %d %d %s %d %d; the fold says %+v", id, wallet, apple, google, changed, last, first, issued, want.Fields)
 			}
 		}
 	}

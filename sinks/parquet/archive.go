@@ -339,7 +339,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 				a.m.skipped.Inc()
 				return
 			}
-			day := Day(st.LastChangedAt)
+			day := StatusDay(&st)
 			b.statuses[day] = append(b.statuses[day], StatusToRow(&st, r.Partition, r.Offset))
 		})
 		done := ctx.Err() != nil
@@ -533,7 +533,7 @@ func WriteEvents(dir string, part int32, first int64, events []walletsync.Event)
 
 // WriteStatuses writes status versions the same way.
 func WriteStatuses(dir string, part int32, first int64, statuses []walletsync.Status) error {
-	return writeItems(dir, StatusDataset, part, first, statuses, func(s *walletsync.Status) string { return Day(s.LastChangedAt) }, StatusToRow)
+	return writeItems(dir, StatusDataset, part, first, statuses, StatusDay, StatusToRow)
 }
 
 func writeItems[I, R any](dir, dataset string, part int32, first int64, items []I, day func(*I) string, row func(*I, int32, int64) R) error {

@@ -194,6 +194,7 @@ func (f *fixture) check(dir string) {
 func stream(n int, seed uint64) []walletsync.Event {
 	cfg := synth.Default(n)
 	cfg.Customers, cfg.Seed, cfg.DupRate = 300, seed, 0
+	cfg.Lifecycle = true // issued events (no platform) and device removals are archived too
 	evs := synth.Events(cfg)
 	for i := range evs {
 		evs[i].OccurredAt += int64(i%4) * 86_400_000

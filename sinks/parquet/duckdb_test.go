@@ -235,6 +235,7 @@ var duckdbSchema = map[string]map[string]string{
 		"apple_wallet_installed_at": "TIMESTAMP WITH TIME ZONE", "google_wallet_installed_at": "TIMESTAMP WITH TIME ZONE",
 		"wallet_last_changed_at": "TIMESTAMP WITH TIME ZONE", "wallet_last_event": "VARCHAR", "kafka_partition": "INTEGER",
 		"kafka_offset": "BIGINT", "day": "DATE",
+		"first_installed_at": "TIMESTAMP WITH TIME ZONE", "pass_issued_at": "TIMESTAMP WITH TIME ZONE",
 	},
 }
 

@@ -278,21 +278,27 @@ func (c *listCursor) row(intern func([]byte) string) ([]string, error) {
 }
 
 // EventTypeOf reads a TypeColumn value: the archive holds an event's type
-// as its name (installed, uninstalled, observed).
+// as its name (installed, uninstalled, observed, issued).
 func EventTypeOf(v pq.Value) walletsync.EventType {
-	switch v.ByteArray()[0] {
-	case 'i':
+	switch b := v.ByteArray(); {
+	case len(b) > 1 && b[0] == 'i' && b[1] == 's':
+		return walletsync.TypeIssued
+	case len(b) > 0 && b[0] == 'i':
 		return walletsync.TypeInstalled
-	case 'u':
+	case len(b) > 0 && b[0] == 'u':
 		return walletsync.TypeUninstalled
 	default:
 		return walletsync.TypeObserved
 	}
 }
 
-// PlatformOf reads a PlatformColumn value (apple or google).
+// PlatformOf reads a PlatformColumn value: apple, google, or "" (an issued
+// event without one).
 func PlatformOf(v pq.Value) walletsync.Platform {
-	if p := v.ByteArray(); len(p) > 0 && p[0] == 'a' {
+	switch p := v.ByteArray(); {
+	case len(p) == 0:
+		return 0
+	case p[0] == 'a':
 		return walletsync.PlatformApple
 	}
 	return walletsync.PlatformGoogle

@@ -4,6 +4,7 @@
 package parquet
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/walletsync/walletsync"
@@ -52,16 +53,31 @@ const (
 )
 
 // StatusRow is one archived status version (SPEC §4); null times are null.
+// FirstInstalledAt and PassIssuedAt (issue 18) are the last columns, and
+// optional, so that files written before them read with both null;
+// LastChangedAt became optional with them, as a customer with issued passes
+// only has none (files where it is required read as before).
 type StatusRow struct {
 	CustomerID        string `parquet:"customer_id"`
 	Version           int64  `parquet:"version"`
 	WalletStatus      string `parquet:"wallet_status,dict"`
 	AppleInstalledAt  *int64 `parquet:"apple_wallet_installed_at,optional,timestamp(millisecond)"`
 	GoogleInstalledAt *int64 `parquet:"google_wallet_installed_at,optional,timestamp(millisecond)"`
-	LastChangedAt     int64  `parquet:"wallet_last_changed_at,timestamp(millisecond)"`
+	LastChangedAt     *int64 `parquet:"wallet_last_changed_at,optional,timestamp(millisecond)"`
 	LastEvent         string `parquet:"wallet_last_event,dict"`
 	KafkaPartition    int32  `parquet:"kafka_partition"`
 	KafkaOffset       int64  `parquet:"kafka_offset"`
+	FirstInstalledAt  *int64 `parquet:"first_installed_at,optional,timestamp(millisecond)"`
+	PassIssuedAt      *int64 `parquet:"pass_issued_at,optional,timestamp(millisecond)"`
+}
+
+// platformName is the platform column's value: "" for none (an issued
+// event's platform is optional).
+func platformName(p walletsync.Platform) string {
+	if p == 0 {
+		return ""
+	}
+	return p.String()
 }
 
 func optTime(ms int64) *int64 {
@@ -73,7 +89,7 @@ func optTime(ms int64) *int64 {
 
 // EventToRow converts a clean event.
 func EventToRow(e *walletsync.Event, part int32, off int64) EventRow {
-	r := EventRow{EventID: e.ID, Type: e.Type.String(), Platform: e.Platform.String(), CustomerID: e.CustomerID, PassID: e.PassID,
+	r := EventRow{EventID: e.ID, Type: e.Type.String(), Platform: platformName(e.Platform), CustomerID: e.CustomerID, PassID: e.PassID,
 		PassType: e.PassType, OccurredAt: e.OccurredAt, Source: e.Source, KafkaPartition: part, KafkaOffset: off}
 	if e.Type == walletsync.TypeObserved {
 		inst := e.Installed
@@ -104,6 +120,8 @@ func (r *EventRow) Event() walletsync.Event {
 		e.Type = walletsync.TypeUninstalled
 	case "observed":
 		e.Type = walletsync.TypeObserved
+	case "issued":
+		e.Type = walletsync.TypeIssued
 	}
 	switch r.Platform {
 	case "apple":
@@ -139,7 +157,15 @@ func (r *EventRow) Event() walletsync.Event {
 func StatusToRow(s *walletsync.Status, part int32, off int64) StatusRow {
 	return StatusRow{CustomerID: s.CustomerID, Version: int64(s.Version), WalletStatus: s.Wallet.String(),
 		AppleInstalledAt: optTime(s.AppleInstalledAt), GoogleInstalledAt: optTime(s.GoogleInstalledAt),
-		LastChangedAt: s.LastChangedAt, LastEvent: s.LastEvent.String(), KafkaPartition: part, KafkaOffset: off}
+		LastChangedAt: optTime(s.LastChangedAt), LastEvent: s.LastEvent.String(), KafkaPartition: part, KafkaOffset: off,
+		FirstInstalledAt: optTime(s.FirstInstalledAt), PassIssuedAt: optTime(s.PassIssuedAt)}
+}
+
+// StatusDay is the day= directory a status version is archived under: the
+// day of its last change, or, for a customer with issued passes only, of
+// the first issue (else the first install).
+func StatusDay(s *walletsync.Status) string {
+	return Day(cmp.Or(s.LastChangedAt, s.PassIssuedAt, s.FirstInstalledAt))
 }
 
 // Day is the UTC date a time in milliseconds falls on, as the archive's

@@ -12,7 +12,7 @@
 // as an analyst would in the DuckDB CLI.
 //
 // Before the query runs, two views are defined over the archive:
-//   events  read_parquet(<the complete files under ARCHIVE_DIR/events/day=*/>, hive_partitioning = true)
+//   events  read_parquet(<the complete files under ARCHIVE_DIR/events/day=*/>, hive_partitioning = true, union_by_name = true)
 //   status  the same over ARCHIVE_DIR/status/day=*/
 // "Complete" is the archive's own rule (sinks/parquet): files named
 // p<partition>-<first>-<last>-<k>of<n>.parquet whose range has all its n
@@ -89,7 +89,7 @@ const EMPTY = {
     registration_total_count BIGINT, kafka_partition INTEGER, kafka_offset BIGINT, day DATE`,
   status: `customer_id VARCHAR, version BIGINT, wallet_status VARCHAR, apple_wallet_installed_at TIMESTAMPTZ,
     google_wallet_installed_at TIMESTAMPTZ, wallet_last_changed_at TIMESTAMPTZ, wallet_last_event VARCHAR,
-    kafka_partition INTEGER, kafka_offset BIGINT, day DATE`,
+    kafka_partition INTEGER, kafka_offset BIGINT, first_installed_at TIMESTAMPTZ, pass_issued_at TIMESTAMPTZ, day DATE`,
 };
 
 const quote = (s) => `'${s.replaceAll("'", "''")}'`;
@@ -100,7 +100,7 @@ function viewSQL(dataset) {
     const cols = EMPTY[dataset].split(',').map((c) => c.trim().split(/\s+/));
     return `CREATE VIEW ${dataset} AS SELECT ${cols.map(([n, t]) => `NULL::${t} AS ${n}`).join(', ')} WHERE false`;
   }
-  return `CREATE VIEW ${dataset} AS SELECT * FROM read_parquet([${files.map(quote).join(', ')}], hive_partitioning = true)`;
+  return `CREATE VIEW ${dataset} AS SELECT * FROM read_parquet([${files.map(quote).join(', ')}], hive_partitioning = true, union_by_name = true)`;
 }
 
 const INTEGER_TYPES = new Set([
