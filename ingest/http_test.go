@@ -209,8 +209,18 @@ func TestWebhookEndpoint(t *testing.T) {
 		}
 		return f.post(t, path, js, b, h)
 	}
-	if r := signed([]byte(`{"type":"Pass:Created","data":{}}`)); r.code != 200 || r.body["accepted"] != 0.0 {
+	if r := signed([]byte(`{"type":"Pass:Updated","data":{}}`)); r.code != 200 || r.body["accepted"] != 0.0 {
 		t.Errorf("other event type: %+v", r)
+	}
+	// Pass:Created is an issued event: no device needed, one given is
+	// ignored when not understood, no registration kept.
+	created := []byte(`{"id":"dlv-c","type":"Pass:Created","date":"2026-03-01T08:00:00Z","data":{"passId":"p9","passType":"coupon",
+		"identifiers":{"email":"Zoe@Example.com"},"device":"web","additionalInformation":{"registrationInformation":{"activeRegistrationCount":0}}}}`)
+	if r := signed(created); r.code != 200 || r.body["eventId"] != "dlv-c" || r.body["customerId"] != "zoe@example.com" {
+		t.Errorf("Pass:Created: %+v", r)
+	}
+	if r := signed([]byte(`{"type":"Pass:Created","data":{}}`)); r.code != 422 {
+		t.Errorf("Pass:Created naming no customer: %+v", r)
 	}
 	if r := signed([]byte(`{"type":"Pass:Uninstalled","data":{"passId":"p","device":"google","identifiers":{"customerId":"c"}}}`)); r.code != 422 ||
 		r.body["error"] != `identifiers: no "email", so the event names no customer` {
@@ -241,8 +251,13 @@ func TestWebhookEndpoint(t *testing.T) {
 	}
 
 	got := f.records(t)
-	if len(got) != 4 {
-		t.Fatalf("%d records, want 4", len(got))
+	if len(got) != 5 {
+		t.Fatalf("%d records, want 5", len(got))
+	}
+	issued := walletsync.Event{ID: "dlv-c", Type: walletsync.TypeIssued, CustomerID: "zoe@example.com", PassID: "p9", PassType: "coupon",
+		OccurredAt: time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC).UnixMilli(), Source: "webhook"}
+	if a, b := wire.AppendEvent(nil, &got[1]), wire.AppendEvent(nil, &issued); string(a) != string(b) {
+		t.Errorf("Pass:Created mapped to\n%s\nwant\n%s", a, b)
 	}
 	first := got[0]
 	want := walletsync.Event{ID: "dlv-1", Type: walletsync.TypeInstalled, Platform: walletsync.PlatformApple, CustomerID: "anna@example.com",

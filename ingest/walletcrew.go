@@ -25,12 +25,13 @@ import (
 var errUnparseable = errors.New("unparseable")
 
 // errIgnored marks a webhook of an event type walletsync does not consume
-// (Pass:Created, Customer:*…): it is acknowledged, not rejected, so that The
+// (Pass:Updated, Customer:*…): it is acknowledged, not rejected, so that The
 // Wallet Crew does not retry it.
 var errIgnored = errors.New("ignored")
 
-// webhookEvent maps one Pass:Installed / Pass:Uninstalled delivery to a
-// canonical event. The payload is read leniently because The Wallet Crew's
+// webhookEvent maps one Pass:Installed / Pass:Uninstalled / Pass:Created
+// delivery to a canonical event (Pass:Created is an issued event: the pass
+// was made for the customer, whether or not it reaches a wallet). The payload is read leniently because The Wallet Crew's
 // guide documents the event names and the pass fields (those of its runtime
 // hooks: passId, passType, identifiers, device, additionalInformation) but
 // not one fixed envelope: the pass fields are looked up under "data", then
@@ -51,8 +52,10 @@ func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (w
 		e.Type = walletsync.TypeInstalled
 	case "pass:uninstalled":
 		e.Type = walletsync.TypeUninstalled
+	case "pass:created":
+		e.Type = walletsync.TypeIssued
 	case "":
-		return e, errors.New(`type: required ("Pass:Installed" or "Pass:Uninstalled")`)
+		return e, errors.New(`type: required ("Pass:Installed", "Pass:Uninstalled" or "Pass:Created")`)
 	default:
 		return e, fmt.Errorf("%w: event type %q", errIgnored, name)
 	}
@@ -65,7 +68,12 @@ func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (w
 	}
 
 	if e.Platform, err = parseDevice(firstString(data, "device", "platform")); err != nil {
-		return e, err
+		if e.Type != walletsync.TypeIssued {
+			return e, err
+		}
+		// A pass is created before it reaches any wallet: an issued
+		// event's platform is optional, and one not understood is none.
+		e.Platform = 0
 	}
 	ids, _ := data["identifiers"].(map[string]any)
 	if ids == nil {
@@ -77,7 +85,7 @@ func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (w
 	e.PassID = firstString(data, "passId")
 	e.PassType = firstString(data, "passType")
 	e.Source = "webhook"
-	if info, ok := data["additionalInformation"].(map[string]any); ok {
+	if info, ok := data["additionalInformation"].(map[string]any); ok && e.Type != walletsync.TypeIssued {
 		e.Registration = registrationOf(info)
 	}
 

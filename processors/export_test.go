@@ -21,7 +21,7 @@ func LoadAll(ctx context.Context, brokers []string, adm *kadm.Client, t kafka.To
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, ls, err := load(ctx, slog.New(slog.DiscardHandler), func(string) {}, brokers, adm, t, p, walletsync.DefaultDedupeWindow)
+			st, ls, err := load(ctx, slog.New(slog.DiscardHandler), func(string) {}, brokers, adm, t, p, walletsync.DefaultDedupeWindow, false)
 			if err != nil {
 				panic(err)
 			}

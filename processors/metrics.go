@@ -8,6 +8,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	events, duplicates, statuses prometheus.Counter
 	rejected, drift              *prometheus.CounterVec
+	deviceRemovals               *prometheus.CounterVec
 	commits, aborts              prometheus.Counter
 	checkpoints, stateRecords    prometheus.Counter
 	replayed                     prometheus.Counter
@@ -37,11 +38,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Records sent to the DLQ, by the field that broke the contract."}, []string{"field"}),
 		drift: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "process", Name: "drift_repaired_total",
 			Help: "Observed (backfill) events that changed a customer's status: drift between the events and the Pass API, repaired, by platform."}, []string{"platform"}),
+		deviceRemovals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "process", Name: "device_removals_total",
+			Help: "Uninstalls that removed the pass from one device while another still holds it: they leave the status installed (SPEC §3), by platform."}, []string{"platform"}),
 		txnSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "walletsync", Subsystem: "process", Name: "transaction_end_seconds",
 			Help: "Time to flush and end a transaction.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		loadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "walletsync", Subsystem: "process", Name: "partition_load_seconds",
 			Help: "Time to rebuild a partition's state.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 	}
-	reg.MustRegister(m.rejected, m.drift, m.txnSeconds, m.loadSeconds)
+	reg.MustRegister(m.rejected, m.drift, m.deviceRemovals, m.txnSeconds, m.loadSeconds)
 	return m
 }

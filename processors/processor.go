@@ -48,6 +48,10 @@ type Config struct {
 	// predecessor at once instead of waiting for its transaction to time out.
 	TransactionalID string
 	DedupeWindow    time.Duration
+	// AllUninstalls turns the device-removal rule off (walletsync's
+	// Fold.AllUninstalls): every uninstall counts, whatever its device
+	// counts say. Every member of a group must agree on it.
+	AllUninstalls bool
 	// SessionTimeout is how long a silent member keeps its partitions
 	// (default 10s); RebalanceTimeout how long a rebalance waits for
 	// members to rejoin (default 30s).
@@ -554,7 +558,7 @@ func (p *Processor) state(ctx context.Context, adm *kadm.Client, part int32) (*p
 	start := time.Now()
 	note := func(what string) { p.phase.part(part, what) }
 	defer note("")
-	st, ls, err := load(ctx, p.log, note, p.cfg.Brokers, adm, p.cfg.Topics, part, p.cfg.DedupeWindow)
+	st, ls, err := load(ctx, p.log, note, p.cfg.Brokers, adm, p.cfg.Topics, part, p.cfg.DedupeWindow, p.cfg.AllUninstalls)
 	if err != nil {
 		return nil, err
 	}
@@ -579,10 +583,14 @@ type loadStats struct {
 // of the last window (their id-key headers). wallet.status cannot serve: it
 // gets a record only when the six fields change, and registers change more
 // often.
-func load(ctx context.Context, log *slog.Logger, note func(string), brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration) (*partState, loadStats, error) {
+func load(ctx context.Context, log *slog.Logger, note func(string), brokers []string, adm *kadm.Client, t kafka.Topics, part int32, window time.Duration,
+	allUninstalls bool) (*partState, loadStats, error) {
 	var ls loadStats
 	st := &partState{fold: walletsync.NewFold(), dedupe: walletsync.NewDeduper(window), ckptAt: time.Now()}
 	st.fold.TrackChanged()
+	if allUninstalls {
+		st.fold.AllUninstalls()
+	}
 	// This member writes to the partition's outputs only after loading, so
 	// a transaction open there belongs to a previous owner: expelled but
 	// still running, or dead under a transactional id nobody reuses. Read
@@ -725,6 +733,7 @@ type batchCounts struct {
 	checkpoints, stateRecords    int
 	rejected                     map[string]int
 	drift                        [3]int // by Platform
+	deviceRemovals               [3]int // by Platform
 }
 
 func (b *batchCounts) add(o *batchCounts) {
@@ -735,6 +744,7 @@ func (b *batchCounts) add(o *batchCounts) {
 	b.stateRecords += o.stateRecords
 	for i := range b.drift {
 		b.drift[i] += o.drift[i]
+		b.deviceRemovals[i] += o.deviceRemovals[i]
 	}
 	for k, v := range o.rejected {
 		if b.rejected == nil {
@@ -756,6 +766,9 @@ func (b *batchCounts) report(m *Metrics) {
 	for p, n := range b.drift {
 		if n > 0 {
 			m.drift.WithLabelValues(walletsync.Platform(p).String()).Add(float64(n))
+		}
+		if n := b.deviceRemovals[p]; n > 0 {
+			m.deviceRemovals.WithLabelValues(walletsync.Platform(p).String()).Add(float64(n))
 		}
 	}
 }
@@ -844,6 +857,9 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 		return
 	}
 	batch.events++
+	if ev.Type == walletsync.TypeUninstalled && st.fold.IsDeviceRemoval(&ev) {
+		batch.deviceRemovals[ev.Platform]++
+	}
 	a := st.fold.ApplyBase(&ev)
 	status, regsChanged, changed, base := a.Status, a.RegistersChanged, a.StatusChanged, a.Base
 	clean := r.Value

@@ -207,6 +207,9 @@ type RebuildConfig struct {
 	CRM crm.Destination
 	// Progress, when set, is called as the statuses are sent to CRM.
 	Progress func(done, total int)
+	// AllUninstalls turns the device-removal rule off, as the processors'
+	// setting of the same name.
+	AllUninstalls bool
 }
 
 // RebuildReport is what Rebuild did, filled once the statuses are written.
@@ -229,6 +232,9 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 		return rep, fmt.Errorf("rebuild from %q: want %s or %s", from, FromArchive, FromTopic)
 	}
 	fold := walletsync.NewFold()
+	if cfg.AllUninstalls {
+		fold.AllUninstalls()
+	}
 	// Kept only to load ClickHouse, with what each event did to its
 	// register's installed state, as the processors report it.
 	var events []walletsync.Event

@@ -12,11 +12,11 @@ import (
 
 // passAPIFlags configure the Pass API backfill.
 type passAPIFlags struct {
-	url, tenant, key, authHeader, providersField string
-	pageSize, maxAttempts                        int
-	rate                                         float64
-	schedule                                     string
-	once                                         bool
+	url, tenant, key, authHeader, providersField, createdField string
+	pageSize, maxAttempts                                      int
+	rate                                                       float64
+	schedule                                                   string
+	once                                                       bool
 }
 
 func (p *passAPIFlags) register(fs *flag.FlagSet) {
@@ -25,6 +25,7 @@ func (p *passAPIFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.key, "passapi-key", "", "Pass API key (@FILE reads it)")
 	fs.StringVar(&p.authHeader, "passapi-auth-header", "X-API-KEY", "header carrying --passapi-key")
 	fs.StringVar(&p.providersField, "passapi-providers-field", "providers", "pass field holding each provider's (apple, google) installation date")
+	fs.StringVar(&p.createdField, "passapi-created-field", "creationDate", "pass field holding its creation date, backfilled as an issued event (\"-\": none)")
 	fs.IntVar(&p.pageSize, "passapi-page-size", 100, "passes per page")
 	fs.Float64Var(&p.rate, "passapi-rate", 5, "Pass API requests per second")
 	fs.IntVar(&p.maxAttempts, "passapi-max-attempts", 8, "attempts per page (429, 5xx, network errors) before the run stops, to resume later")
@@ -37,7 +38,7 @@ func (p *passAPIFlags) backfill(n *node, customerKey string, replication int) (*
 		return nil, flagErrorf("--passapi-key: %w", err)
 	}
 	client, err := passapi.NewClient(passapi.ClientConfig{BaseURL: p.url, Tenant: p.tenant, APIKey: key, AuthHeader: p.authHeader,
-		ProvidersField: p.providersField, PageSize: p.pageSize, Rate: p.rate, MaxAttempts: p.maxAttempts})
+		ProvidersField: p.providersField, CreatedField: p.createdField, PageSize: p.pageSize, Rate: p.rate, MaxAttempts: p.maxAttempts})
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +114,7 @@ runs on --backfill-schedule (default daily 03:00 UTC), never two at once.`,
 				}
 				rep, err := b.RunOnce(ctx)
 				out, _ := json.Marshal(map[string]any{"runId": rep.RunID, "resumed": rep.Resumed, "done": rep.Done, "pages": rep.NextPage,
-					"passes": rep.Passes, "observations": rep.Observations, "skipped": rep.Skipped, "seconds": rep.Duration.Seconds()})
+					"passes": rep.Passes, "observations": rep.Observations, "issued": rep.Issued, "skipped": rep.Skipped, "seconds": rep.Duration.Seconds()})
 				fmt.Fprintln(e.stdout, string(out))
 				if err != nil {
 					fmt.Fprintf(e.stderr, "walletsync backfill: %v\n", err)

@@ -37,8 +37,9 @@ Memory is the fold state (about 200 bytes a customer with one pass) plus 16
 bytes an event id; the input is streamed, so a file of any size can be folded.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {
 			maxLine := fs.Int("max-line", ingest.DefaultMaxLine, "longest input `bytes` per line; a longer line is rejected")
+			deviceRemovals := deviceRemovalsFlag(fs)
 			return func(ctx context.Context, e env, args []string) int {
-				return foldMain(ctx, e, args, *maxLine)
+				return foldMain(ctx, e, args, *maxLine, !*deviceRemovals)
 			}
 		},
 	}
@@ -48,9 +49,12 @@ type foldStats struct {
 	lines, events, duplicates, rejected int
 }
 
-func foldMain(ctx context.Context, e env, files []string, maxLine int) int {
+func foldMain(ctx context.Context, e env, files []string, maxLine int, allUninstalls bool) int {
 	start := time.Now()
 	fold := walletsync.NewFold()
+	if allUninstalls {
+		fold.AllUninstalls()
+	}
 	dedupe := walletsync.NewDeduper(0) // a file is deduplicated whole
 	var dec wire.Decoder
 	var st foldStats

@@ -54,6 +54,7 @@ exit 1 when it failed (a replay can always be run again), 2 on bad usage.`,
 			archiveDir := fs.String("archive-dir", "", "archive, rebuild: the Parquet archive `directory`")
 			from := fs.String("from", "", "rebuild: read the events from the archive or the topic (wallet.events.clean)")
 			out := fs.String("out", "-", "rebuild: write the statuses to this `file` (- for stdout)")
+			deviceRemovals := deviceRemovalsFlag(fs)
 			return func(ctx context.Context, e env, args []string) int {
 				if args = parseAfterName(fs, args); args == nil {
 					return exitUsage
@@ -123,7 +124,7 @@ exit 1 when it failed (a replay can always be run again), 2 on bad usage.`,
 						dest = ds[0]
 					}
 					cfg := replay.RebuildConfig{From: *from, Dir: *archiveDir, Brokers: brokers, Out: *out, Stdout: e.stdout,
-						CRM: dest, Progress: progressBar(e)}
+						CRM: dest, Progress: progressBar(e), AllUninstalls: !*deviceRemovals}
 					if f.clickhouseDSN != "" {
 						cfg.ClickHouse = func() (driver.Conn, error) { return dialClickHouse(f.clickhouseDSN) }
 					}

@@ -73,6 +73,7 @@ type roleFlags struct {
 	customerKey, connectorKey, apiToken string
 	webhookSecrets                      listFlag
 	dedupeWindow, produceTimeout, skew  time.Duration
+	deviceRemovals                      bool
 	checkpointEvery                     time.Duration
 	checkpointEvents                    int
 	transactionalID, group              string
@@ -138,10 +139,20 @@ func (f *roleFlags) tokenFlag(fs *flag.FlagSet) {
 
 func (f *roleFlags) processFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&f.dedupeWindow, "dedupe-window", walletsync.DefaultDedupeWindow, "how long event ids are remembered for dedupe")
+	fs.BoolVar(&f.deviceRemovals, "device-removals", true, deviceRemovalsUsage)
 	fs.StringVar(&f.transactionalID, "transactional-id", processors.DefaultTransactionalID(), "Kafka transactional id of this processor: unique per running processor, stable across its restarts")
 	fs.StringVar(&f.group, "group", processors.DefaultGroup, "consumer group of the processors")
 	fs.DurationVar(&f.checkpointEvery, "checkpoint-every", 5*time.Second, "longest a changed customer waits before its state is checkpointed to wallet.state")
 	fs.IntVar(&f.checkpointEvents, "checkpoint-events", 50_000, "events per partition after which a checkpoint is written (bounds what a member taking over replays)")
+}
+
+// deviceRemovalsUsage is the --device-removals flag's, for every command
+// that folds.
+const deviceRemovalsUsage = "an uninstall whose registration counts say another device of the platform still holds the pass " +
+	"(activeCount ≥ 1, totalCount > activeCount) leaves the pass installed (SPEC §3); false: every uninstall counts"
+
+func deviceRemovalsFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("device-removals", true, deviceRemovalsUsage)
 }
 
 func (f *roleFlags) logger(e env) (*slog.Logger, error) {
@@ -338,7 +349,7 @@ func (n *node) addProcess(f *roleFlags) error {
 	}
 	p, err := processors.New(processors.Config{
 		Brokers: n.brokers, Topics: kafka.DefaultTopics(), Group: f.group, TransactionalID: f.transactionalID,
-		DedupeWindow: f.dedupeWindow, CheckpointEvery: f.checkpointEvery, CheckpointEvents: f.checkpointEvents,
+		DedupeWindow: f.dedupeWindow, AllUninstalls: !f.deviceRemovals, CheckpointEvery: f.checkpointEvery, CheckpointEvents: f.checkpointEvents,
 		Logger: n.log, Metrics: processors.NewMetrics(n.reg),
 	})
 	if err != nil {

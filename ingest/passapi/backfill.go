@@ -81,6 +81,9 @@ type Checkpoint struct {
 	Done         bool   `json:"done"`
 	Passes       int    `json:"passes"`
 	Observations int    `json:"observations"`
+	// Issued counts the issued events written (passes with a creation
+	// date); a checkpoint saved before they existed reads 0.
+	Issued int `json:"issued"`
 }
 
 // Report is what one run did.
@@ -137,6 +140,7 @@ func (b *Backfill) RunOnce(ctx context.Context) (rep Report, err error) {
 			return rep, fmt.Errorf("backfill page %d: %w (the next run resumes there)", cp.NextPage, err)
 		}
 		var recs []*kgo.Record
+		issued := 0
 		for i := range passes {
 			evs, err := b.observations(&passes[i], cp)
 			if err != nil {
@@ -147,6 +151,11 @@ func (b *Backfill) RunOnce(ctx context.Context) (rep Report, err error) {
 			}
 			for j := range evs {
 				recs = append(recs, &kgo.Record{Topic: b.cfg.Topics.Events, Key: []byte(evs[j].CustomerID), Value: wire.AppendEvent(nil, &evs[j])})
+				if evs[j].Type == walletsync.TypeIssued {
+					b.m.issued.Inc()
+					issued++
+					continue
+				}
 				b.m.observations.WithLabelValues(evs[j].Platform.String(), fmt.Sprint(evs[j].Installed)).Inc()
 			}
 		}
@@ -156,7 +165,8 @@ func (b *Backfill) RunOnce(ctx context.Context) (rep Report, err error) {
 		}
 		b.m.passes.Add(float64(len(passes)))
 		cp.Passes += len(passes)
-		cp.Observations += len(recs)
+		cp.Observations += len(recs) - issued
+		cp.Issued += issued
 		cp.NextPage++
 		cp.Done = len(passes) < b.cfg.Client.cfg.PageSize || (total >= 0 && cp.Passes >= total)
 		if err := b.save(ctx, cl, cp); err != nil {
@@ -192,6 +202,16 @@ func (b *Backfill) observations(p *Pass, cp Checkpoint) ([]walletsync.Event, err
 			return nil, err
 		}
 		out = append(out, e)
+	}
+	if p.CreatedAt != 0 {
+		// One issued event per pass, the same id every run: a pass is
+		// created once, so every night's copy is a duplicate.
+		h := sha256.Sum256([]byte("created\x00" + p.ID))
+		e := walletsync.Event{ID: "backfill-created-" + hex.EncodeToString(h[:12]), Type: walletsync.TypeIssued,
+			CustomerID: customer, PassID: p.ID, PassType: p.PassType, OccurredAt: p.CreatedAt, Source: "backfill"}
+		if e.Validate() == nil { // a creation date outside the contract's range is left out, not the pass
+			out = append(out, e)
+		}
 	}
 	return out, nil
 }

@@ -32,6 +32,9 @@ type Pass struct {
 	// (Unix ms; 0 when the API gave no parseable date).
 	Installed map[string]int64
 	Present   map[string]bool
+	// CreatedAt is the pass's creation date (Unix ms; 0 when the listing
+	// gives none, or none that parses): its issued event.
+	CreatedAt int64
 }
 
 // ClientConfig configures a Client. Where The Wallet Crew's reference is
@@ -46,10 +49,14 @@ type ClientConfig struct {
 	// external identifiers (default "identifiers").
 	ProvidersField   string
 	IdentifiersField string
-	PageSize         int     // default 100
-	Rate             float64 // requests per second (default 5)
-	MaxAttempts      int     // per page (default 8)
-	HTTP             *http.Client
+	// CreatedField names the pass's creation date, which becomes an
+	// issued event (default "creationDate", the listing's documented
+	// field; "-" reads none).
+	CreatedField string
+	PageSize     int     // default 100
+	Rate         float64 // requests per second (default 5)
+	MaxAttempts  int     // per page (default 8)
+	HTTP         *http.Client
 }
 
 // Client pages through the Pass API.
@@ -65,6 +72,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.AuthHeader == "" {
 		cfg.AuthHeader = "X-API-KEY"
+	}
+	if cfg.CreatedField == "" {
+		cfg.CreatedField = "creationDate"
 	}
 	if cfg.ProvidersField == "" {
 		cfg.ProvidersField = "providers"
@@ -215,6 +225,11 @@ func (c *Client) decode(body []byte) ([]Pass, error) {
 		p.ID, _ = m["id"].(string)
 		p.PassType, _ = m["passType"].(string)
 		p.Identifiers, _ = m[c.cfg.IdentifiersField].(map[string]any)
+		if s, ok := m[c.cfg.CreatedField].(string); ok {
+			if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+				p.CreatedAt = t.UnixMilli()
+			}
+		}
 		providers, _ := m[c.cfg.ProvidersField].(map[string]any)
 		for name, v := range providers {
 			name = strings.ToLower(name)

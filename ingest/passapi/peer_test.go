@@ -19,13 +19,14 @@ import (
 // The backfill against a Pass API server written from The Wallet Crew's
 // public documentation alone (internal/peers/passapidoc, by someone who
 // never read this client): every pass of every page becomes one observation
-// per platform, with the documented installation date, through a 429 with
-// Retry-After and two 5xx on the way.
+// per platform, with the documented installation date, and one issued event
+// at its documented creation date, through a 429 with Retry-After and two
+// 5xx on the way.
 func TestBackfillAgainstTheDocumentedPassAPI(t *testing.T) {
 	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	var passes []passapidoc.Pass
 	for i := range 2500 {
-		p := passapidoc.Pass{ID: fmt.Sprintf("pass-%05d", i), PassType: "loyalty", CreationDate: base,
+		p := passapidoc.Pass{ID: fmt.Sprintf("pass-%05d", i), PassType: "loyalty", CreationDate: base.Add(-time.Duration(i) * time.Second),
 			Identifiers: map[string]string{"customerId": fmt.Sprintf("cust-%04d", i%1800), "email": fmt.Sprintf("c%d@example.com", i)},
 			Providers:   map[string]*time.Time{}}
 		at := base.Add(time.Duration(i) * time.Minute)
@@ -76,8 +77,8 @@ func TestBackfillAgainstTheDocumentedPassAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Passes != 2500 || rep.Observations != 5000 || rep.Skipped != 0 || !rep.Done {
-		t.Errorf("report %+v, want 2500 passes, 5000 observations", rep)
+	if rep.Passes != 2500 || rep.Observations != 5000 || rep.Issued != 2500 || rep.Skipped != 0 || !rep.Done {
+		t.Errorf("report %+v, want 2500 passes, 5000 observations, 2500 issued", rep)
 	}
 	if srv.Faults() != 3 {
 		t.Errorf("%d faults served, want the 429 and both 503s retried", srv.Faults())
@@ -92,6 +93,7 @@ func TestBackfillAgainstTheDocumentedPassAPI(t *testing.T) {
 			}
 			want[p.ID+"/"+pl.String()] = e
 		}
+		want[p.ID+"/issued"] = walletsync.Event{CustomerID: p.Identifiers["customerId"], PassID: p.ID, OccurredAt: p.CreationDate.UnixMilli()}
 	}
 	got := map[string]walletsync.Event{}
 	ends, err := adm.ListEndOffsets(ctx, kafka.DefaultTopics().Events)
@@ -105,8 +107,15 @@ func TestBackfillAgainstTheDocumentedPassAPI(t *testing.T) {
 				t.Errorf("observation %s: %v", r.Value, err)
 				return
 			}
-			if e.Type != walletsync.TypeObserved || string(r.Key) != e.CustomerID {
+			if e.Type != walletsync.TypeObserved && e.Type != walletsync.TypeIssued || string(r.Key) != e.CustomerID {
 				t.Errorf("record %s keyed %q", r.Value, r.Key)
+			}
+			if e.Type == walletsync.TypeIssued {
+				if e.Platform != 0 || e.Source != "backfill" || e.PassType != "loyalty" {
+					t.Errorf("issued event %s", r.Value)
+				}
+				got[e.PassID+"/issued"] = e
+				return
 			}
 			got[e.PassID+"/"+e.Platform.String()] = e
 		}); err != nil {
@@ -118,7 +127,7 @@ func TestBackfillAgainstTheDocumentedPassAPI(t *testing.T) {
 	}
 	for k, w := range want {
 		g, ok := got[k]
-		if !ok || g.CustomerID != w.CustomerID || g.Installed != w.Installed || g.InstalledAt != w.InstalledAt {
+		if !ok || g.CustomerID != w.CustomerID || g.Installed != w.Installed || g.InstalledAt != w.InstalledAt || g.OccurredAt != w.OccurredAt && w.OccurredAt != 0 {
 			t.Errorf("%s: observed %+v, want customer %s installed %v at %d", k, g, w.CustomerID, w.Installed, w.InstalledAt)
 		}
 	}
