@@ -820,3 +820,46 @@ func TestFoldResultsAreTheCallers(t *testing.T) {
 		t.Fatalf("the test needs installs kept across events: %+v", wantRegs[399])
 	}
 }
+
+// A state record written before firstInstalledAt and passIssuedAt existed
+// restores: the first install is recomputed from what the registers hold
+// (an installed E, an installed O, the installs kept for retention); one
+// whose register was uninstalled since, past its retention windows, is
+// lost, and the next install event moves it earlier again.
+func TestStateRecordsOfRoundOneRestore(t *testing.T) {
+	old := `{"customerId":"c","walletStatus":"apple","appleWalletInstalledAt":"2026-03-05T10:00:00.000Z","googleWalletInstalledAt":null,` +
+		`"walletLastChangedAt":"2026-03-05T10:00:00.000Z","walletLastEvent":"installed","version":4,"registers":[` +
+		`{"passId":"a","platform":"apple","e":{"eventId":"e2","type":"installed","occurredAt":"2026-03-05T10:00:00.000Z"},"installs":[1772359200000,1772704800000]},` +
+		`{"passId":"b","platform":"google","o":{"eventId":"o1","installed":true,"installedAt":"2026-02-20T08:00:00.000Z","occurredAt":"2026-03-06T03:00:00.000Z"}},` +
+		`{"passId":"c","platform":"google","e":{"eventId":"e9","type":"uninstalled","occurredAt":"2026-03-07T10:00:00.000Z"}}]}`
+	rs, regs, err := wire.ParseStateRecord([]byte(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs.FirstInstalledAt != 0 || rs.PassIssuedAt != 0 {
+		t.Fatalf("a round-1 record read with times %+v", rs)
+	}
+	f := walletsync.NewFold()
+	st := f.Restore(rs, regs)
+	feb20 := int64(1771574400000) // 2026-02-20T08:00:00Z, the installed observation's installedAt
+	if st.FirstInstalledAt != feb20 || st.PassIssuedAt != 0 || st.Version != 4 || st.Wallet != walletsync.WalletBoth {
+		t.Fatalf("restored %+v, want firstInstalledAt %d from the registers", st, feb20)
+	}
+	// The record written back carries it, and reads back the same.
+	rec, regs2, _ := f.Record("c")
+	back := wire.AppendStateRecord(nil, &rec, regs2)
+	rs2, _, err := wire.ParseStateRecord(back)
+	if err != nil || rs2.FirstInstalledAt != feb20 {
+		t.Fatalf("written back as %s: %+v %v", back, rs2, err)
+	}
+	// An older install seen later moves it earlier; a later one does not.
+	for _, c := range []struct {
+		at   int64
+		want int64
+	}{{feb20 + 1000, feb20}, {feb20 - 1000, feb20 - 1000}} {
+		e := walletsync.Event{ID: fmt.Sprint("late-", c.at), Type: walletsync.TypeInstalled, Platform: walletsync.PlatformGoogle, CustomerID: "c", PassID: "c", OccurredAt: c.at}
+		if st, _ := f.Apply(&e); st.FirstInstalledAt != c.want {
+			t.Errorf("after an install at %d: firstInstalledAt %d, want %d", c.at, st.FirstInstalledAt, c.want)
+		}
+	}
+}
