@@ -26,6 +26,9 @@ const (
 	MaxBatchLines = 10_000
 	MaxHookBytes  = 1 << 20
 	DefaultSkew   = 5 * time.Minute
+	// DefaultCustomerKey is the identifier that names the customer
+	// (SPEC §6), in webhooks, connector calls and the Pass API's passes.
+	DefaultCustomerKey = "customerId"
 )
 
 // Publisher writes accepted events to Kafka; one error per event, nil when
@@ -60,7 +63,7 @@ type Server struct {
 // NewServer returns the ingest HTTP handlers writing through pub.
 func NewServer(cfg Config, pub Publisher) *Server {
 	if cfg.CustomerKey == "" {
-		cfg.CustomerKey = "customerId"
+		cfg.CustomerKey = DefaultCustomerKey
 	}
 	if cfg.MaxSkew <= 0 {
 		cfg.MaxSkew = DefaultSkew

@@ -38,6 +38,13 @@ const stableWait = 90 * time.Second
 // DefaultGroup is the processors' consumer group.
 const DefaultGroup = kafka.GroupProcess
 
+// The defaults of Config's checkpoint settings, for its zero values and the
+// command line's help.
+const (
+	DefaultCheckpointEvery  = 5 * time.Second
+	DefaultCheckpointEvents = 50_000
+)
+
 // Config configures a Processor.
 type Config struct {
 	Brokers []string
@@ -149,10 +156,10 @@ func New(cfg Config) (*Processor, error) {
 		cfg.RebalanceTimeout = 30 * time.Second
 	}
 	if cfg.CheckpointEvery <= 0 {
-		cfg.CheckpointEvery = 5 * time.Second
+		cfg.CheckpointEvery = DefaultCheckpointEvery
 	}
 	if cfg.CheckpointEvents <= 0 {
-		cfg.CheckpointEvents = 50_000
+		cfg.CheckpointEvents = DefaultCheckpointEvents
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 
+	"github.com/walletsync/walletsync/ingest"
 	"github.com/walletsync/walletsync/ingest/passapi"
 	"github.com/walletsync/walletsync/internal/kafka"
 )
@@ -23,13 +24,13 @@ func (p *passAPIFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.url, "passapi-url", "", "The Wallet Crew Pass API base `URL` (e.g. https://app.neostore.cloud): also run the backfill")
 	fs.StringVar(&p.tenant, "passapi-tenant", "", "tenant id in the Pass API's paths")
 	fs.StringVar(&p.key, "passapi-key", "", "Pass API key (@FILE reads it)")
-	fs.StringVar(&p.authHeader, "passapi-auth-header", "X-API-KEY", "header carrying --passapi-key")
-	fs.StringVar(&p.providersField, "passapi-providers-field", "providers", "pass field holding each provider's (apple, google) installation date")
-	fs.StringVar(&p.createdField, "passapi-created-field", "creationDate", "pass field holding its creation date, backfilled as an issued event (\"-\": none)")
-	fs.IntVar(&p.pageSize, "passapi-page-size", 100, "passes per page")
-	fs.Float64Var(&p.rate, "passapi-rate", 5, "Pass API requests per second")
-	fs.IntVar(&p.maxAttempts, "passapi-max-attempts", 8, "attempts per page (429, 5xx, network errors) before the run stops, to resume later")
-	fs.StringVar(&p.schedule, "backfill-schedule", "0 3 * * *", "cron schedule of the backfill (UTC, five fields); a run still going makes the next one skip")
+	fs.StringVar(&p.authHeader, "passapi-auth-header", passapi.DefaultAuthHeader, "header carrying --passapi-key")
+	fs.StringVar(&p.providersField, "passapi-providers-field", passapi.DefaultProvidersField, "pass field holding each provider's (apple, google) installation date")
+	fs.StringVar(&p.createdField, "passapi-created-field", passapi.DefaultCreatedField, "pass field holding its creation date, backfilled as an issued event (\"-\": none)")
+	fs.IntVar(&p.pageSize, "passapi-page-size", passapi.DefaultPageSize, "passes per page")
+	fs.Float64Var(&p.rate, "passapi-rate", passapi.DefaultRate, "Pass API requests per second")
+	fs.IntVar(&p.maxAttempts, "passapi-max-attempts", passapi.DefaultMaxAttempts, "attempts per page (429, 5xx, network errors) before the run stops, to resume later")
+	fs.StringVar(&p.schedule, "backfill-schedule", passapi.DefaultSchedule, "cron schedule of the backfill (UTC, five fields); a run still going makes the next one skip")
 }
 
 func (p *passAPIFlags) backfill(n *node, customerKey string, replication int) (*passapi.Backfill, error) {
@@ -77,7 +78,7 @@ runs on --backfill-schedule (default daily 03:00 UTC), never two at once.`,
 			f := &roleFlags{}
 			f.common(fs, ":8084")
 			f.kafkaFlags(fs, "Kafka `brokers` (host:port,…), required")
-			fs.StringVar(&f.customerKey, "customer-key", "customerId", "identifier that names the customer in a pass's identifiers (e.g. y2.customerId, or email)")
+			fs.StringVar(&f.customerKey, "customer-key", ingest.DefaultCustomerKey, "identifier that names the customer in a pass's identifiers (e.g. y2.customerId, or email)")
 			f.passapi.register(fs)
 			fs.BoolVar(&f.passapi.once, "once", false, "run one backfill now and exit")
 			return func(ctx context.Context, e env, args []string) int {

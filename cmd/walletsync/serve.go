@@ -126,7 +126,7 @@ func (f *roleFlags) common(fs *flag.FlagSet, defaultHTTP string) {
 }
 
 func (f *roleFlags) ingestFlags(fs *flag.FlagSet) {
-	fs.StringVar(&f.customerKey, "customer-key", "customerId", "identifier that names the customer in webhook and connector payloads (e.g. y2.customerId, or email: trimmed and lower-cased)")
+	fs.StringVar(&f.customerKey, "customer-key", ingest.DefaultCustomerKey, "identifier that names the customer in webhook and connector payloads (e.g. y2.customerId, or email: trimmed and lower-cased)")
 	fs.Var(&f.webhookSecrets, "webhook-secret", "the `secret` (signatureSecret) of the Wallet Crew webhook; repeat, or separate by commas, to accept several during a rotation; @FILE reads one per line")
 	fs.StringVar(&f.connectorKey, "connector-api-key", "", "X-API-KEY the Wallet Crew custom connector sends; @FILE reads it from a file")
 	fs.DurationVar(&f.produceTimeout, "produce-timeout", 10*time.Second, "how long a request waits for Kafka's acknowledgement before answering 503")
@@ -142,8 +142,8 @@ func (f *roleFlags) processFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&f.deviceRemovals, "device-removals", true, deviceRemovalsUsage)
 	fs.StringVar(&f.transactionalID, "transactional-id", processors.DefaultTransactionalID(), "Kafka transactional id of this processor: unique per running processor, stable across its restarts")
 	fs.StringVar(&f.group, "group", processors.DefaultGroup, "consumer group of the processors")
-	fs.DurationVar(&f.checkpointEvery, "checkpoint-every", 5*time.Second, "longest a changed customer waits before its state is checkpointed to wallet.state")
-	fs.IntVar(&f.checkpointEvents, "checkpoint-events", 50_000, "events per partition after which a checkpoint is written (bounds what a member taking over replays)")
+	fs.DurationVar(&f.checkpointEvery, "checkpoint-every", processors.DefaultCheckpointEvery, "longest a changed customer waits before its state is checkpointed to wallet.state")
+	fs.IntVar(&f.checkpointEvents, "checkpoint-events", processors.DefaultCheckpointEvents, "events per partition after which a checkpoint is written (bounds what a member taking over replays)")
 }
 
 // deviceRemovalsUsage is the --device-removals flag's, for every command

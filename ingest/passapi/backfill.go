@@ -56,7 +56,7 @@ func NewBackfill(cfg Config) (*Backfill, error) {
 		cfg.Topics = kafka.DefaultTopics()
 	}
 	if cfg.CustomerKey == "" {
-		cfg.CustomerKey = "customerId"
+		cfg.CustomerKey = ingest.DefaultCustomerKey
 	}
 	if cfg.Replication <= 0 {
 		cfg.Replication = 1
@@ -251,9 +251,17 @@ func (b *Backfill) save(ctx context.Context, cl *kgo.Client, cp Checkpoint) erro
 	return nil
 }
 
-// Schedule runs the backfill on a cron schedule (UTC, five fields) until
-// ctx ends; a run still going when the next is due makes that one skip.
+// DefaultSchedule is the backfill's cron schedule unless told otherwise:
+// every night at 03:00 UTC.
+const DefaultSchedule = "0 3 * * *"
+
+// Schedule runs the backfill on a cron schedule (UTC, five fields;
+// "" is DefaultSchedule) until ctx ends; a run still going when the next
+// is due makes that one skip.
 func (b *Backfill) Schedule(ctx context.Context, spec string) error {
+	if spec == "" {
+		spec = DefaultSchedule
+	}
 	if _, err := cron.ParseStandard(spec); err != nil {
 		return fmt.Errorf("--backfill-schedule: %w", err)
 	}

@@ -37,6 +37,17 @@ type Pass struct {
 	CreatedAt int64
 }
 
+// The defaults of ClientConfig's zero values.
+const (
+	DefaultAuthHeader       = "X-API-KEY"
+	DefaultCreatedField     = "creationDate"
+	DefaultProvidersField   = "providers"
+	DefaultIdentifiersField = "identifiers"
+	DefaultPageSize         = 100
+	DefaultRate             = 5 // requests per second
+	DefaultMaxAttempts      = 8
+)
+
 // ClientConfig configures a Client. Where The Wallet Crew's reference is
 // thin, the header and field names are settings.
 type ClientConfig struct {
@@ -71,25 +82,25 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, errors.New("pass API: the URL and the tenant are required")
 	}
 	if cfg.AuthHeader == "" {
-		cfg.AuthHeader = "X-API-KEY"
+		cfg.AuthHeader = DefaultAuthHeader
 	}
 	if cfg.CreatedField == "" {
-		cfg.CreatedField = "creationDate"
+		cfg.CreatedField = DefaultCreatedField
 	}
 	if cfg.ProvidersField == "" {
-		cfg.ProvidersField = "providers"
+		cfg.ProvidersField = DefaultProvidersField
 	}
 	if cfg.IdentifiersField == "" {
-		cfg.IdentifiersField = "identifiers"
+		cfg.IdentifiersField = DefaultIdentifiersField
 	}
 	if cfg.PageSize <= 0 {
-		cfg.PageSize = 100
+		cfg.PageSize = DefaultPageSize
 	}
 	if cfg.Rate <= 0 {
-		cfg.Rate = 5
+		cfg.Rate = DefaultRate
 	}
 	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 8
+		cfg.MaxAttempts = DefaultMaxAttempts
 	}
 	if cfg.HTTP == nil {
 		cfg.HTTP = &http.Client{Timeout: 30 * time.Second}
