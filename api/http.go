@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/walletsync/walletsync/internal/httpjson"
 	"github.com/walletsync/walletsync/queries"
 	"github.com/walletsync/walletsync/wire"
 )
@@ -35,18 +36,18 @@ func (a *API) Handle(mux *http.ServeMux) {
 }
 
 func (a *API) insight(w http.ResponseWriter, r *http.Request) {
-	if !checkBearer(w, r, a.APIToken) {
+	if !httpjson.CheckBearer(w, r, a.APIToken) {
 		return
 	}
 	p := r.URL.Query()
 	q, err := queries.ParseQuery(r.PathValue("name"), p.Get("from"), p.Get("to"), p.Get("by"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpjson.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if a.Insights == nil {
 		w.Header().Set("Retry-After", "60")
-		writeError(w, http.StatusServiceUnavailable, "no insight store is configured (start with --clickhouse)")
+		httpjson.WriteError(w, http.StatusServiceUnavailable, "no insight store is configured (start with --clickhouse)")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
@@ -54,7 +55,7 @@ func (a *API) insight(w http.ResponseWriter, r *http.Request) {
 	ans, err := a.Insights.Insight(ctx, q)
 	switch {
 	case errors.Is(err, queries.ErrNotImplemented):
-		writeError(w, http.StatusNotImplemented, q.Name+" is not available yet")
+		httpjson.WriteError(w, http.StatusNotImplemented, q.Name+" is not available yet")
 	case err != nil:
 		// The store's own error is logged, not shown: it says nothing a
 		// caller can act on and may name internals.
@@ -62,14 +63,14 @@ func (a *API) insight(w http.ResponseWriter, r *http.Request) {
 			a.Logger.Error("insight query failed", "query", q.Name, "err", err)
 		}
 		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "the insight store did not answer; try again")
+		httpjson.WriteError(w, http.StatusServiceUnavailable, "the insight store did not answer; try again")
 	default:
-		writeJSON(w, http.StatusOK, ans)
+		httpjson.WriteJSON(w, http.StatusOK, ans)
 	}
 }
 
 func (a *API) customer(w http.ResponseWriter, r *http.Request) {
-	if !checkBearer(w, r, a.APIToken) {
+	if !httpjson.CheckBearer(w, r, a.APIToken) {
 		return
 	}
 	id := r.PathValue("customerId")
@@ -78,14 +79,14 @@ func (a *API) customer(w http.ResponseWriter, r *http.Request) {
 		// segments to resolve, even as %2E: such ids come as a query.
 		q := r.URL.Query()
 		if !q.Has("customerId") {
-			writeError(w, http.StatusBadRequest, "customerId: required (GET /v1/customers/{customerId} or /v1/customers?customerId=…)")
+			httpjson.WriteError(w, http.StatusBadRequest, "customerId: required (GET /v1/customers/{customerId} or /v1/customers?customerId=…)")
 			return
 		}
 		id = q.Get("customerId")
 	}
 	s, ok := a.View.Get(id)
 	if !ok {
-		writeError(w, http.StatusNotFound, "no status for this customer")
+		httpjson.WriteError(w, http.StatusNotFound, "no status for this customer")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -93,7 +94,7 @@ func (a *API) customer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) statuses(w http.ResponseWriter, r *http.Request) {
-	if !checkBearer(w, r, a.APIToken) {
+	if !httpjson.CheckBearer(w, r, a.APIToken) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -108,7 +109,7 @@ func (a *API) statuses(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) pipeline(w http.ResponseWriter, r *http.Request) {
-	if !checkBearer(w, r, a.APIToken) {
+	if !httpjson.CheckBearer(w, r, a.APIToken) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -116,8 +117,8 @@ func (a *API) pipeline(w http.ResponseWriter, r *http.Request) {
 	rep, err := a.Lag.Compute(ctx)
 	if err != nil {
 		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "measuring lag: "+err.Error())
+		httpjson.WriteError(w, http.StatusServiceUnavailable, "measuring lag: "+err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, rep)
+	httpjson.WriteJSON(w, http.StatusOK, rep)
 }

@@ -3,7 +3,6 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,12 +10,12 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/httpjson"
 	"github.com/walletsync/walletsync/wire"
 )
 
@@ -94,33 +93,6 @@ func (s *Server) Handle(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/connector/installation", s.connector)
 }
 
-// WriteJSON answers with a JSON body; shared by every walletsync API.
-func WriteJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// WriteError answers {"error": msg}.
-func WriteError(w http.ResponseWriter, code int, msg string) {
-	WriteJSON(w, code, map[string]string{"error": msg})
-}
-
-// CheckBearer enforces --api-token; shared with the read API. The scheme is
-// matched case-insensitively (RFC 9110 §11.1, formerly RFC 7235).
-func CheckBearer(w http.ResponseWriter, r *http.Request, token string) bool {
-	if token == "" {
-		return true
-	}
-	scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	if strings.EqualFold(scheme, "Bearer") && equalSecret(strings.TrimLeft(got, " "), token) {
-		return true
-	}
-	w.Header().Set("WWW-Authenticate", `Bearer realm="walletsync"`)
-	WriteError(w, http.StatusUnauthorized, "missing or wrong bearer token")
-	return false
-}
-
 type lineError struct {
 	Line  int    `json:"line"`
 	Error string `json:"error"`
@@ -158,7 +130,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, evs []walletsyn
 	s.m.produceFailures.Add(float64(len(failed)))
 	s.log.Warn("publishing to Kafka failed", "err", first, "failed", len(failed), "written", len(written))
 	w.Header().Set("Retry-After", "5")
-	WriteJSON(w, http.StatusServiceUnavailable, map[string]any{
+	httpjson.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{
 		"error":   "Kafka did not acknowledge every event; retry the request (events already written are deduplicated): " + first.Error(),
 		"written": nonNil(written), "unconfirmed": failed,
 	})
@@ -174,7 +146,7 @@ func nonNil(x []int) []int {
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	const src = "api"
-	if !CheckBearer(w, r, s.cfg.APIToken) {
+	if !httpjson.CheckBearer(w, r, s.cfg.APIToken) {
 		s.m.authFailures.WithLabelValues(src).Inc()
 		return
 	}
@@ -194,7 +166,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(lines) > MaxBatchLines {
-		WriteError(w, http.StatusRequestEntityTooLarge, "over "+strconv.Itoa(MaxBatchLines)+" lines")
+		httpjson.WriteError(w, http.StatusRequestEntityTooLarge, "over "+strconv.Itoa(MaxBatchLines)+" lines")
 		return
 	}
 	var (
@@ -235,20 +207,20 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case len(evs) == 0 && len(rejected) == 0:
-		WriteError(w, http.StatusBadRequest, "no events in the body")
+		httpjson.WriteError(w, http.StatusBadRequest, "no events in the body")
 		return
 	case len(evs) == 0 && syntaxOnly:
-		WriteJSON(w, http.StatusBadRequest, map[string]any{"error": "unparseable: no line is a JSON object", "accepted": 0, "rejected": rejected})
+		httpjson.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": "unparseable: no line is a JSON object", "accepted": 0, "rejected": rejected})
 		return
 	case len(evs) == 0:
-		WriteJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "no valid event", "accepted": 0, "rejected": rejected})
+		httpjson.WriteJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "no valid event", "accepted": 0, "rejected": rejected})
 		return
 	}
 	if !s.publish(w, r, evs, evLines) {
 		return
 	}
 	s.m.accepted.WithLabelValues(src).Add(float64(len(evs)))
-	WriteJSON(w, http.StatusOK, map[string]any{"accepted": len(evs), "rejected": rejected})
+	httpjson.WriteJSON(w, http.StatusOK, map[string]any{"accepted": len(evs), "rejected": rejected})
 }
 
 // deliveryHeaders may carry the webhook delivery's own id.
@@ -265,7 +237,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 		if sig == "" {
 			msg = "missing x-neostore-signature"
 		}
-		WriteError(w, http.StatusUnauthorized, msg)
+		httpjson.WriteError(w, http.StatusUnauthorized, msg)
 		return
 	}
 	// The signature covers the body, so every webhook body is read
@@ -277,7 +249,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	defer done()
 	if signed && !verifySignature(body, sig, s.cfg.WebhookSecrets) {
 		s.m.authFailures.WithLabelValues(src).Inc()
-		WriteError(w, http.StatusUnauthorized, "x-neostore-signature does not match the body")
+		httpjson.WriteError(w, http.StatusUnauthorized, "x-neostore-signature does not match the body")
 		return
 	}
 	var delivery string
@@ -289,7 +261,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	ev, err := webhookEvent(body, delivery, s.cfg.CustomerKey, s.cfg.Now())
 	if errors.Is(err, errIgnored) {
 		s.m.ignored.Inc()
-		WriteJSON(w, http.StatusOK, map[string]any{"accepted": 0, "ignored": err.Error()})
+		httpjson.WriteJSON(w, http.StatusOK, map[string]any{"accepted": 0, "ignored": err.Error()})
 		return
 	}
 	s.single(w, r, src, ev, err)
@@ -297,9 +269,9 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) connector(w http.ResponseWriter, r *http.Request) {
 	const src = "connector"
-	if s.cfg.ConnectorAPIKey != "" && !equalSecret(r.Header.Get("X-API-KEY"), s.cfg.ConnectorAPIKey) {
+	if s.cfg.ConnectorAPIKey != "" && !httpjson.EqualSecret(r.Header.Get("X-API-KEY"), s.cfg.ConnectorAPIKey) {
 		s.m.authFailures.WithLabelValues(src).Inc()
-		WriteError(w, http.StatusUnauthorized, "missing or wrong X-API-KEY")
+		httpjson.WriteError(w, http.StatusUnauthorized, "missing or wrong X-API-KEY")
 		return
 	}
 	body, done, ok := s.readBody(w, r, src, MaxHookBytes, s.cfg.ConnectorAPIKey != "")
@@ -309,7 +281,7 @@ func (s *Server) connector(w http.ResponseWriter, r *http.Request) {
 	defer done()
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	if err := r.ParseForm(); err != nil {
-		WriteError(w, http.StatusBadRequest, "not a form: "+err.Error())
+		httpjson.WriteError(w, http.StatusBadRequest, "not a form: "+err.Error())
 		return
 	}
 	ev, err := connectorEvent(r.PostForm, s.cfg.CustomerKey, s.cfg.Now())
@@ -330,12 +302,12 @@ func (s *Server) single(w http.ResponseWriter, r *http.Request, src string, ev w
 		if errors.Is(err, errUnparseable) {
 			code = http.StatusBadRequest
 		}
-		WriteError(w, code, err.Error())
+		httpjson.WriteError(w, code, err.Error())
 		return
 	}
 	if !s.publish(w, r, []walletsync.Event{ev}, []int{1}) {
 		return
 	}
 	s.m.accepted.WithLabelValues(src).Inc()
-	WriteJSON(w, http.StatusOK, map[string]any{"accepted": 1, "eventId": ev.ID, "customerId": ev.CustomerID})
+	httpjson.WriteJSON(w, http.StatusOK, map[string]any{"accepted": 1, "eventId": ev.ID, "customerId": ev.CustomerID})
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/httpjson"
 )
 
 // memPublisher acknowledges every event at once and keeps it: the intake
@@ -401,7 +402,7 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 			r.Header.Set("Authorization", h)
 		}
 		w := httptest.NewRecorder()
-		if got := CheckBearer(w, r, "tok"); got != want {
+		if got := httpjson.CheckBearer(w, r, "tok"); got != want {
 			t.Errorf("Authorization %q: %v, want %v", h, got, want)
 		}
 		if !want && w.Code != 401 {
@@ -423,7 +424,7 @@ func TestEqualSecretTimeDoesNotTellTheLength(t *testing.T) {
 		best := time.Hour
 		for range 25 {
 			start := time.Now()
-			if equalSecret(got, secret) {
+			if httpjson.EqualSecret(got, secret) {
 				t.Fatal("a wrong secret matched")
 			}
 			best = min(best, time.Since(start))
@@ -434,8 +435,8 @@ func TestEqualSecretTimeDoesNotTellTheLength(t *testing.T) {
 	if ratio := float64(a) / float64(b); ratio > 3 || ratio < 1.0/3 {
 		t.Errorf("a wrong secret of the right length took %v, one a byte longer %v: the time tells the length", a, b)
 	}
-	if !equalSecret(secret, secret) || equalSecret("", secret) || !equalSecret("", "") {
-		t.Error("equalSecret is wrong")
+	if !httpjson.EqualSecret(secret, secret) || httpjson.EqualSecret("", secret) || !httpjson.EqualSecret("", "") {
+		t.Error("EqualSecret is wrong")
 	}
 }
 
@@ -515,7 +516,7 @@ func TestEventsLineLimitIsFolds(t *testing.T) {
 // Defect 2, connection level: HardenServer bounds header bytes and open
 // connections, closing idle keep-alive connections first.
 func TestHardenServer(t *testing.T) {
-	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { WriteJSON(w, 200, map[string]bool{"ok": true}) }))
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { httpjson.WriteJSON(w, 200, map[string]bool{"ok": true}) }))
 	reg := prometheus.NewRegistry()
 	ServerLimits{MaxHeaderBytes: 4 << 10, MaxConns: 3}.Apply(hs.Config, reg)
 	hs.Start()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/walletsync/walletsync/internal/httpjson"
 )
 
 // Limits bound the memory and time request bodies may take before their
@@ -228,7 +229,7 @@ func (s *Server) contentEncoding(w http.ResponseWriter, r *http.Request, src str
 	}
 	s.m.bodiesRefused.WithLabelValues(src, "encoding").Inc()
 	w.Header().Set("Accept-Encoding", "gzip")
-	WriteError(w, http.StatusUnsupportedMediaType, "Content-Encoding "+strconv.Quote(strings.Join(codings, ", "))+" is not supported: send the body as is or gzip-compressed")
+	httpjson.WriteError(w, http.StatusUnsupportedMediaType, "Content-Encoding "+strconv.Quote(strings.Join(codings, ", "))+" is not supported: send the body as is or gzip-compressed")
 	return false, false
 }
 
@@ -252,7 +253,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, src string, li
 	tooLarge := func(what string) {
 		s.m.bodiesRefused.WithLabelValues(src, "too_large").Inc()
 		w.Header().Set("Connection", "close")
-		WriteError(w, http.StatusRequestEntityTooLarge, "body over "+strconv.FormatInt(limit, 10)+" bytes"+what)
+		httpjson.WriteError(w, http.StatusRequestEntityTooLarge, "body over "+strconv.FormatInt(limit, 10)+" bytes"+what)
 	}
 	declared := r.ContentLength // -1: not declared (chunked)
 	if declared > limit {
@@ -275,7 +276,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, src string, li
 		res.release()
 		s.m.bodiesRefused.WithLabelValues(src, "busy").Inc()
 		w.Header().Set("Retry-After", "1")
-		WriteError(w, http.StatusServiceUnavailable, "too many request bodies are being received; retry in a second")
+		httpjson.WriteError(w, http.StatusServiceUnavailable, "too many request bodies are being received; retry in a second")
 	}
 	// The buffer grows as the body arrives, up to the declared length (+1
 	// to see the end) when the body is not compressed, else up to limit+1
@@ -353,14 +354,14 @@ func (s *Server) readFailed(w http.ResponseWriter, src string, connErr, err erro
 	case errors.Is(connErr, os.ErrDeadlineExceeded) || errors.As(connErr, &ne) && ne.Timeout():
 		s.m.bodiesRefused.WithLabelValues(src, "timeout").Inc()
 		w.Header().Set("Connection", "close")
-		WriteError(w, http.StatusRequestTimeout, "the body did not arrive within "+timeout.Round(time.Millisecond).String())
+		httpjson.WriteError(w, http.StatusRequestTimeout, "the body did not arrive within "+timeout.Round(time.Millisecond).String())
 	case connErr == nil:
 		s.m.bodiesRefused.WithLabelValues(src, "unreadable").Inc()
-		WriteError(w, http.StatusBadRequest, "body is not valid gzip: "+err.Error())
+		httpjson.WriteError(w, http.StatusBadRequest, "body is not valid gzip: "+err.Error())
 	default:
 		s.m.bodiesRefused.WithLabelValues(src, "unreadable").Inc()
 		w.Header().Set("Connection", "close")
-		WriteError(w, http.StatusBadRequest, "reading the body: "+connErr.Error())
+		httpjson.WriteError(w, http.StatusBadRequest, "reading the body: "+connErr.Error())
 	}
 }
 

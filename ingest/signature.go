@@ -3,7 +3,6 @@ package ingest
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"strings"
@@ -65,16 +64,4 @@ func SignBody(body []byte, secret string) string {
 	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write(body)
 	return hex.EncodeToString(mac.Sum(nil))
-}
-
-// equalSecret compares a presented credential with the configured one in
-// constant time. It compares SHA-256 digests, not the strings:
-// subtle.ConstantTimeCompare returns at once for inputs of different
-// lengths, so comparing the raw strings tells a caller who times it how long
-// the secret is. Digests are always 32 bytes; the time depends only on the
-// lengths of the presented value (the caller's own) and of the secret (the
-// same for every attempt).
-func equalSecret(got, want string) bool {
-	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/walletsync/walletsync"
 	"github.com/walletsync/walletsync/api"
 	"github.com/walletsync/walletsync/ingest"
+	"github.com/walletsync/walletsync/internal/httpjson"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/pipeline"
 	"github.com/walletsync/walletsync/processors"
@@ -209,7 +210,7 @@ func newNode(log *slog.Logger, brokers []string) (*node, error) {
 		spec: pipeline.New(kafka.DefaultTopics()), doing: map[string]func() string{}}
 	n.closers = append(n.closers, cl.Close)
 	n.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	n.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { ingest.WriteJSON(w, 200, map[string]bool{"ok": true}) })
+	n.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { httpjson.WriteJSON(w, 200, map[string]bool{"ok": true}) })
 	n.mux.HandleFunc("GET /readyz", n.readyz)
 	return n, nil
 }
@@ -257,10 +258,10 @@ func (n *node) readyz(w http.ResponseWriter, r *http.Request) {
 	rd.Ready = len(rd.Reasons) == 0
 	if !rd.Ready {
 		w.Header().Set("Retry-After", "5")
-		ingest.WriteJSON(w, http.StatusServiceUnavailable, rd)
+		httpjson.WriteJSON(w, http.StatusServiceUnavailable, rd)
 		return
 	}
-	ingest.WriteJSON(w, 200, rd)
+	httpjson.WriteJSON(w, 200, rd)
 }
 
 // lag measures the consumers of the topology: the processors' group, the

@@ -1,4 +1,4 @@
-package api
+package httpjson
 
 import (
 	"net/http/httptest"
@@ -10,12 +10,12 @@ import (
 // challenge.
 func TestResponsesAreAsBefore(t *testing.T) {
 	w := httptest.NewRecorder()
-	writeJSON(w, 200, map[string]int64{"lag": 0})
+	WriteJSON(w, 200, map[string]int64{"lag": 0})
 	if got := w.Body.String(); w.Code != 200 || got != "{\"lag\":0}\n" || w.Header().Get("Content-Type") != "application/json" {
 		t.Errorf("writeJSON: %d %q %v", w.Code, got, w.Header())
 	}
 	w = httptest.NewRecorder()
-	writeError(w, 404, "no status for this customer")
+	WriteError(w, 404, "no status for this customer")
 	if got := w.Body.String(); w.Code != 404 || got != "{\"error\":\"no status for this customer\"}\n" || w.Header().Get("Content-Type") != "application/json" {
 		t.Errorf("writeError: %d %q %v", w.Code, got, w.Header())
 	}
@@ -28,7 +28,7 @@ func TestResponsesAreAsBefore(t *testing.T) {
 			r.Header.Set("Authorization", h)
 		}
 		w := httptest.NewRecorder()
-		if got := checkBearer(w, r, "tok"); got != want {
+		if got := CheckBearer(w, r, "tok"); got != want {
 			t.Errorf("Authorization %q: %v, want %v", h, got, want)
 		}
 		if want {
@@ -39,7 +39,7 @@ func TestResponsesAreAsBefore(t *testing.T) {
 			t.Errorf("Authorization %q answered %d %q %v", h, w.Code, body, w.Header())
 		}
 	}
-	if !checkBearer(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), "") {
+	if !CheckBearer(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), "") {
 		t.Error("no --api-token: a request without a token is refused")
 	}
 }
