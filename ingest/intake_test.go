@@ -391,55 +391,6 @@ func TestBodyBudgetFull(t *testing.T) {
 	}
 }
 
-// Defect 3: "bearer" and "BEARER" are the Bearer scheme (RFC 9110 §11.1).
-func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
-	for h, want := range map[string]bool{
-		"Bearer tok": true, "bearer tok": true, "BEARER tok": true, "Bearer  tok": true,
-		"Bearer tok2": false, "Bearertok": false, "Basic tok": false, "tok": false, "": false, "Bearer ": false,
-	} {
-		r := httptest.NewRequest("GET", "/", nil)
-		if h != "" {
-			r.Header.Set("Authorization", h)
-		}
-		w := httptest.NewRecorder()
-		if got := httpjson.CheckBearer(w, r, "tok"); got != want {
-			t.Errorf("Authorization %q: %v, want %v", h, got, want)
-		}
-		if !want && w.Code != 401 {
-			t.Errorf("Authorization %q answered %d", h, w.Code)
-		}
-	}
-}
-
-// Defect 3: subtle.ConstantTimeCompare on the raw strings returns at once
-// when the lengths differ, so its time told the secret's length. Now a
-// wrong credential one byte longer than the secret takes as long as one of
-// its length. (The gap before the fix was three orders of magnitude; the
-// bound allows for a noisy machine.)
-func TestEqualSecretTimeDoesNotTellTheLength(t *testing.T) {
-	secret := strings.Repeat("s", 1<<20)
-	sameLen := strings.Repeat("t", len(secret))
-	longer := sameLen + "t"
-	fastest := func(got string) time.Duration {
-		best := time.Hour
-		for range 25 {
-			start := time.Now()
-			if httpjson.EqualSecret(got, secret) {
-				t.Fatal("a wrong secret matched")
-			}
-			best = min(best, time.Since(start))
-		}
-		return best
-	}
-	a, b := fastest(sameLen), fastest(longer)
-	if ratio := float64(a) / float64(b); ratio > 3 || ratio < 1.0/3 {
-		t.Errorf("a wrong secret of the right length took %v, one a byte longer %v: the time tells the length", a, b)
-	}
-	if !httpjson.EqualSecret(secret, secret) || httpjson.EqualSecret("", secret) || !httpjson.EqualSecret("", "") {
-		t.Error("EqualSecret is wrong")
-	}
-}
-
 func gz(b []byte) []byte {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)

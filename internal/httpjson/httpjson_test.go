@@ -2,7 +2,9 @@ package httpjson
 
 import (
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 )
 
 // The read API answers as it did when it used ingest's helpers: one JSON
@@ -41,5 +43,34 @@ func TestResponsesAreAsBefore(t *testing.T) {
 	}
 	if !CheckBearer(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), "") {
 		t.Error("no --api-token: a request without a token is refused")
+	}
+}
+
+// subtle.ConstantTimeCompare on the raw strings returns at once
+// when the lengths differ, so its time told the secret's length. Now a
+// wrong credential one byte longer than the secret takes as long as one of
+// its length. (The gap before the fix was three orders of magnitude; the
+// bound allows for a noisy machine.)
+func TestEqualSecretTimeDoesNotTellTheLength(t *testing.T) {
+	secret := strings.Repeat("s", 1<<20)
+	sameLen := strings.Repeat("t", len(secret))
+	longer := sameLen + "t"
+	fastest := func(got string) time.Duration {
+		best := time.Hour
+		for range 25 {
+			start := time.Now()
+			if EqualSecret(got, secret) {
+				t.Fatal("a wrong secret matched")
+			}
+			best = min(best, time.Since(start))
+		}
+		return best
+	}
+	a, b := fastest(sameLen), fastest(longer)
+	if ratio := float64(a) / float64(b); ratio > 3 || ratio < 1.0/3 {
+		t.Errorf("a wrong secret of the right length took %v, one a byte longer %v: the time tells the length", a, b)
+	}
+	if !EqualSecret(secret, secret) || EqualSecret("", secret) || !EqualSecret("", "") {
+		t.Error("EqualSecret is wrong")
 	}
 }
