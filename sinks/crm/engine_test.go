@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,7 +142,8 @@ func (c *cluster) want() map[string]crmtest.Record {
 	}
 	for _, s := range c.fold.Statuses() {
 		out[s.CustomerID] = crmtest.Record{WalletStatus: s.Wallet.String(), AppleAt: ts(s.AppleInstalledAt), GoogleAt: ts(s.GoogleInstalledAt),
-			LastChangedAt: ts(s.LastChangedAt), LastEvent: s.LastEvent.String()}
+			LastChangedAt: ts(s.LastChangedAt), LastEvent: s.LastEvent.String(),
+			FirstInstalledAt: ts(s.FirstInstalledAt), PassIssuedAt: ts(s.PassIssuedAt)}
 	}
 	return out
 }
@@ -346,6 +350,55 @@ func TestSettleWindowSwallowsFlaps(t *testing.T) {
 	}
 }
 
+// The two status fields of issue 18 reach every CRM with their values: a
+// customer sent the pass who then added it (both set), one sent it who did
+// not add it (walletStatus none with a passIssuedAt: the "sent but not
+// added" segment) and one with neither (a lone uninstall: both null).
+func TestFirstInstallAndPassIssuedReachEveryDestination(t *testing.T) {
+	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC).UnixMilli()
+	evs := []walletsync.Event{
+		{ID: "i1", Type: walletsync.TypeIssued, CustomerID: "c-added", OccurredAt: at},
+		{ID: "a1", Type: walletsync.TypeInstalled, Platform: walletsync.PlatformApple, CustomerID: "c-added", OccurredAt: at + 5000},
+		{ID: "i2", Type: walletsync.TypeIssued, Platform: walletsync.PlatformGoogle, CustomerID: "c-sent", OccurredAt: at},
+		{ID: "u3", Type: walletsync.TypeUninstalled, Platform: walletsync.PlatformGoogle, CustomerID: "c-neither", OccurredAt: at},
+	}
+	want := map[string]crmtest.Record{
+		"c-added": {WalletStatus: "apple", AppleAt: "2026-05-01T10:00:05.000Z", LastChangedAt: "2026-05-01T10:00:05.000Z", LastEvent: "installed",
+			FirstInstalledAt: "2026-05-01T10:00:05.000Z", PassIssuedAt: "2026-05-01T10:00:00.000Z"},
+		"c-sent":    {WalletStatus: "none", PassIssuedAt: "2026-05-01T10:00:00.000Z"},
+		"c-neither": {WalletStatus: "none", LastChangedAt: "2026-05-01T10:00:00.000Z", LastEvent: "uninstalled"},
+	}
+	for _, dc := range destinations() {
+		t.Run(dc.name, func(t *testing.T) {
+			c := newCluster(t)
+			dest, store := dc.start(t, crmtest.Faults{}, nil)
+			run(t, c, crm.Config{Settle: 0, Rate: 1000}, dest)
+			c.write(evs)
+			c.waitCaughtUp(crm.Group(dest.Name()), 30*time.Second)
+			if got := c.want(); !maps.Equal(got, want) {
+				t.Fatalf("the fold says %+v, want %+v", got, want)
+			}
+			compare(t, store.Records(), want)
+		})
+	}
+	// A null is written, not left out, so no value the CRM got elsewhere
+	// outlives it: "" clears a HubSpot property, Actito gets a null column.
+	it := &crm.Item{Status: walletsync.Status{CustomerID: "c-neither", Version: 1}}
+	props := crm.HubSpotProperties(it)
+	cols := map[string]any{}
+	for _, col := range crm.ActitoColumns("customerId", it) {
+		cols[col.Name] = col.Value
+	}
+	for _, f := range []struct{ hubspot, actito string }{{crm.PropFirstInstalledAt, "firstInstalledAt"}, {crm.PropPassIssuedAt, "passIssuedAt"}} {
+		if v, ok := props[f.hubspot]; !ok || v != "" {
+			t.Errorf("HubSpot property %s for null: %q, written %v; want \"\"", f.hubspot, v, ok)
+		}
+		if v, ok := cols[f.actito]; !ok || v != nil {
+			t.Errorf("Actito column %s for null: %v, written %v; want null", f.actito, v, ok)
+		}
+	}
+}
+
 // The sink stopped in the middle of delivering (requests cut off) and
 // started again, three times: the CRM still ends exact, with no version
 // going back — nothing read but unacknowledged was committed.
@@ -452,9 +505,17 @@ func TestHubSpotCreatesPropertiesAndCredentialsFailuresDeadLetter(t *testing.T) 
 	for _, p := range srv.Properties() {
 		props[p] = true
 	}
-	for _, p := range []string{crm.PropWalletStatus, crm.PropAppleAt, crm.PropGoogleAt, crm.PropLastChangedAt, crm.PropLastEvent, crm.PropStatusVersion} {
+	for _, p := range []string{crm.PropWalletStatus, crm.PropAppleAt, crm.PropGoogleAt, crm.PropLastChangedAt, crm.PropLastEvent, crm.PropStatusVersion,
+		crm.PropFirstInstalledAt, crm.PropPassIssuedAt} {
 		if !props[p] {
 			t.Errorf("property %s was not created", p)
+		}
+	}
+	// The two of issue 18 are timestamps like walletLastChangedAt.
+	ref, _ := srv.Property(crm.PropLastChangedAt)
+	for _, p := range []string{crm.PropFirstInstalledAt, crm.PropPassIssuedAt} {
+		if def, _ := srv.Property(p); def["type"] != "datetime" || def["type"] != ref["type"] || def["fieldType"] != ref["fieldType"] || def["groupName"] != ref["groupName"] {
+			t.Errorf("property %s created as %v, want the definition of %s: %v", p, def, crm.PropLastChangedAt, ref)
 		}
 	}
 	bad, _ := crm.NewHubSpot(crm.HubSpotConfig{BaseURL: srv.URL, Token: "wrong"})
@@ -465,6 +526,56 @@ func TestHubSpotCreatesPropertiesAndCredentialsFailuresDeadLetter(t *testing.T) 
 	c.waitCaughtUp(crm.Group("hubspot"), 30*time.Second)
 	if srv.Writes() != 0 || testutil.ToFloat64(m.DeadLettered("hubspot")) != 1 || testutil.ToFloat64(m.Retries("hubspot")) != 2 {
 		t.Errorf("writes %d, dead-lettered %v, retries %v", srv.Writes(), testutil.ToFloat64(m.DeadLettered("hubspot")), testutil.ToFloat64(m.Retries("hubspot")))
+	}
+}
+
+// An account whose wallet properties were created before issue 18 refuses
+// the two new ones until they exist (the server's PROPERTY_DOESNT_EXIST),
+// and a datetime property takes only a datetime; the sink creates them on
+// first use and writes them.
+func TestHubSpotAddsTheNewPropertiesToAnOlderAccount(t *testing.T) {
+	srv := crmtest.NewHubSpotServer("pat", crmtest.Faults{})
+	defer srv.Close()
+	post := func(path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer pat")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for p, typ := range map[string]string{crm.PropWalletStatus: `"string","fieldType":"text"`, crm.PropLastEvent: `"string","fieldType":"text"`,
+		crm.PropAppleAt: `"datetime","fieldType":"date"`, crm.PropGoogleAt: `"datetime","fieldType":"date"`, crm.PropLastChangedAt: `"datetime","fieldType":"date"`,
+		crm.PropStatusVersion: `"number","fieldType":"number"`} {
+		if code, body := post("/crm/v3/properties/contacts", `{"name":"`+p+`","label":"`+p+`","type":`+typ+`,"groupName":"contactinformation"}`); code != http.StatusCreated {
+			t.Fatalf("creating %s: %d %s", p, code, body)
+		}
+	}
+	upsert := func(prop, v string) (int, string) {
+		return post("/crm/v3/objects/contacts/batch/upsert", `{"inputs":[{"id":"a@example.com","idProperty":"email","properties":{"`+prop+`":"`+v+`"}}]}`)
+	}
+	if code, body := upsert(crm.PropPassIssuedAt, "2026-05-01T10:00:00.000Z"); code != http.StatusBadRequest || !strings.Contains(body, "PROPERTY_DOESNT_EXIST") {
+		t.Fatalf("a property that does not exist yet: %d %s", code, body)
+	}
+	h, err := crm.NewHubSpot(crm.HubSpotConfig{BaseURL: srv.URL, Token: "pat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := walletsync.Status{CustomerID: "a@example.com", Version: 2, Fields: walletsync.Fields{Wallet: walletsync.WalletApple, LastEvent: walletsync.LastInstalled,
+		AppleInstalledAt: 1777629605000, LastChangedAt: 1777629605000, FirstInstalledAt: 1777629605000, PassIssuedAt: 1777629600000}}
+	if err := h.Deliver(context.Background(), []*crm.Item{{Status: st, Key: "a@example.com:2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Records()["a@example.com"]; got.FirstInstalledAt != "2026-05-01T10:00:05.000Z" || got.PassIssuedAt != "2026-05-01T10:00:00.000Z" {
+		t.Errorf("HubSpot holds %+v", got)
+	}
+	if code, body := upsert(crm.PropFirstInstalledAt, "yesterday"); code != http.StatusBadRequest {
+		t.Errorf("a datetime property took %q: %d %s", "yesterday", code, body)
 	}
 }
 
