@@ -196,6 +196,37 @@ func events(customers, n int, seed uint64) []walletsync.Event {
 	return synth.Events(cfg)
 }
 
+// flappyStream is a stream in rounds, one event per customer a round, the
+// rounds 1 s apart. Each customer first installs the pass on its devices
+// (as many as devices, all apple), one a round, then flaps: a round takes
+// the pass off one device, the next puts it back, and so on. With one
+// device that is an uninstall, and the status flips; with more it is a
+// device removal (activeCount devices-1 ≥ 1 and totalCount devices: SPEC
+// §3), and the pass stays installed. The counts are the registrations after
+// the event, as The Wallet Crew reports them.
+func flappyStream(customers, devices, rounds int) [][]walletsync.Event {
+	counts := func(active, total int) *walletsync.Registration {
+		return &walletsync.Registration{ActiveCount: int64(active), TotalCount: int64(total), HasActiveCount: true, HasTotalCount: true}
+	}
+	var out [][]walletsync.Event
+	for r := range rounds {
+		typ, reg := walletsync.TypeInstalled, counts(devices, devices)
+		switch flap := r - devices; {
+		case flap < 0:
+			reg = counts(r+1, r+1) // the install on device r+1
+		case flap%2 == 0:
+			typ, reg = walletsync.TypeUninstalled, counts(devices-1, devices)
+		}
+		var evs []walletsync.Event
+		for c := range customers {
+			evs = append(evs, walletsync.Event{ID: fmt.Sprintf("e%d-%d", c, r), Type: typ, Platform: walletsync.PlatformApple,
+				CustomerID: fmt.Sprint("cust-", c), OccurredAt: 1_750_000_000_000 + int64(r)*1000, Registration: reg})
+		}
+		out = append(out, evs)
+	}
+	return out
+}
+
 type destCase struct {
 	name  string
 	batch bool
@@ -347,6 +378,75 @@ func TestSettleWindowSwallowsFlaps(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.Coalesced("webhook")); got < float64(c.changes-50) {
 		t.Errorf("coalesced %v, want at least %d", got, c.changes-50)
+	}
+}
+
+// A flappy multi-device stream costs no CRM write for device removals
+// (issue 18): customers holding the pass on two devices take it off one
+// and put it back, three times, through the real fold. The fold ignores a
+// removal, so no status is produced and no CRM hears of it. A re-add is a
+// repeated install, which moves appleWalletInstalledAt to it (SPEC §3): a
+// status change, one write. Each round is delivered before the next is
+// written, with no settle window, so no write is coalesced away and the
+// writes are exactly the installs'.
+func TestDeviceRemovalsCostNoCRMWrite(t *testing.T) {
+	const customers, devices, flaps = 20, 2, 3
+	stream := flappyStream(customers, devices, devices+2*flaps)
+	// The stream means something: taken as uninstalls (the rule off), the
+	// removals would each change a status (walletStatus none), a write.
+	off := walletsync.NewFold()
+	off.AllUninstalls()
+	removals, offChanges := 0, 0
+	for _, round := range stream {
+		for i := range round {
+			_, changed := off.Apply(&round[i])
+			if round[i].DeviceRemoval() {
+				removals++
+				if changed {
+					offChanges++
+				}
+			}
+		}
+	}
+	if removals != flaps*customers || offChanges != removals {
+		t.Fatalf("%d device removals, %d of them status changes with the rule off; want %d of %d", removals, offChanges, flaps*customers, flaps*customers)
+	}
+	installs := (devices + flaps) * customers
+	for _, dc := range destinations() {
+		t.Run(dc.name, func(t *testing.T) {
+			c := newCluster(t)
+			dest, store := dc.start(t, crmtest.Faults{}, nil)
+			run(t, c, crm.Config{Settle: 0, Rate: 1000}, dest)
+			for r, round := range stream {
+				before := c.changes
+				c.write(round)
+				removal := round[0].DeviceRemoval()
+				if n := c.changes - before; removal && n != 0 || !removal && n != customers {
+					t.Fatalf("round %d (device removals: %v): %d status changes for %d customers", r, removal, n, customers)
+				}
+				deadline := time.Now().Add(30 * time.Second)
+				for store.Writes() < c.changes {
+					if time.Now().After(deadline) {
+						t.Fatalf("round %d: %d writes of %d status changes", r, store.Writes(), c.changes)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				if w := store.Writes(); w != c.changes {
+					t.Fatalf("round %d: %d writes for %d status changes", r, w, c.changes)
+				}
+			}
+			c.waitCaughtUp(crm.Group(dest.Name()), 30*time.Second)
+			if w := store.Writes(); w != installs || c.changes != installs {
+				t.Errorf("%d writes and %d status changes, want %d: one per install, none per device removal", w, c.changes, installs)
+			}
+			compare(t, store.Records(), c.want())
+			for id, r := range store.Records() {
+				if r.WalletStatus != "apple" || r.LastEvent != "installed" {
+					t.Errorf("customer %s: %+v, want the pass still installed on apple", id, r)
+					break
+				}
+			}
+		})
 	}
 }
 
