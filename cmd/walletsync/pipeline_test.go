@@ -523,6 +523,8 @@ func TestRunWithCRMSinks(t *testing.T) {
 			GoogleWalletInstalledAt *string
 			WalletLastChangedAt     string
 			WalletLastEvent         string
+			FirstInstalledAt        *string
+			PassIssuedAt            *string
 			Version                 uint64
 		}
 		if err := json.Unmarshal([]byte(l), &s); err != nil {
@@ -535,7 +537,8 @@ func TestRunWithCRMSinks(t *testing.T) {
 			return *p
 		}
 		want[s.CustomerID] = crmtest.Record{WalletStatus: s.WalletStatus, AppleAt: deref(s.AppleWalletInstalledAt), GoogleAt: deref(s.GoogleWalletInstalledAt),
-			LastChangedAt: s.WalletLastChangedAt, LastEvent: s.WalletLastEvent, Version: s.Version}
+			LastChangedAt: s.WalletLastChangedAt, LastEvent: s.WalletLastEvent, FirstInstalledAt: deref(s.FirstInstalledAt), PassIssuedAt: deref(s.PassIssuedAt),
+			Version: s.Version}
 	}
 	for name, got := range map[string]map[string]crmtest.Record{"webhook": hook.Records(), "hubspot": hub.Records()} {
 		if len(got) != len(want) {

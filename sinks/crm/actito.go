@@ -105,8 +105,10 @@ type actitoProperty struct {
 	Value any    `json:"value"`
 }
 
-// ActitoColumns are the record's columns for a status; timestamps as SPEC
-// §4 writes them, null where empty.
+// ActitoColumns are the record's columns for a status, named as SPEC §4
+// names the fields (the table holds wallet status only, so no name needs
+// the prefix a HubSpot contact property takes); timestamps as SPEC §4
+// writes them, null where empty.
 func ActitoColumns(keyColumn string, it *Item) []actitoProperty {
 	s := &it.Status
 	ts := func(ms int64) any {
@@ -122,6 +124,8 @@ func ActitoColumns(keyColumn string, it *Item) []actitoProperty {
 		{"googleWalletInstalledAt", ts(s.GoogleInstalledAt)},
 		{"walletLastChangedAt", ts(s.LastChangedAt)},
 		{"walletLastEvent", s.LastEvent.String()},
+		{"firstInstalledAt", ts(s.FirstInstalledAt)},
+		{"passIssuedAt", ts(s.PassIssuedAt)},
 		{"version", s.Version},
 	}
 }

@@ -95,22 +95,7 @@ func benchClient() *http.Client {
 // (the one-call-per-event approach), measured on the same stream.
 func BenchmarkFlappyStream(b *testing.B) {
 	const customers, rounds = 500, 8
-	stream := func() [][]walletsync.Event {
-		var out [][]walletsync.Event
-		for r := range rounds {
-			var evs []walletsync.Event
-			typ := walletsync.TypeInstalled
-			if r%2 == 1 {
-				typ = walletsync.TypeUninstalled
-			}
-			for c := range customers {
-				evs = append(evs, walletsync.Event{ID: fmt.Sprintf("e%d-%d", c, r), Type: typ, Platform: walletsync.PlatformApple,
-					CustomerID: fmt.Sprint("cust-", c), OccurredAt: 1_750_000_000_000 + int64(r)*1000})
-			}
-			out = append(out, evs)
-		}
-		return out
-	}
+	stream := func() [][]walletsync.Event { return flappyStream(customers, 1, rounds) }
 	events := float64(customers * rounds)
 	b.Run("walletsync_settle_1s", func(b *testing.B) {
 		var writes float64

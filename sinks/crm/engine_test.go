@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,7 +142,8 @@ func (c *cluster) want() map[string]crmtest.Record {
 	}
 	for _, s := range c.fold.Statuses() {
 		out[s.CustomerID] = crmtest.Record{WalletStatus: s.Wallet.String(), AppleAt: ts(s.AppleInstalledAt), GoogleAt: ts(s.GoogleInstalledAt),
-			LastChangedAt: ts(s.LastChangedAt), LastEvent: s.LastEvent.String()}
+			LastChangedAt: ts(s.LastChangedAt), LastEvent: s.LastEvent.String(),
+			FirstInstalledAt: ts(s.FirstInstalledAt), PassIssuedAt: ts(s.PassIssuedAt)}
 	}
 	return out
 }
@@ -190,6 +194,37 @@ func events(customers, n int, seed uint64) []walletsync.Event {
 	cfg := synth.Default(n)
 	cfg.Customers, cfg.Seed = customers, seed
 	return synth.Events(cfg)
+}
+
+// flappyStream is a stream in rounds, one event per customer a round, the
+// rounds 1 s apart. Each customer first installs the pass on its devices
+// (as many as devices, all apple), one a round, then flaps: a round takes
+// the pass off one device, the next puts it back, and so on. With one
+// device that is an uninstall, and the status flips; with more it is a
+// device removal (activeCount devices-1 ≥ 1 and totalCount devices: SPEC
+// §3), and the pass stays installed. The counts are the registrations after
+// the event, as The Wallet Crew reports them.
+func flappyStream(customers, devices, rounds int) [][]walletsync.Event {
+	counts := func(active, total int) *walletsync.Registration {
+		return &walletsync.Registration{ActiveCount: int64(active), TotalCount: int64(total), HasActiveCount: true, HasTotalCount: true}
+	}
+	var out [][]walletsync.Event
+	for r := range rounds {
+		typ, reg := walletsync.TypeInstalled, counts(devices, devices)
+		switch flap := r - devices; {
+		case flap < 0:
+			reg = counts(r+1, r+1) // the install on device r+1
+		case flap%2 == 0:
+			typ, reg = walletsync.TypeUninstalled, counts(devices-1, devices)
+		}
+		var evs []walletsync.Event
+		for c := range customers {
+			evs = append(evs, walletsync.Event{ID: fmt.Sprintf("e%d-%d", c, r), Type: typ, Platform: walletsync.PlatformApple,
+				CustomerID: fmt.Sprint("cust-", c), OccurredAt: 1_750_000_000_000 + int64(r)*1000, Registration: reg})
+		}
+		out = append(out, evs)
+	}
+	return out
 }
 
 type destCase struct {
@@ -346,6 +381,124 @@ func TestSettleWindowSwallowsFlaps(t *testing.T) {
 	}
 }
 
+// A flappy multi-device stream costs no CRM write for device removals
+// (issue 18): customers holding the pass on two devices take it off one
+// and put it back, three times, through the real fold. The fold ignores a
+// removal, so no status is produced and no CRM hears of it. A re-add is a
+// repeated install, which moves appleWalletInstalledAt to it (SPEC §3): a
+// status change, one write. Each round is delivered before the next is
+// written, with no settle window, so no write is coalesced away and the
+// writes are exactly the installs'.
+func TestDeviceRemovalsCostNoCRMWrite(t *testing.T) {
+	const customers, devices, flaps = 20, 2, 3
+	stream := flappyStream(customers, devices, devices+2*flaps)
+	// The stream means something: taken as uninstalls (the rule off), the
+	// removals would each change a status (walletStatus none), a write.
+	off := walletsync.NewFold()
+	off.AllUninstalls()
+	removals, offChanges := 0, 0
+	for _, round := range stream {
+		for i := range round {
+			_, changed := off.Apply(&round[i])
+			if round[i].DeviceRemoval() {
+				removals++
+				if changed {
+					offChanges++
+				}
+			}
+		}
+	}
+	if removals != flaps*customers || offChanges != removals {
+		t.Fatalf("%d device removals, %d of them status changes with the rule off; want %d of %d", removals, offChanges, flaps*customers, flaps*customers)
+	}
+	installs := (devices + flaps) * customers
+	for _, dc := range destinations() {
+		t.Run(dc.name, func(t *testing.T) {
+			c := newCluster(t)
+			dest, store := dc.start(t, crmtest.Faults{}, nil)
+			run(t, c, crm.Config{Settle: 0, Rate: 1000}, dest)
+			for r, round := range stream {
+				before := c.changes
+				c.write(round)
+				removal := round[0].DeviceRemoval()
+				if n := c.changes - before; removal && n != 0 || !removal && n != customers {
+					t.Fatalf("round %d (device removals: %v): %d status changes for %d customers", r, removal, n, customers)
+				}
+				deadline := time.Now().Add(30 * time.Second)
+				for store.Writes() < c.changes {
+					if time.Now().After(deadline) {
+						t.Fatalf("round %d: %d writes of %d status changes", r, store.Writes(), c.changes)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				if w := store.Writes(); w != c.changes {
+					t.Fatalf("round %d: %d writes for %d status changes", r, w, c.changes)
+				}
+			}
+			c.waitCaughtUp(crm.Group(dest.Name()), 30*time.Second)
+			if w := store.Writes(); w != installs || c.changes != installs {
+				t.Errorf("%d writes and %d status changes, want %d: one per install, none per device removal", w, c.changes, installs)
+			}
+			compare(t, store.Records(), c.want())
+			for id, r := range store.Records() {
+				if r.WalletStatus != "apple" || r.LastEvent != "installed" {
+					t.Errorf("customer %s: %+v, want the pass still installed on apple", id, r)
+					break
+				}
+			}
+		})
+	}
+}
+
+// The two status fields of issue 18 reach every CRM with their values: a
+// customer sent the pass who then added it (both set), one sent it who did
+// not add it (walletStatus none with a passIssuedAt: the "sent but not
+// added" segment) and one with neither (a lone uninstall: both null).
+func TestFirstInstallAndPassIssuedReachEveryDestination(t *testing.T) {
+	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC).UnixMilli()
+	evs := []walletsync.Event{
+		{ID: "i1", Type: walletsync.TypeIssued, CustomerID: "c-added", OccurredAt: at},
+		{ID: "a1", Type: walletsync.TypeInstalled, Platform: walletsync.PlatformApple, CustomerID: "c-added", OccurredAt: at + 5000},
+		{ID: "i2", Type: walletsync.TypeIssued, Platform: walletsync.PlatformGoogle, CustomerID: "c-sent", OccurredAt: at},
+		{ID: "u3", Type: walletsync.TypeUninstalled, Platform: walletsync.PlatformGoogle, CustomerID: "c-neither", OccurredAt: at},
+	}
+	want := map[string]crmtest.Record{
+		"c-added": {WalletStatus: "apple", AppleAt: "2026-05-01T10:00:05.000Z", LastChangedAt: "2026-05-01T10:00:05.000Z", LastEvent: "installed",
+			FirstInstalledAt: "2026-05-01T10:00:05.000Z", PassIssuedAt: "2026-05-01T10:00:00.000Z"},
+		"c-sent":    {WalletStatus: "none", PassIssuedAt: "2026-05-01T10:00:00.000Z"},
+		"c-neither": {WalletStatus: "none", LastChangedAt: "2026-05-01T10:00:00.000Z", LastEvent: "uninstalled"},
+	}
+	for _, dc := range destinations() {
+		t.Run(dc.name, func(t *testing.T) {
+			c := newCluster(t)
+			dest, store := dc.start(t, crmtest.Faults{}, nil)
+			run(t, c, crm.Config{Settle: 0, Rate: 1000}, dest)
+			c.write(evs)
+			c.waitCaughtUp(crm.Group(dest.Name()), 30*time.Second)
+			if got := c.want(); !maps.Equal(got, want) {
+				t.Fatalf("the fold says %+v, want %+v", got, want)
+			}
+			compare(t, store.Records(), want)
+		})
+	}
+	// A null is written, not left out, so no value the CRM got elsewhere
+	// outlives it: "" clears a HubSpot property, Actito gets a null column.
+	it := &crm.Item{Status: walletsync.Status{CustomerID: "c-neither", Version: 1}}
+	props := crm.HubSpotProperties(it)
+	cols := map[string]any{}
+	for _, col := range crm.ActitoColumns("customerId", it) {
+		cols[col.Name] = col.Value
+	}
+	for _, f := range []struct{ hubspot, actito string }{{crm.PropFirstInstalledAt, "firstInstalledAt"}, {crm.PropPassIssuedAt, "passIssuedAt"}} {
+		if v, ok := props[f.hubspot]; !ok || v != "" {
+			t.Errorf("HubSpot property %s for null: %q, written %v; want \"\"", f.hubspot, v, ok)
+		}
+		if v, ok := cols[f.actito]; !ok || v != nil {
+			t.Errorf("Actito column %s for null: %v, written %v; want null", f.actito, v, ok)
+		}
+	}
+}
+
 // The sink stopped in the middle of delivering (requests cut off) and
 // started again, three times: the CRM still ends exact, with no version
 // going back — nothing read but unacknowledged was committed.
@@ -452,9 +605,17 @@ func TestHubSpotCreatesPropertiesAndCredentialsFailuresDeadLetter(t *testing.T) 
 	for _, p := range srv.Properties() {
 		props[p] = true
 	}
-	for _, p := range []string{crm.PropWalletStatus, crm.PropAppleAt, crm.PropGoogleAt, crm.PropLastChangedAt, crm.PropLastEvent, crm.PropStatusVersion} {
+	for _, p := range []string{crm.PropWalletStatus, crm.PropAppleAt, crm.PropGoogleAt, crm.PropLastChangedAt, crm.PropLastEvent, crm.PropStatusVersion,
+		crm.PropFirstInstalledAt, crm.PropPassIssuedAt} {
 		if !props[p] {
 			t.Errorf("property %s was not created", p)
+		}
+	}
+	// The two of issue 18 are timestamps like walletLastChangedAt.
+	ref, _ := srv.Property(crm.PropLastChangedAt)
+	for _, p := range []string{crm.PropFirstInstalledAt, crm.PropPassIssuedAt} {
+		if def, _ := srv.Property(p); def["type"] != "datetime" || def["type"] != ref["type"] || def["fieldType"] != ref["fieldType"] || def["groupName"] != ref["groupName"] {
+			t.Errorf("property %s created as %v, want the definition of %s: %v", p, def, crm.PropLastChangedAt, ref)
 		}
 	}
 	bad, _ := crm.NewHubSpot(crm.HubSpotConfig{BaseURL: srv.URL, Token: "wrong"})
@@ -465,6 +626,56 @@ func TestHubSpotCreatesPropertiesAndCredentialsFailuresDeadLetter(t *testing.T) 
 	c.waitCaughtUp(crm.Group("hubspot"), 30*time.Second)
 	if srv.Writes() != 0 || testutil.ToFloat64(m.DeadLettered("hubspot")) != 1 || testutil.ToFloat64(m.Retries("hubspot")) != 2 {
 		t.Errorf("writes %d, dead-lettered %v, retries %v", srv.Writes(), testutil.ToFloat64(m.DeadLettered("hubspot")), testutil.ToFloat64(m.Retries("hubspot")))
+	}
+}
+
+// An account whose wallet properties were created before issue 18 refuses
+// the two new ones until they exist (the server's PROPERTY_DOESNT_EXIST),
+// and a datetime property takes only a datetime; the sink creates them on
+// first use and writes them.
+func TestHubSpotAddsTheNewPropertiesToAnOlderAccount(t *testing.T) {
+	srv := crmtest.NewHubSpotServer("pat", crmtest.Faults{})
+	defer srv.Close()
+	post := func(path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer pat")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for p, typ := range map[string]string{crm.PropWalletStatus: `"string","fieldType":"text"`, crm.PropLastEvent: `"string","fieldType":"text"`,
+		crm.PropAppleAt: `"datetime","fieldType":"date"`, crm.PropGoogleAt: `"datetime","fieldType":"date"`, crm.PropLastChangedAt: `"datetime","fieldType":"date"`,
+		crm.PropStatusVersion: `"number","fieldType":"number"`} {
+		if code, body := post("/crm/v3/properties/contacts", `{"name":"`+p+`","label":"`+p+`","type":`+typ+`,"groupName":"contactinformation"}`); code != http.StatusCreated {
+			t.Fatalf("creating %s: %d %s", p, code, body)
+		}
+	}
+	upsert := func(prop, v string) (int, string) {
+		return post("/crm/v3/objects/contacts/batch/upsert", `{"inputs":[{"id":"a@example.com","idProperty":"email","properties":{"`+prop+`":"`+v+`"}}]}`)
+	}
+	if code, body := upsert(crm.PropPassIssuedAt, "2026-05-01T10:00:00.000Z"); code != http.StatusBadRequest || !strings.Contains(body, "PROPERTY_DOESNT_EXIST") {
+		t.Fatalf("a property that does not exist yet: %d %s", code, body)
+	}
+	h, err := crm.NewHubSpot(crm.HubSpotConfig{BaseURL: srv.URL, Token: "pat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := walletsync.Status{CustomerID: "a@example.com", Version: 2, Fields: walletsync.Fields{Wallet: walletsync.WalletApple, LastEvent: walletsync.LastInstalled,
+		AppleInstalledAt: 1777629605000, LastChangedAt: 1777629605000, FirstInstalledAt: 1777629605000, PassIssuedAt: 1777629600000}}
+	if err := h.Deliver(context.Background(), []*crm.Item{{Status: st, Key: "a@example.com:2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Records()["a@example.com"]; got.FirstInstalledAt != "2026-05-01T10:00:05.000Z" || got.PassIssuedAt != "2026-05-01T10:00:00.000Z" {
+		t.Errorf("HubSpot holds %+v", got)
+	}
+	if code, body := upsert(crm.PropFirstInstalledAt, "yesterday"); code != http.StatusBadRequest {
+		t.Errorf("a datetime property took %q: %d %s", "yesterday", code, body)
 	}
 }
 

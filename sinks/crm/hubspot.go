@@ -41,15 +41,21 @@ const HubSpotBatchLimit = 100
 
 // HubSpot property names (SPEC's status fields, as the CRM guide names
 // them), plus the version, which lets anyone reading the CRM see ordering.
+// The guide names no property for firstInstalledAt and passIssuedAt: they
+// take the wallet prefix, as the version does, because a contact's
+// properties share one namespace with everything else known of the
+// contact (a bare firstInstalledAt could as well be an app's).
 const (
-	PropWalletStatus   = "walletStatus"
-	PropAppleAt        = "appleWalletInstalledAt"
-	PropGoogleAt       = "googleWalletInstalledAt"
-	PropLastChangedAt  = "walletLastChangedAt"
-	PropLastEvent      = "walletLastEvent"
-	PropStatusVersion  = "walletStatusVersion"
-	hubspotGroupName   = "contactinformation"
-	hubspotDefaultBase = "https://api.hubapi.com"
+	PropWalletStatus     = "walletStatus"
+	PropAppleAt          = "appleWalletInstalledAt"
+	PropGoogleAt         = "googleWalletInstalledAt"
+	PropLastChangedAt    = "walletLastChangedAt"
+	PropLastEvent        = "walletLastEvent"
+	PropFirstInstalledAt = "walletFirstInstalledAt"
+	PropPassIssuedAt     = "walletPassIssuedAt"
+	PropStatusVersion    = "walletStatusVersion"
+	hubspotGroupName     = "contactinformation"
+	hubspotDefaultBase   = "https://api.hubapi.com"
 )
 
 // NewHubSpot checks the configuration.
@@ -103,6 +109,8 @@ func hubspotProperties(idProp string) []hubspotProperty {
 		{Name: PropGoogleAt, Label: "Google Wallet installed at", Type: "datetime", FieldType: "date"},
 		{Name: PropLastChangedAt, Label: "Wallet last changed at", Type: "datetime", FieldType: "date"},
 		{Name: PropLastEvent, Label: "Wallet last event", Type: "enumeration", FieldType: "select", Options: opts("installed", "uninstalled")},
+		{Name: PropFirstInstalledAt, Label: "Wallet first installed at", Type: "datetime", FieldType: "date"},
+		{Name: PropPassIssuedAt, Label: "Wallet pass issued at", Type: "datetime", FieldType: "date"},
 		{Name: PropStatusVersion, Label: "Wallet status version", Type: "number", FieldType: "number"},
 	}
 	if idProp != "email" && idProp != "hs_object_id" {
@@ -150,12 +158,14 @@ type hubspotInput struct {
 func HubSpotProperties(it *Item) map[string]string {
 	s := &it.Status
 	return map[string]string{
-		PropWalletStatus:  s.Wallet.String(),
-		PropAppleAt:       timeOrEmpty(s.AppleInstalledAt),
-		PropGoogleAt:      timeOrEmpty(s.GoogleInstalledAt),
-		PropLastChangedAt: timeOrEmpty(s.LastChangedAt),
-		PropLastEvent:     s.LastEvent.String(),
-		PropStatusVersion: strconv.FormatUint(s.Version, 10),
+		PropWalletStatus:     s.Wallet.String(),
+		PropAppleAt:          timeOrEmpty(s.AppleInstalledAt),
+		PropGoogleAt:         timeOrEmpty(s.GoogleInstalledAt),
+		PropLastChangedAt:    timeOrEmpty(s.LastChangedAt),
+		PropLastEvent:        s.LastEvent.String(),
+		PropFirstInstalledAt: timeOrEmpty(s.FirstInstalledAt),
+		PropPassIssuedAt:     timeOrEmpty(s.PassIssuedAt),
+		PropStatusVersion:    strconv.FormatUint(s.Version, 10),
 	}
 }
 

@@ -95,8 +95,12 @@ func startReceiver(t *testing.T, secret string) (url string, log func() []receiv
 // node:http server, and the receiver's final state must equal the fold.
 func TestEveryDeliveryVerifiesWithStandardWebhooks(t *testing.T) {
 	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	// sentOnly was sent the pass and never added it: walletStatus none
+	// with a passIssuedAt (issue 18); every third other customer was
+	// sent it an hour before installing.
+	const sentOnly = "sent, not added"
 	ids := []string{"ascii-anna", "émile@example.fr", "zoë", "日本語の顧客", "emoji😀", "line\r\nbreak", "nul\x00id", "tab\tid",
-		"quote\"id", "space id", "%2E", "..", "ünï\u0301code", strings.Repeat("long-", 60)}
+		"quote\"id", "space id", "%2E", "..", "ünï\u0301code", strings.Repeat("long-", 60), sentOnly}
 	for _, batch := range []int{1, 5} {
 		t.Run(fmt.Sprintf("batch %d", batch), func(t *testing.T) {
 			url, log := startReceiver(t, secret)
@@ -108,8 +112,16 @@ func TestEveryDeliveryVerifiesWithStandardWebhooks(t *testing.T) {
 			m := crm.NewMetrics(prometheus.NewRegistry())
 			run(t, c, crm.Config{Settle: 0, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: 3, Metrics: m}, d)
 			var evs []walletsync.Event
+			sent := 0
 			for i, id := range ids {
 				at := int64(1767225600000) + int64(i)*1000
+				if id == sentOnly || i%3 == 0 {
+					evs = append(evs, walletsync.Event{ID: fmt.Sprintf("p-%d", i), Type: walletsync.TypeIssued, CustomerID: id, OccurredAt: at - 3_600_000})
+					sent++
+				}
+				if id == sentOnly {
+					continue
+				}
 				evs = append(evs,
 					walletsync.Event{ID: fmt.Sprintf("i-%d", i), Type: walletsync.TypeInstalled, Platform: walletsync.PlatformApple, CustomerID: id, OccurredAt: at},
 					walletsync.Event{ID: fmt.Sprintf("g-%d", i), Type: walletsync.TypeInstalled, Platform: walletsync.PlatformGoogle, CustomerID: id, OccurredAt: at + 60_000})
@@ -153,6 +165,13 @@ func TestEveryDeliveryVerifiesWithStandardWebhooks(t *testing.T) {
 					if err := json.Unmarshal(o, &st); err != nil {
 						t.Fatalf("body %q: %v", o, err)
 					}
+					var fields map[string]json.RawMessage
+					_ = json.Unmarshal(o, &fields)
+					for _, f := range []string{"firstInstalledAt", "passIssuedAt"} {
+						if _, ok := fields[f]; !ok {
+							t.Errorf("delivery %v lacks %s: %s", r.WebhookID, f, o)
+						}
+					}
 					if st.Version > state[st.CustomerID].version {
 						state[st.CustomerID] = struct {
 							version uint64
@@ -173,6 +192,41 @@ func TestEveryDeliveryVerifiesWithStandardWebhooks(t *testing.T) {
 			}
 			if len(state) != len(ids) {
 				t.Errorf("receiver holds %d customers, want %d", len(state), len(ids))
+			}
+			// The fields of issue 18 arrived with their values: null or
+			// the fold's instant.
+			issued := 0
+			for _, want := range c.fold.Statuses() {
+				var got struct {
+					WalletStatus     string  `json:"walletStatus"`
+					FirstInstalledAt *string `json:"firstInstalledAt"`
+					PassIssuedAt     *string `json:"passIssuedAt"`
+				}
+				_ = json.Unmarshal([]byte(state[want.CustomerID].body), &got)
+				str := func(p *string) string {
+					if p == nil {
+						return "null"
+					}
+					return *p
+				}
+				ts := func(ms int64) string {
+					if ms == 0 {
+						return "null"
+					}
+					return string(wire.AppendTime(nil, ms))
+				}
+				if g, w := str(got.FirstInstalledAt)+" "+str(got.PassIssuedAt), ts(want.FirstInstalledAt)+" "+ts(want.PassIssuedAt); g != w {
+					t.Errorf("customer %q: the receiver has firstInstalledAt, passIssuedAt %s; the fold %s", want.CustomerID, g, w)
+				}
+				if got.PassIssuedAt != nil {
+					issued++
+				}
+				if want.CustomerID == sentOnly && (got.WalletStatus != "none" || got.FirstInstalledAt != nil || got.PassIssuedAt == nil) {
+					t.Errorf("the customer sent the pass who never added it: %s", state[sentOnly].body)
+				}
+			}
+			if issued != sent {
+				t.Errorf("%d customers with a passIssuedAt at the receiver, want %d", issued, sent)
 			}
 		})
 	}

@@ -33,7 +33,8 @@ type ActitoServer struct {
 }
 
 // ActitoColumns are the table's columns besides the key column.
-var ActitoColumns = []string{"walletStatus", "appleWalletInstalledAt", "googleWalletInstalledAt", "walletLastChangedAt", "walletLastEvent", "version"}
+var ActitoColumns = []string{"walletStatus", "appleWalletInstalledAt", "googleWalletInstalledAt", "walletLastChangedAt", "walletLastEvent",
+	"firstInstalledAt", "passIssuedAt", "version"}
 
 // NewActitoServer starts a server for one API key, entity and table.
 func NewActitoServer(key, entity, table, keyColumn string, f Faults) *ActitoServer {
@@ -128,7 +129,8 @@ func (s *ActitoServer) record(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.apply(id, Record{WalletStatus: vals["walletStatus"], AppleAt: vals["appleWalletInstalledAt"], GoogleAt: vals["googleWalletInstalledAt"],
-		LastChangedAt: vals["walletLastChangedAt"], LastEvent: vals["walletLastEvent"], Version: version})
+		LastChangedAt: vals["walletLastChangedAt"], LastEvent: vals["walletLastEvent"],
+		FirstInstalledAt: vals["firstInstalledAt"], PassIssuedAt: vals["passIssuedAt"], Version: version})
 	if !s.after(w, r, kind, errBody) {
 		return
 	}

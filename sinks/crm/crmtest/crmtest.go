@@ -18,6 +18,7 @@ import (
 // Record is what a CRM holds for one customer, in the CRM's own strings.
 type Record struct {
 	WalletStatus, AppleAt, GoogleAt, LastChangedAt, LastEvent string
+	FirstInstalledAt, PassIssuedAt                            string
 	Version                                                   uint64
 }
 

@@ -4,16 +4,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
+	"time"
 )
 
 // HubSpotServer implements the contact properties endpoints
 // (GET /crm/v3/properties/contacts/{name}, POST /crm/v3/properties/contacts)
 // and the contacts batch upsert (POST /crm/v3/objects/contacts/batch/upsert):
 // a private app's Bearer token, at most 100 inputs, properties that must
-// exist, unique id properties, enumeration values checked; errors in
+// exist, unique id properties, enumeration and datetime values checked; errors in
 // HubSpot's shape ({"status":"error","message","category"}), per-input
 // failures as 207 with "errors".
 type HubSpotServer struct {
@@ -47,6 +50,14 @@ func NewHubSpotServer(token string, f Faults) *HubSpotServer {
 // Close stops the server.
 func (s *HubSpotServer) Close() { s.srv.Close() }
 
+// Property returns the definition a contact property was created with.
+func (s *HubSpotServer) Property(name string) (map[string]any, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.props[name]
+	return maps.Clone(p), ok
+}
+
 // Properties lists the contact properties that exist.
 func (s *HubSpotServer) Properties() []string {
 	s.mu.Lock()
@@ -56,6 +67,16 @@ func (s *HubSpotServer) Properties() []string {
 		out = append(out, n)
 	}
 	return out
+}
+
+// hubspotDatetime: the two forms HubSpot takes for a datetime property, an
+// ISO 8601 string or Unix milliseconds.
+func hubspotDatetime(v string) bool {
+	if _, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return true
+	}
+	_, err := strconv.ParseInt(v, 10, 64)
+	return err == nil
 }
 
 func hubspotError(category, msg string) map[string]any {
@@ -145,6 +166,11 @@ func (s *HubSpotServer) upsert(w http.ResponseWriter, r *http.Request) {
 				writeJSON(w, http.StatusBadRequest, hubspotError("VALIDATION_ERROR", "Property values were not valid: PROPERTY_DOESNT_EXIST "+name))
 				return
 			}
+			if def["type"] == "datetime" && v != "" && !hubspotDatetime(v) {
+				s.mu.Unlock()
+				writeJSON(w, http.StatusBadRequest, hubspotError("VALIDATION_ERROR", "Property values were not valid: "+v+" is not a valid datetime for "+name))
+				return
+			}
 			if opts, ok := def["options"].([]any); ok && v != "" {
 				found := false
 				for _, o := range opts {
@@ -173,7 +199,8 @@ func (s *HubSpotServer) upsert(w http.ResponseWriter, r *http.Request) {
 		fmt.Sscan(inp.Properties["walletStatusVersion"], &version)
 		s.apply(inp.ID, Record{WalletStatus: inp.Properties["walletStatus"], AppleAt: inp.Properties["appleWalletInstalledAt"],
 			GoogleAt: inp.Properties["googleWalletInstalledAt"], LastChangedAt: inp.Properties["walletLastChangedAt"],
-			LastEvent: inp.Properties["walletLastEvent"], Version: version})
+			LastEvent: inp.Properties["walletLastEvent"], FirstInstalledAt: inp.Properties["walletFirstInstalledAt"],
+			PassIssuedAt: inp.Properties["walletPassIssuedAt"], Version: version})
 		results = append(results, map[string]any{"id": inp.ID, "properties": inp.Properties, "new": false})
 	}
 	if !s.after(w, r, kind, errBody) {

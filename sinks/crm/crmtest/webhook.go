@@ -18,7 +18,8 @@ import (
 // WebhookServer receives Standard Webhooks deliveries: it checks
 // webhook-id, webhook-timestamp (within 5 minutes) and webhook-signature,
 // answers a repeated webhook-id with 200 without applying it again, and
-// takes one status object or an array of them.
+// takes one status object or an array of them, each with every status
+// field of SPEC §4 (null where empty).
 type WebhookServer struct {
 	*Store
 	URL string
@@ -55,20 +56,45 @@ func (s *WebhookServer) Duplicates() int { s.mu.Lock(); defer s.mu.Unlock(); ret
 func (s *WebhookServer) BadSignatures() int { s.mu.Lock(); defer s.mu.Unlock(); return s.badSigs }
 
 type statusJSON struct {
-	CustomerID    string  `json:"customerId"`
-	WalletStatus  string  `json:"walletStatus"`
-	AppleAt       *string `json:"appleWalletInstalledAt"`
-	GoogleAt      *string `json:"googleWalletInstalledAt"`
-	LastChangedAt *string `json:"walletLastChangedAt"`
-	LastEvent     *string `json:"walletLastEvent"`
-	Version       *uint64 `json:"version"`
+	CustomerID       string   `json:"customerId"`
+	WalletStatus     string   `json:"walletStatus"`
+	AppleAt          nullable `json:"appleWalletInstalledAt"`
+	GoogleAt         nullable `json:"googleWalletInstalledAt"`
+	LastChangedAt    nullable `json:"walletLastChangedAt"`
+	LastEvent        nullable `json:"walletLastEvent"`
+	FirstInstalledAt nullable `json:"firstInstalledAt"`
+	PassIssuedAt     nullable `json:"passIssuedAt"`
+	Version          *uint64  `json:"version"`
 }
 
-func str(p *string) string {
-	if p == nil {
-		return ""
+// nullable is a string field that may be null and must be sent: SPEC §4
+// writes every status field, null where empty, so a record without one
+// comes from a sender that does not know the field.
+type nullable struct {
+	v    string
+	sent bool
+}
+
+func (n *nullable) UnmarshalJSON(b []byte) error {
+	n.sent = true
+	if string(b) == "null" {
+		return nil
 	}
-	return *p
+	return json.Unmarshal(b, &n.v)
+}
+
+// missing names the first status field the record lacks, "" if none.
+func (st *statusJSON) missing() string {
+	for _, f := range []struct {
+		name string
+		n    nullable
+	}{{"appleWalletInstalledAt", st.AppleAt}, {"googleWalletInstalledAt", st.GoogleAt}, {"walletLastChangedAt", st.LastChangedAt},
+		{"walletLastEvent", st.LastEvent}, {"firstInstalledAt", st.FirstInstalledAt}, {"passIssuedAt", st.PassIssuedAt}} {
+		if !f.n.sent {
+			return f.name
+		}
+	}
+	return ""
 }
 
 func (s *WebhookServer) handle(w http.ResponseWriter, r *http.Request) {
@@ -137,14 +163,19 @@ func (s *WebhookServer) handle(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "a status record lacks customerId, walletStatus or version"})
 			return
 		}
+		if f := st.missing(); f != "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "a status record lacks " + f})
+			return
+		}
 		if s.Refuse != nil && s.Refuse(st.CustomerID) {
 			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": "customer " + st.CustomerID + " is unknown here"})
 			return
 		}
 	}
 	for _, st := range list {
-		s.apply(st.CustomerID, Record{WalletStatus: st.WalletStatus, AppleAt: str(st.AppleAt), GoogleAt: str(st.GoogleAt),
-			LastChangedAt: str(st.LastChangedAt), LastEvent: str(st.LastEvent), Version: *st.Version})
+		s.apply(st.CustomerID, Record{WalletStatus: st.WalletStatus, AppleAt: st.AppleAt.v, GoogleAt: st.GoogleAt.v,
+			LastChangedAt: st.LastChangedAt.v, LastEvent: st.LastEvent.v, FirstInstalledAt: st.FirstInstalledAt.v,
+			PassIssuedAt: st.PassIssuedAt.v, Version: *st.Version})
 	}
 	s.mu.Lock()
 	s.seen[id] = true
