@@ -138,9 +138,6 @@ func FieldsOf(regs []Register) Fields {
 type customer struct {
 	fields  Fields
 	version uint64
-	// first is the earliest install seen (the status's FirstInstalledAt),
-	// kept apart from fields because registers do not remember it.
-	first int64
 	regs  []Register
 	// inline backs regs while a customer has one register, as most do, and
 	// text holds the bytes of the customer id (the map key) and of that
@@ -150,7 +147,8 @@ type customer struct {
 	inline [1]Register
 	text   [textLen]byte
 	// dirty: the registers changed since the last TakeChanged. It sits in
-	// what would be text's 48th byte, so a customer stays 224 bytes.
+	// what would be text's 48th byte, so a customer stays 240 bytes (224
+	// before the two fields of issue 18).
 	dirty bool
 }
 
@@ -289,7 +287,7 @@ func (f *Fold) apply(e *Event) (st Status, registersChanged, statusChanged bool,
 	}
 	// The first install is the least over every install seen, whether or
 	// not it wins its register.
-	first := c.first
+	first := c.fields.FirstInstalledAt
 	if at := installTime(e); at != 0 && (first == 0 || at < first) {
 		first = at
 	}
@@ -311,13 +309,12 @@ func (f *Fold) apply(e *Event) (st Status, registersChanged, statusChanged bool,
 			base.Retention = r.retain(e, base.Delta, f)
 		}
 		registersChanged = true
-	} else if first != c.first {
+	} else if first != c.fields.FirstInstalledAt {
 		registersChanged = true // an earlier install that lost its register
 	}
 	if registersChanged {
-		c.first = first
 		f.markChanged(c, e.CustomerID)
-		if nf := c.status(FieldsOf(c.regs)); nf != c.fields {
+		if nf := c.status(FieldsOf(c.regs), first); nf != c.fields {
 			c.fields = nf
 			c.version++
 			statusChanged = true
@@ -327,14 +324,16 @@ func (f *Fold) apply(e *Event) (st Status, registersChanged, statusChanged bool,
 }
 
 // status completes the fields derived from the registers with the two the
-// customer keeps beside them. A customer has a status once a register
-// counts, a pass was issued or an install is known (SPEC §3); until then
-// every field is empty. The last keeps a status whose registers all fell
-// silent (an installed observation superseded by a not-installed one)
-// from taking back a firstInstalledAt a CRM already acted on.
-func (c *customer) status(f Fields) Fields {
+// customer keeps beside them (first: the earliest install now known). A
+// customer has a status once a register counts, a pass was issued or an
+// install is known (SPEC §3); until then every field is empty. The last
+// keeps a status whose registers all fell silent (an installed observation
+// superseded by a not-installed one) from taking back a firstInstalledAt a
+// CRM already acted on. The two live in fields alone, so that a customer
+// stays within a 240-byte allocation.
+func (c *customer) status(f Fields, first int64) Fields {
 	f.PassIssuedAt = c.fields.PassIssuedAt
-	f.FirstInstalledAt = c.first
+	f.FirstInstalledAt = first
 	return f
 }
 
@@ -381,7 +380,7 @@ func (f *Fold) applyBeside(c *customer, e *Event) (st Status, registersChanged, 
 	}
 	if at := c.fields.PassIssuedAt; at == 0 || e.OccurredAt < at {
 		c.fields.PassIssuedAt = e.OccurredAt
-		c.fields = c.status(FieldsOf(c.regs))
+		c.fields = c.status(FieldsOf(c.regs), c.fields.FirstInstalledAt)
 		c.version++
 		f.markChanged(c, e.CustomerID)
 		registersChanged, statusChanged = true, true
@@ -486,19 +485,16 @@ func (f *Fold) TakeChanged(fn func(customerID string)) {
 func (f *Fold) Changed() int { return len(f.changed) }
 
 // Record returns what a customer's state record holds, for encoding it
-// (wire.AppendStateRecord) on the processor's hot path: its status, whose
-// FirstInstalledAt is the earliest install seen even while the customer
-// has no status yet (Restore takes it back), and its registers, not
-// copied: regs is the fold's own and valid until the next Apply. ok is
-// false for an unknown customer.
+// (wire.AppendStateRecord) on the processor's hot path: its status (with
+// firstInstalledAt and passIssuedAt, which Restore takes back) and its
+// registers, not copied: regs is the fold's own and valid until the next
+// Apply. ok is false for an unknown customer.
 func (f *Fold) Record(customerID string) (st Status, regs []Register, ok bool) {
 	c := f.customers[customerID]
 	if c == nil {
 		return Status{}, nil, false
 	}
-	st = Status{CustomerID: customerID, Fields: c.fields, Version: c.version}
-	st.FirstInstalledAt = c.first
-	return st, c.regs, true
+	return Status{CustomerID: customerID, Fields: c.fields, Version: c.version}, c.regs, true
 }
 
 // Registers returns a copy of a customer's registers, for persisting state.
@@ -544,9 +540,8 @@ func (f *Fold) Restore(st Status, regs []Register) Status {
 		c.regs = append(c.regs, regs[1:]...)
 	}
 	c.version = st.Version
-	c.first = earliest(st.FirstInstalledAt, registersFirstInstall(c.regs))
 	c.fields.PassIssuedAt = st.PassIssuedAt
-	c.fields = c.status(FieldsOf(c.regs))
+	c.fields = c.status(FieldsOf(c.regs), earliest(st.FirstInstalledAt, registersFirstInstall(c.regs)))
 	f.customers[key] = c
 	return Status{CustomerID: id, Fields: c.fields, Version: st.Version}
 }

@@ -37,9 +37,10 @@ type benchRow struct {
 // source tree.
 func benchSuite() []benchGroup {
 	return []benchGroup{
-		{"fold", ".", "^(BenchmarkDecode|BenchmarkDecodeDedupeFold)$", "", []benchRow{
+		{"fold", ".", "^(BenchmarkDecode|BenchmarkDecodeDedupeFold|BenchmarkStateBytes)$", "", []benchRow{
 			{figure: "decode + validate", bench: "BenchmarkDecode/walletsync", metric: "events/s", baseline: "BenchmarkDecode/encoding_json_baseline"},
 			{figure: "decode + dedupe + fold, one core", bench: "BenchmarkDecodeDedupeFold/walletsync", metric: "events/s", baseline: "BenchmarkDecodeDedupeFold/encoding_json_baseline", goal: "≥ 1,000,000/s"},
+			{figure: "fold state in memory, one pass per customer", bench: "BenchmarkStateBytes/one_register", metric: "bytes/customer", lowerIsBetter: true},
 		}},
 		{"fold-command", "./cmd/walletsync", "^BenchmarkFoldCommand$", "2x", []benchRow{
 			{figure: "walletsync fold, 1M-line file", bench: "BenchmarkFoldCommand", metric: "lines/s", goal: "≥ 500,000/s"},
