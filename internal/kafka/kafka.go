@@ -1,6 +1,7 @@
 // Package kafka holds what every Kafka-facing part of walletsync shares: the
-// topic layout, topic creation, client options, and the embedded broker
-// (kfake) that `walletsync run` and the tests use in place of a real Kafka.
+// topic layout, topic creation, client options, the sinks' consume loop
+// (ConsumeBatches), and the embedded broker (kfake) that `walletsync run` and
+// the tests use in place of a real Kafka.
 package kafka
 
 import (

@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -68,6 +69,8 @@ type Sink struct {
 	announced map[topicPart]int64 // by previous owners: records up to here may be in ClickHouse
 	topicIDs  map[string][16]byte // OffsetCommit v10+ names topics by ID; writer goroutine only
 
+	retry backoff.Policy // between insert attempts
+
 	crashAfterInsert func() bool // tests: stop as a crash would, between insert and commit
 }
 
@@ -111,7 +114,8 @@ func NewSink(cfg SinkConfig, conn driver.Conn) *Sink {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewSinkMetrics(prometheus.NewRegistry())
 	}
-	return &Sink{cfg: cfg, conn: conn, log: cfg.Logger, m: cfg.Metrics, announced: map[topicPart]int64{}, topicIDs: map[string][16]byte{}}
+	return &Sink{cfg: cfg, conn: conn, log: cfg.Logger, m: cfg.Metrics, announced: map[topicPart]int64{}, topicIDs: map[string][16]byte{},
+		retry: backoff.Policy{Base: 100 * time.Millisecond, Max: 10 * time.Second}}
 }
 
 // Run consumes until ctx ends.
@@ -139,103 +143,93 @@ func (s *Sink) Run(ctx context.Context) error {
 		return fmt.Errorf("clickhouse sink: %w", err)
 	}
 	defer cl.Close()
-	// Runs before Close: leaving the group needs the rebalance that a
-	// poll left blocked.
-	defer cl.AllowRebalance()
-
+	// crashAfterInsert stops the loop through this.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if s.cfg.VerifyEvery > 0 {
+		go s.verifyLoop(ctx)
+	}
 	// Batches are inserted by a writer while the next one is polled; at
 	// most one waits behind the one being written, so memory is bounded
 	// and a slow ClickHouse still holds the poller back. Each batch's
 	// offsets are committed after its insert, in order.
-	type job struct {
-		b    *batch
-		offs map[string]map[int32]kgo.EpochOffset
-	}
-	jobs := make(chan job, 1)
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		for j := range jobs {
-			if err := s.flush(ctx, cl, j.b); err != nil {
-				return // ctx ended while retrying
-			}
-			if s.crashAfterInsert != nil && s.crashAfterInsert() {
-				return
-			}
-			cl.CommitOffsetsSync(ctx, j.offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+	return kafka.ConsumeBatches(ctx, cl, &batcher{s: s, cl: cl, stop: stop, b: &batch{}}, kafka.ConsumeConfig{
+		Commit: func(ctx context.Context, offs kafka.Offsets) {
+			cl.CommitOffsetsSync(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
 				if err != nil {
 					// The rows are in ClickHouse; if the commit is lost
 					// they are written again later and collapse.
 					s.log.Warn("clickhouse sink offset commit failed", "err", err)
 				}
 			})
-			s.forgetAnnouncements(j.b)
-		}
-	}()
-	if s.cfg.VerifyEvery > 0 {
-		go s.verifyLoop(ctx)
-	}
-	defer func() {
-		close(jobs)
-		<-writerDone
-	}()
-
-	b := &batch{}
-	first := time.Time{}
-	for {
-		pollCtx := ctx
-		var cancel context.CancelFunc = func() {}
-		if !first.IsZero() {
-			pollCtx, cancel = context.WithDeadline(ctx, first.Add(s.cfg.BatchInterval))
-		}
-		fs := cl.PollRecords(pollCtx, s.cfg.BatchRows-b.len())
-		cancel()
-		if ctx.Err() != nil {
-			return nil
-		}
-		kafka.LogFetchErrors(fs, s.log, "clickhouse sink fetch error")
-		fs.EachRecord(func(r *kgo.Record) {
-			if first.IsZero() {
-				first = time.Now()
-			}
-			b.add(r, t, s.m)
-		})
-		// A batch of only markers is committed too, so the lag reaches 0.
-		if !first.IsZero() && (b.len() >= s.cfg.BatchRows || time.Since(first) >= s.cfg.BatchInterval) {
-			select {
-			case jobs <- job{b: b, offs: cl.UncommittedOffsets()}:
-			case <-ctx.Done():
-				return nil
-			case <-writerDone:
-				return nil
-			}
-			b = &batch{}
-			first = time.Time{}
-		}
-		cl.AllowRebalance()
-	}
+		},
+		Retry:         s.retry,
+		Pipeline:      true,
+		Logger:        s.log,
+		FetchErrorMsg: "clickhouse sink fetch error",
+	})
 }
 
-// flush writes the batch, retrying with backoff until ClickHouse takes it or
-// ctx ends. While it retries nothing more is polled: that is the backpressure.
-func (s *Sink) flush(ctx context.Context, cl *kgo.Client, b *batch) error {
-	retry := backoff.Policy{Base: 100 * time.Millisecond, Max: 10 * time.Second}
-	for attempt := 1; ; attempt++ {
-		start := time.Now()
-		err := s.attempt(ctx, cl, b, attempt > 1)
-		if err == nil {
-			s.m.rows.WithLabelValues("wallet_events").Add(float64(len(b.events)))
-			s.m.rows.WithLabelValues("wallet_status_versions").Add(float64(len(b.statuses)))
-			s.m.insertSeconds.Observe(time.Since(start).Seconds())
-			return nil
-		}
-		s.m.retries.Inc()
-		wait := retry.Delay(attempt)
-		s.log.Warn("clickhouse insert failed; retrying", "attempt", attempt, "backoff", wait.String(), "err", err)
-		if err := backoff.Wait(ctx, wait); err != nil {
-			return err
-		}
+// batcher is the sink's side of kafka.ConsumeBatches: batches of BatchRows
+// rows, or what came in BatchInterval after the first record.
+type batcher struct {
+	s     *Sink
+	cl    *kgo.Client
+	stop  context.CancelFunc
+	b     *batch
+	first time.Time // when the batch in hand got its first record; zero: none yet
+}
+
+func (bt *batcher) Add(r *kgo.Record) {
+	if bt.first.IsZero() {
+		bt.first = time.Now()
 	}
+	bt.b.add(r, bt.s.cfg.Topics, bt.s.m)
+}
+
+func (bt *batcher) Room() int { return bt.s.cfg.BatchRows - bt.b.len() }
+
+// Due: a batch of only markers is committed too, so the lag reaches 0.
+func (bt *batcher) Due(now time.Time) bool {
+	return !bt.first.IsZero() && (bt.b.len() >= bt.s.cfg.BatchRows || now.Sub(bt.first) >= bt.s.cfg.BatchInterval)
+}
+
+func (bt *batcher) Deadline() time.Time {
+	if bt.first.IsZero() {
+		return time.Time{}
+	}
+	return bt.first.Add(bt.s.cfg.BatchInterval)
+}
+
+func (bt *batcher) Take() *batch {
+	b := bt.b
+	b.offs = bt.cl.UncommittedOffsets()
+	bt.b, bt.first = &batch{}, time.Time{}
+	return b
+}
+
+// Flush makes one attempt at writing the batch; kafka.ConsumeBatches
+// retries it with backoff until ClickHouse takes it or ctx ends. While it
+// retries nothing more is polled: that is the backpressure.
+func (bt *batcher) Flush(ctx context.Context, b *batch, attempt int) (kafka.Offsets, error) {
+	s := bt.s
+	start := time.Now()
+	if err := s.attempt(ctx, bt.cl, b, attempt > 1); err != nil {
+		s.m.retries.Inc()
+		s.log.Warn("clickhouse insert failed; retrying", "attempt", attempt, "backoff", s.retry.Delay(attempt).String(), "err", err)
+		return nil, err
+	}
+	s.m.rows.WithLabelValues("wallet_events").Add(float64(len(b.events)))
+	s.m.rows.WithLabelValues("wallet_status_versions").Add(float64(len(b.statuses)))
+	s.m.insertSeconds.Observe(time.Since(start).Seconds())
+	if s.crashAfterInsert != nil && s.crashAfterInsert() {
+		bt.stop()
+		return nil, errors.New("clickhouse sink: stopped after an insert, before its commit (test)")
+	}
+	// Forgotten here, before the commit: the next batch's attempt, which
+	// reads the announcements, comes after that commit all the same.
+	s.forgetAnnouncements(b)
+	return b.offs, nil
 }
 
 // attempt announces the batch, marks the months whose rows it may repeat,
@@ -567,6 +561,7 @@ type batch struct {
 	statuses []walletsync.Status
 	spans    map[topicPart][2]int64 // first and last offset read from each wallet.events.clean partition
 	dec      wire.Decoder
+	offs     kafka.Offsets // committed once the batch is in ClickHouse
 }
 
 type recordAt struct {

@@ -293,70 +293,144 @@ func (a *Archiver) Run(ctx context.Context) error {
 	}
 	defer cl.Close()
 
-	bufs := map[string]map[int32]*partBuf{t.Clean: {}, t.Status: {}}
-	size := 0
-	rollStart := time.Now()
-	var lastRecord time.Time // of the current roll; zero: none yet
-	for {
-		due := rollStart.Add(a.cfg.RollInterval)
-		if a.cfg.RollQuiet > 0 && !lastRecord.IsZero() {
-			due = minTime(due, lastRecord.Add(a.cfg.RollQuiet))
-		}
-		pctx, cancel := context.WithDeadline(ctx, due)
-		fs := cl.PollFetches(pctx)
-		cancel()
-		if fs.NumRecords() > 0 {
-			lastRecord = time.Now()
-		}
-		kafka.LogFetchErrors(fs, a.log, "archive fetch error")
-		fs.EachRecord(func(r *kgo.Record) {
-			b := bufs[r.Topic][r.Partition]
-			if b == nil {
-				b = &partBuf{first: -1, events: map[string][]EventRow{}, statuses: map[string][]StatusRow{}}
-				bufs[r.Topic][r.Partition] = b
-			}
-			if b.first < 0 {
-				b.first = r.Offset
-			}
-			b.last = r.Offset
-			if r.Attrs.IsControl() || r.Value == nil {
-				return
-			}
-			size += len(r.Value) + 64
-			if r.Topic == t.Clean {
-				ev, err := wire.ParseEvent(r.Value)
-				if err != nil {
-					a.m.skipped.Inc()
-					a.log.Warn("unreadable clean event skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
-					return
+	// A roll that fails (a full disk, a read-only remount) is retried until
+	// it succeeds or ctx ends: a disk that fills must make the archive
+	// wait, not end the process. Nothing more is read meanwhile. Stopping
+	// mid-retry loses nothing: the files are the truth, so the next start
+	// reads those records again.
+	err = kafka.ConsumeBatches(ctx, cl, &roller{a: a, bufs: a.newBufs()}, kafka.ConsumeConfig{
+		Commit: func(ctx context.Context, offs kafka.Offsets) {
+			commit := kadm.Offsets{}
+			for topic, parts := range offs {
+				for p, o := range parts {
+					commit.Add(kadm.Offset{Topic: topic, Partition: p, At: o.Offset, LeaderEpoch: o.Epoch})
 				}
-				day := Day(ev.OccurredAt)
-				b.events[day] = append(b.events[day], EventToRow(&ev, r.Partition, r.Offset))
-				return
 			}
-			st, err := wire.ParseStatus(r.Value)
-			if err != nil {
-				a.m.skipped.Inc()
-				return
+			if err := adm.CommitAllOffsets(context.WithoutCancel(ctx), a.cfg.Group, commit); err != nil {
+				// The files are the truth; the group only reports lag.
+				a.log.Warn("archive: committing the group position failed", "err", err)
 			}
-			day := StatusDay(&st)
-			b.statuses[day] = append(b.statuses[day], StatusToRow(&st, r.Partition, r.Offset))
-		})
-		done := ctx.Err() != nil
-		now := time.Now()
-		quiet := a.cfg.RollQuiet > 0 && !lastRecord.IsZero() && !now.Before(lastRecord.Add(a.cfg.RollQuiet))
-		if size >= a.cfg.RollBytes || !now.Before(rollStart.Add(a.cfg.RollInterval)) || quiet || done {
-			if !a.rollRetrying(ctx, adm, bufs) {
-				return nil // stopped while the roll kept failing: its records are read again at the next start
-			}
-			bufs = map[string]map[int32]*partBuf{t.Clean: {}, t.Status: {}}
-			size = 0
-			rollStart, lastRecord = time.Now(), time.Time{}
-		}
-		if done {
-			return nil
-		}
+		},
+		Retry:         backoff.Policy{Base: a.cfg.RetryEvery, Max: a.cfg.RetryEvery},
+		FlushOnStop:   true,
+		Logger:        a.log,
+		FetchErrorMsg: "archive fetch error",
+	})
+	if werr := a.Err(); werr != nil {
+		a.log.Warn("archive: stopped with a roll unwritten; the next start reads its records again", "err", werr)
 	}
+	return err
+}
+
+// rollBufs are the records of one roll, by topic and partition.
+type rollBufs map[string]map[int32]*partBuf
+
+func (a *Archiver) newBufs() rollBufs {
+	return rollBufs{a.cfg.Topics.Clean: {}, a.cfg.Topics.Status: {}}
+}
+
+// roller is the archive's side of kafka.ConsumeBatches: a roll is due once
+// its records reach RollBytes, RollInterval after it began, or RollQuiet
+// after its last record.
+type roller struct {
+	a    *Archiver
+	bufs rollBufs
+	size int
+	// rollStart is when the roll in hand began: when the loop first looks
+	// at it after Take, which (the loop is not pipelined) is once the roll
+	// before it is written and committed. Zero until then.
+	rollStart  time.Time
+	lastRecord time.Time // of the current roll; zero: none yet
+	fresh      bool      // records came since Due last looked: lastRecord is the poll's time
+}
+
+func (ro *roller) began(now time.Time) time.Time {
+	if ro.rollStart.IsZero() {
+		ro.rollStart = now
+	}
+	return ro.rollStart
+}
+
+func (ro *roller) Add(r *kgo.Record) {
+	a, t := ro.a, ro.a.cfg.Topics
+	ro.fresh = true
+	b := ro.bufs[r.Topic][r.Partition]
+	if b == nil {
+		b = &partBuf{first: -1, events: map[string][]EventRow{}, statuses: map[string][]StatusRow{}}
+		ro.bufs[r.Topic][r.Partition] = b
+	}
+	if b.first < 0 {
+		b.first = r.Offset
+	}
+	b.last = r.Offset
+	if r.Attrs.IsControl() || r.Value == nil {
+		return
+	}
+	ro.size += len(r.Value) + 64
+	if r.Topic == t.Clean {
+		ev, err := wire.ParseEvent(r.Value)
+		if err != nil {
+			a.m.skipped.Inc()
+			a.log.Warn("unreadable clean event skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
+			return
+		}
+		day := Day(ev.OccurredAt)
+		b.events[day] = append(b.events[day], EventToRow(&ev, r.Partition, r.Offset))
+		return
+	}
+	st, err := wire.ParseStatus(r.Value)
+	if err != nil {
+		a.m.skipped.Inc()
+		return
+	}
+	day := StatusDay(&st)
+	b.statuses[day] = append(b.statuses[day], StatusToRow(&st, r.Partition, r.Offset))
+}
+
+func (ro *roller) Room() int { return 0 }
+
+func (ro *roller) Deadline() time.Time {
+	due := ro.began(time.Now()).Add(ro.a.cfg.RollInterval)
+	if ro.a.cfg.RollQuiet > 0 && !ro.lastRecord.IsZero() {
+		due = minTime(due, ro.lastRecord.Add(ro.a.cfg.RollQuiet))
+	}
+	return due
+}
+
+func (ro *roller) Due(now time.Time) bool {
+	if ro.fresh {
+		ro.lastRecord, ro.fresh = now, false
+	}
+	quiet := ro.a.cfg.RollQuiet > 0 && !ro.lastRecord.IsZero() && !now.Before(ro.lastRecord.Add(ro.a.cfg.RollQuiet))
+	return ro.size >= ro.a.cfg.RollBytes || !now.Before(ro.began(now).Add(ro.a.cfg.RollInterval)) || quiet
+}
+
+func (ro *roller) Take() rollBufs {
+	bufs := ro.bufs
+	ro.bufs, ro.size = ro.a.newBufs(), 0
+	ro.rollStart, ro.lastRecord, ro.fresh = time.Time{}, time.Time{}, false
+	return bufs
+}
+
+// Flush writes a roll, reporting a failure in Err until a roll succeeds.
+// The write is not cut short when ctx ends: what is buffered at a stop is
+// written first.
+func (ro *roller) Flush(_ context.Context, bufs rollBufs, _ int) (kafka.Offsets, error) {
+	a := ro.a
+	offs, err := a.roll(bufs)
+	if err == nil {
+		if a.Err() != nil {
+			a.log.Info("archive: writing again")
+		}
+		a.setErr(nil)
+		return offs, nil
+	}
+	if a.Err() == nil {
+		a.log.Error("archive: a roll failed; retrying it, reading nothing more meanwhile", "err", err, "retryEvery", a.cfg.RetryEvery.String())
+	}
+	a.setErr(err)
+	a.m.rollFailures.Inc()
+	return nil, err
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -364,33 +438,6 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// rollRetrying writes a roll, retrying a failure (a full disk, a read-only
-// remount) until it succeeds or ctx ends: a disk that fills must make the
-// archive wait, not end the process. It reports whether the roll was
-// written. Stopping mid-retry loses nothing: the files are the truth, so
-// the next start reads those records again.
-func (a *Archiver) rollRetrying(ctx context.Context, adm *kadm.Client, bufs map[string]map[int32]*partBuf) bool {
-	for {
-		err := a.roll(context.WithoutCancel(ctx), adm, bufs)
-		if err == nil {
-			if a.Err() != nil {
-				a.log.Info("archive: writing again")
-			}
-			a.setErr(nil)
-			return true
-		}
-		if a.Err() == nil {
-			a.log.Error("archive: a roll failed; retrying it, reading nothing more meanwhile", "err", err, "retryEvery", a.cfg.RetryEvery.String())
-		}
-		a.setErr(err)
-		a.m.rollFailures.Inc()
-		if backoff.Wait(ctx, a.cfg.RetryEvery) != nil {
-			a.log.Warn("archive: stopped with a roll unwritten; the next start reads its records again", "err", err)
-			return false
-		}
-	}
 }
 
 // commitResume commits the group's position where the files end, where the
@@ -425,8 +472,9 @@ func (a *Archiver) commitResume(ctx context.Context, adm *kadm.Client, start map
 	}
 }
 
-// roll writes every buffered range, then commits the group's position.
-func (a *Archiver) roll(ctx context.Context, adm *kadm.Client, bufs map[string]map[int32]*partBuf) error {
+// roll writes every buffered range and returns the group position after
+// them.
+func (a *Archiver) roll(bufs rollBufs) (kafka.Offsets, error) {
 	start := time.Now()
 	for _, parts := range bufs {
 		for _, b := range parts {
@@ -434,12 +482,12 @@ func (a *Archiver) roll(ctx context.Context, adm *kadm.Client, bufs map[string]m
 				continue
 			}
 			if err := a.disk.Err(); err != nil {
-				return fmt.Errorf("archive: %w", err)
+				return nil, fmt.Errorf("archive: %w", err)
 			}
 			break
 		}
 	}
-	commit := kadm.Offsets{}
+	commit := kafka.Offsets{}
 	for topic, parts := range bufs {
 		for p, b := range parts {
 			if b.first < 0 {
@@ -452,20 +500,19 @@ func (a *Archiver) roll(ctx context.Context, adm *kadm.Client, bufs map[string]m
 				err = writeRange(a.cfg.Dir, StatusDataset, p, b.first, b.last, b.statuses, a.m)
 			}
 			if err != nil {
-				return fmt.Errorf("archive: %w", err)
+				return nil, fmt.Errorf("archive: %w", err)
 			}
-			commit.Add(kadm.Offset{Topic: topic, Partition: p, At: b.last + 1, LeaderEpoch: -1})
+			if commit[topic] == nil {
+				commit[topic] = map[int32]kgo.EpochOffset{}
+			}
+			commit[topic][p] = kgo.EpochOffset{Epoch: -1, Offset: b.last + 1}
 		}
 	}
 	if len(commit) == 0 {
-		return nil
+		return nil, nil
 	}
 	a.m.rollSeconds.Observe(time.Since(start).Seconds())
-	if err := adm.CommitAllOffsets(ctx, a.cfg.Group, commit); err != nil {
-		// The files are the truth; the group only reports lag.
-		a.log.Warn("archive: committing the group position failed", "err", err)
-	}
-	return nil
+	return commit, nil
 }
 
 // writeRange writes one partition's range as one file per day: each to a
