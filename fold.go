@@ -138,7 +138,7 @@ func FieldsOf(regs []Register) Fields {
 type customer struct {
 	fields  Fields
 	version uint64
-	regs  []Register
+	regs    []Register
 	// inline backs regs while a customer has one register, as most do, and
 	// text holds the bytes of the customer id (the map key) and of that
 	// register's pass id. With them in one allocation, the lookup of an
