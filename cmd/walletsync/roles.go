@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/sinks/parquet"
 )
 
 func runRoleCommand() command {
@@ -167,7 +168,7 @@ Several of each may run: they share the partitions in one consumer group.`,
 			f.clickhouseFlags(fs, "ClickHouse `DSN` (clickhouse://user:password@host:9000/db; @FILE reads it), required by the clickhouse sink")
 			f.crm.register(fs)
 			fs.StringVar(&f.crm.destination, "destination", "", "the crm sink's destination: webhook, actito or hubspot")
-			f.archiveFlags(fs, "the parquet sink's archive `directory`, required by it", time.Minute)
+			f.archiveFlags(fs, "the parquet sink's archive `directory`, required by it", parquet.DefaultRollInterval)
 			return func(ctx context.Context, e env, args []string) int {
 				if args = parseAfterName(fs, args); args == nil {
 					return exitUsage

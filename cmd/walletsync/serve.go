@@ -101,17 +101,17 @@ type roleFlags struct {
 func (f *roleFlags) archiveFlags(fs *flag.FlagSet, dirHelp string, roll time.Duration) {
 	fs.StringVar(&f.archiveDir, "archive-dir", "", dirHelp)
 	fs.DurationVar(&f.archiveRoll, "archive-roll-interval", roll, "Parquet archive: write a file set at least this often")
-	fs.IntVar(&f.archiveRollBytes, "archive-roll-bytes", 64<<20, "Parquet archive: or once this many bytes of records are buffered")
+	fs.IntVar(&f.archiveRollBytes, "archive-roll-bytes", parquet.DefaultRollBytes, "Parquet archive: or once this many bytes of records are buffered")
 	fs.Int64Var(&f.minFreeBytes, "min-free-bytes", kafka.DefaultMinFreeBytes, "space the archive (and run's embedded broker) leave free on their disk: below it rolls and new records are refused, so that open transactions can still be ended (negative: no reserve)")
-	fs.DurationVar(&f.archiveRollQuiet, "archive-roll-quiet", time.Second, "Parquet archive: or once no record has come for this long, so a burst is archived (and its lag back to 0) soon after it ends (negative: never)")
+	fs.DurationVar(&f.archiveRollQuiet, "archive-roll-quiet", parquet.DefaultRollQuiet, "Parquet archive: or once no record has come for this long, so a burst is archived (and its lag back to 0) soon after it ends (negative: never)")
 }
 
 func (f *roleFlags) clickhouseFlags(fs *flag.FlagSet, help string) {
 	fs.StringVar(&f.clickhouseDSN, "clickhouse", "", help)
-	fs.IntVar(&f.batchRows, "clickhouse-batch-rows", 50_000, "ClickHouse sink: insert when this many records are buffered")
-	fs.DurationVar(&f.batchInterval, "clickhouse-batch-interval", time.Second, "ClickHouse sink: or when the oldest buffered record is this old")
-	fs.DurationVar(&f.verifyEvery, "clickhouse-verify-every", 10*time.Minute, "ClickHouse sink: check months marked dirty this often and clear those with one row per event (negative: never)")
-	fs.DurationVar(&f.verifySettle, "clickhouse-verify-settle", 10*time.Minute, "ClickHouse sink: how long after its dirty mark an insert may still land (at least the 2 min insert timeout plus a minute)")
+	fs.IntVar(&f.batchRows, "clickhouse-batch-rows", chsink.DefaultBatchRows, "ClickHouse sink: insert when this many records are buffered")
+	fs.DurationVar(&f.batchInterval, "clickhouse-batch-interval", chsink.DefaultBatchInterval, "ClickHouse sink: or when the oldest buffered record is this old")
+	fs.DurationVar(&f.verifyEvery, "clickhouse-verify-every", chsink.DefaultVerifyEvery, "ClickHouse sink: check months marked dirty this often and clear those with one row per event (negative: never)")
+	fs.DurationVar(&f.verifySettle, "clickhouse-verify-settle", chsink.DefaultVerifySettle, "ClickHouse sink: how long after its dirty mark an insert may still land (at least the 2 min insert timeout plus a minute)")
 }
 
 func (f *roleFlags) kafkaFlags(fs *flag.FlagSet, brokersHelp string) {

@@ -82,6 +82,15 @@ type topicPart struct {
 // announcePrefix starts the offset commit metadata of an announcement.
 const announcePrefix = "walletsync-inserting-through:"
 
+// The defaults of SinkConfig's zero values (also the command line's).
+const (
+	DefaultBatchRows     = 50_000
+	DefaultBatchInterval = time.Second
+	DefaultInsertTimeout = 2 * time.Minute
+	DefaultVerifySettle  = 10 * time.Minute
+	DefaultVerifyEvery   = 10 * time.Minute
+)
+
 // NewSink returns a sink writing through conn.
 func NewSink(cfg SinkConfig, conn driver.Conn) *Sink {
 	if cfg.Topics == (kafka.Topics{}) {
@@ -91,22 +100,22 @@ func NewSink(cfg SinkConfig, conn driver.Conn) *Sink {
 		cfg.Group = DefaultGroup
 	}
 	if cfg.BatchRows <= 0 {
-		cfg.BatchRows = 50_000
+		cfg.BatchRows = DefaultBatchRows
 	}
 	if cfg.BatchInterval <= 0 {
-		cfg.BatchInterval = time.Second
+		cfg.BatchInterval = DefaultBatchInterval
 	}
 	if cfg.InsertTimeout <= 0 {
-		cfg.InsertTimeout = 2 * time.Minute
+		cfg.InsertTimeout = DefaultInsertTimeout
 	}
 	if cfg.VerifySettle <= 0 {
-		cfg.VerifySettle = 10 * time.Minute
+		cfg.VerifySettle = DefaultVerifySettle
 	}
 	// An attempt that timed out may still land on the server a little later;
 	// a shorter settle would let the verifier clear a month too early.
 	cfg.VerifySettle = max(cfg.VerifySettle, cfg.InsertTimeout+time.Minute)
 	if cfg.VerifyEvery == 0 {
-		cfg.VerifyEvery = 10 * time.Minute
+		cfg.VerifyEvery = DefaultVerifyEvery
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

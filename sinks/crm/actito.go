@@ -32,6 +32,15 @@ type Actito struct {
 	expires time.Time
 }
 
+// The defaults of ActitoConfig's zero values: the API's public
+// environment, and the table and key column The Wallet Crew's Actito
+// connector uses.
+const (
+	DefaultActitoURL       = "https://api.actito.com"
+	DefaultActitoTable     = "neostore_wallets"
+	DefaultActitoKeyColumn = "customerId"
+)
+
 // ActitoConfig configures Actito.
 type ActitoConfig struct {
 	BaseURL   string // default https://api.actito.com (per environment: api1, api3, api-pre1…)
@@ -51,13 +60,13 @@ func NewActito(cfg ActitoConfig) (*Actito, error) {
 		return nil, errors.New("actito: no entity")
 	}
 	if cfg.BaseURL == "" {
-		cfg.BaseURL = "https://api.actito.com"
+		cfg.BaseURL = DefaultActitoURL
 	}
 	if cfg.Table == "" {
-		cfg.Table = "neostore_wallets"
+		cfg.Table = DefaultActitoTable
 	}
 	if cfg.KeyColumn == "" {
-		cfg.KeyColumn = "customerId"
+		cfg.KeyColumn = DefaultActitoKeyColumn
 	}
 	return &Actito{base: strings.TrimRight(cfg.BaseURL, "/"), key: cfg.APIKey, entity: cfg.Entity, table: cfg.Table,
 		keyColumn: cfg.KeyColumn, client: defaultClient(cfg.Client), now: time.Now}, nil

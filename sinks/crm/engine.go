@@ -105,6 +105,16 @@ func retryAfter(err error) time.Duration {
 }
 
 // Config configures an Engine.
+// The defaults of Config's zero values (also the command line's).
+// DefaultSettle is the command line's only: a zero Settle sends at once.
+const (
+	DefaultConcurrency = 4
+	DefaultRate        = 20 // requests per second per destination
+	DefaultMaxAttempts = 10
+	DefaultMaxAge      = time.Hour
+	DefaultSettle      = 30 * time.Second
+)
+
 type Config struct {
 	Brokers []string
 	Topics  kafka.Topics // Status is read, CRMDLQ written
@@ -165,19 +175,19 @@ func New(cfg Config, dest Destination) (*Engine, error) {
 		cfg.Group = Group(dest.Name())
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 4
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.Rate <= 0 {
-		cfg.Rate = 20
+		cfg.Rate = DefaultRate
 	}
 	if cfg.Burst <= 0 {
 		cfg.Burst = cfg.Concurrency
 	}
 	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 10
+		cfg.MaxAttempts = DefaultMaxAttempts
 	}
 	if cfg.MaxAge <= 0 {
-		cfg.MaxAge = time.Hour
+		cfg.MaxAge = DefaultMaxAge
 	}
 	if cfg.BaseBackoff <= 0 {
 		cfg.BaseBackoff = 500 * time.Millisecond

@@ -55,7 +55,10 @@ const (
 	PropPassIssuedAt     = "walletPassIssuedAt"
 	PropStatusVersion    = "walletStatusVersion"
 	hubspotGroupName     = "contactinformation"
-	hubspotDefaultBase   = "https://api.hubapi.com"
+	// DefaultHubSpotURL and DefaultHubSpotIDProperty are the zero values'
+	// meaning in HubSpotConfig.
+	DefaultHubSpotURL        = "https://api.hubapi.com"
+	DefaultHubSpotIDProperty = "email"
 )
 
 // NewHubSpot checks the configuration.
@@ -64,10 +67,10 @@ func NewHubSpot(cfg HubSpotConfig) (*HubSpot, error) {
 		return nil, errors.New("hubspot: no access token")
 	}
 	if cfg.BaseURL == "" {
-		cfg.BaseURL = hubspotDefaultBase
+		cfg.BaseURL = DefaultHubSpotURL
 	}
 	if cfg.IDProperty == "" {
-		cfg.IDProperty = "email"
+		cfg.IDProperty = DefaultHubSpotIDProperty
 	}
 	return &HubSpot{base: strings.TrimRight(cfg.BaseURL, "/"), token: cfg.Token, idProp: cfg.IDProperty, client: defaultClient(cfg.Client)}, nil
 }

@@ -92,6 +92,15 @@ func (a *Archiver) setErr(err error) {
 	}
 }
 
+// The defaults of Config's zero values (also the command line's, but for
+// walletsync run's shorter roll interval).
+const (
+	DefaultRollBytes    = 64 << 20
+	DefaultRollInterval = time.Minute
+	DefaultRollQuiet    = time.Second
+	DefaultRetryEvery   = 5 * time.Second
+)
+
 // New checks the configuration.
 func New(cfg Config) (*Archiver, error) {
 	if cfg.Dir == "" {
@@ -107,16 +116,16 @@ func New(cfg Config) (*Archiver, error) {
 		cfg.Group = DefaultGroup
 	}
 	if cfg.RollBytes <= 0 {
-		cfg.RollBytes = 64 << 20
+		cfg.RollBytes = DefaultRollBytes
 	}
 	if cfg.RollInterval <= 0 {
-		cfg.RollInterval = time.Minute
+		cfg.RollInterval = DefaultRollInterval
 	}
 	if cfg.RollQuiet == 0 {
-		cfg.RollQuiet = time.Second
+		cfg.RollQuiet = DefaultRollQuiet
 	}
 	if cfg.RetryEvery <= 0 {
-		cfg.RetryEvery = 5 * time.Second
+		cfg.RetryEvery = DefaultRetryEvery
 	}
 	if cfg.MinFreeBytes == 0 {
 		cfg.MinFreeBytes = kafka.DefaultMinFreeBytes
