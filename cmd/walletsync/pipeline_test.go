@@ -766,6 +766,44 @@ func TestBackfillRepairsDriftAndResumes(t *testing.T) {
 			t.Errorf("metrics lack %s:\n%s", line, grepLines(string(m), "drift"))
 		}
 	}
+
+	// The listing now gives creation dates: the next run adds passIssuedAt
+	// to every customer, and to those whose registers agreed all along
+	// (0-19) one version each, the run after it nothing (its issued events
+	// are duplicates of the first ones). The others move at every run, as
+	// before: their registers hold the observations, which each run dates
+	// anew.
+	created := time.Date(2026, 1, 2, 9, 30, 0, 0, time.UTC)
+	for i := range passes {
+		passes[i].Created = &created
+	}
+	api.SetPasses(passes)
+	issuedStatuses := func() map[string]uint64 {
+		waitCaughtUp(t, r.url)
+		_, body := httpDo(t, "GET", r.url+"/v1/status", "", nil)
+		for _, l := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+			var s struct{ CustomerID, PassIssuedAt string }
+			if json.Unmarshal([]byte(l), &s) != nil || s.PassIssuedAt != "2026-01-02T09:30:00.000Z" {
+				t.Errorf("after a backfill with creation dates: %s", l)
+			}
+		}
+		return versionsOf(t, body)
+	}
+	for run := range 2 {
+		if res := runCLI(t, "", nil, args...); res.code != 0 || !strings.Contains(res.stdout, `"issued":60`) {
+			t.Fatalf("backfill with creation dates: %d %s %s", res.code, res.stdout, res.stderr)
+		}
+		got := issuedStatuses()
+		for id, v := range got {
+			var i int
+			if _, err := fmt.Sscan(strings.TrimPrefix(id, "cust-"), &i); err != nil || i >= 20 {
+				continue
+			}
+			if moved := v - versionsOf(t, after)[id]; moved != 1 {
+				t.Errorf("run %d: %s moved %d versions since the repair, want 1 (passIssuedAt, once)", run, id, moved)
+			}
+		}
+	}
 }
 
 func versionsOf(t *testing.T, ndjson []byte) map[string]uint64 {

@@ -48,6 +48,7 @@ type Stats struct {
 type pass struct {
 	customer, id, passType string
 	apple, google          *time.Time
+	created                time.Time // its creationDate in the Pass API: an issued event at the next backfill
 }
 
 type sim struct {
@@ -91,7 +92,11 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 	types := []string{"loyalty", "coupon", "eventTicket", "giftCard"}
 	for c := range cfg.Customers {
 		for j := range 1 + s.rng.IntN(2) {
-			s.passes = append(s.passes, &pass{customer: fmt.Sprintf("customer-%05d@example.com", c), id: fmt.Sprintf("pass-%05d-%d", c, j), passType: types[s.rng.IntN(len(types))]})
+			// Issued over the last few days, so that the funnel has cohorts
+			// installing within a day, and some not yet.
+			created := time.Now().Add(-time.Duration(s.rng.IntN(6*24*60)) * time.Minute)
+			s.passes = append(s.passes, &pass{customer: fmt.Sprintf("customer-%05d@example.com", c), id: fmt.Sprintf("pass-%05d-%d", c, j),
+				passType: types[s.rng.IntN(len(types))], created: created})
 		}
 	}
 	if cfg.Duration > 0 {
@@ -293,7 +298,8 @@ func (s *sim) publishPassAPI() {
 	s.mu.Lock()
 	ps := make([]passapitest.Pass, len(s.passes))
 	for i, p := range s.passes {
-		ps[i] = passapitest.Pass{ID: p.id, PassType: p.passType, Identifiers: map[string]string{"customerId": p.customer}, Apple: p.apple, Google: p.google}
+		ps[i] = passapitest.Pass{ID: p.id, PassType: p.passType, Identifiers: map[string]string{"customerId": p.customer}, Apple: p.apple, Google: p.google,
+			Created: &p.created}
 	}
 	s.mu.Unlock()
 	s.cfg.PassAPI.SetPasses(ps)

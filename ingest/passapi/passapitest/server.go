@@ -32,6 +32,9 @@ type Pass struct {
 	Identifiers map[string]string
 	Apple       *time.Time
 	Google      *time.Time
+	// Created is the pass's creationDate; nil leaves it out of the listing
+	// (so the backfill writes no issued event for the pass).
+	Created *time.Time
 }
 
 // Server is the local Pass API.
@@ -148,8 +151,11 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		for k, v := range p.Identifiers {
 			ids[k] = v
 		}
-		out = append(out, map[string]any{"id": p.ID, "passType": p.PassType, "identifiers": ids, "providers": providers,
-			"creationDate": "2026-01-01T00:00:00Z", "metadata": map[string]any{}})
+		item := map[string]any{"id": p.ID, "passType": p.PassType, "identifiers": ids, "providers": providers, "metadata": map[string]any{}}
+		if p.Created != nil {
+			item["creationDate"] = p.Created.UTC().Format(time.RFC3339Nano)
+		}
+		out = append(out, item)
 	}
 	w.Header().Set("x-pagination-total", strconv.Itoa(total))
 	writeJSON(w, http.StatusOK, out)
