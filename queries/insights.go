@@ -117,10 +117,16 @@ func (q Query) Answer(rows []Row) Answer {
 	return Answer{Query: q.Name, From: q.From.Format(time.DateOnly), To: q.To.Format(time.DateOnly), By: q.By, Rows: rows}
 }
 
+// DailyCounts are one daily row's counts: installs, uninstalls (device
+// removals not among them) and device removals (SPEC §3, §7).
+type DailyCounts [3]int64
+
 // DailyRows zero-fills daily counts, keyed by day (YYYY-MM-DD), platform
 // and by value: every day × platform × by value seen (just "" without by),
-// sorted by day, platform, by value.
-func DailyRows(q Query, counts map[[3]string][2]int64) []Row {
+// sorted by day, platform, by value. net is installs − uninstalls: a
+// device removal leaves the pass installed on another device, so it moves
+// no net.
+func DailyRows(q Query, counts map[[3]string]DailyCounts) []Row {
 	byValues := map[string]bool{}
 	for k := range counts {
 		byValues[k[2]] = true
@@ -139,7 +145,7 @@ func DailyRows(q Query, counts map[[3]string][2]int64) []Row {
 		for _, p := range []string{"apple", "google"} {
 			for _, b := range bys {
 				c := counts[[3]string{day, p, b}]
-				row := Row{"day": day, "platform": p, "installs": c[0], "uninstalls": c[1], "net": c[0] - c[1]}
+				row := Row{"day": day, "platform": p, "installs": c[0], "uninstalls": c[1], "net": c[0] - c[1], "deviceRemovals": c[2]}
 				if q.By != "" {
 					row[q.By] = b
 				}
@@ -150,14 +156,16 @@ func DailyRows(q Query, counts map[[3]string][2]int64) []Row {
 	return rows
 }
 
-// Columns are the row keys of q's answer in display order.
+// Columns are the row keys of q's answer in display order. daily's
+// deviceRemovals (issue 18) comes last, so that a CSV reader of the columns
+// before it by position reads them as before.
 func Columns(q Query) []string {
 	switch q.Name {
 	case Daily:
 		if q.By != "" {
-			return []string{"day", "platform", q.By, "installs", "uninstalls", "net"}
+			return []string{"day", "platform", q.By, "installs", "uninstalls", "net", "deviceRemovals"}
 		}
-		return []string{"day", "platform", "installs", "uninstalls", "net"}
+		return []string{"day", "platform", "installs", "uninstalls", "net", "deviceRemovals"}
 	case StatusMix:
 		return []string{"walletStatus", "customers"}
 	case InstalledBase:

@@ -284,6 +284,8 @@ func TestQueryInsightCommand(t *testing.T) {
 		`{"eventId":"a","type":"installed","platform":"apple","customerId":"c1","occurredAt":"2026-03-02T10:00:00Z","source":"webhook"}`,
 		`{"eventId":"b","type":"installed","platform":"google","customerId":"c2","occurredAt":"2026-03-02T23:59:59.999Z","source":"connector"}`,
 		`{"eventId":"c","type":"uninstalled","platform":"apple","customerId":"c1","occurredAt":"2026-03-03T00:00:00Z","source":"webhook"}`,
+		// A device removal: counted apart, and c2's pass stays installed.
+		`{"eventId":"d","type":"uninstalled","platform":"google","customerId":"c2","occurredAt":"2026-03-03T08:00:00Z","source":"connector","registration":{"activeCount":1,"totalCount":2}}`,
 	} {
 		e, err := wire.ParseEvent([]byte(l))
 		if err != nil {
@@ -296,11 +298,11 @@ func TestQueryInsightCommand(t *testing.T) {
 	}
 	dsn := srv.DSN()
 	r := runCLI(t, "", nil, "query", "daily", "--from", "2026-03-02", "--to", "2026-03-04", "--by", "source", "--format", "csv", "--clickhouse", dsn)
-	want := "day,platform,source,installs,uninstalls,net\n" +
-		"2026-03-02,apple,connector,0,0,0\n2026-03-02,apple,webhook,1,0,1\n" +
-		"2026-03-02,google,connector,1,0,1\n2026-03-02,google,webhook,0,0,0\n" +
-		"2026-03-03,apple,connector,0,0,0\n2026-03-03,apple,webhook,0,1,-1\n" +
-		"2026-03-03,google,connector,0,0,0\n2026-03-03,google,webhook,0,0,0\n"
+	want := "day,platform,source,installs,uninstalls,net,deviceRemovals\n" +
+		"2026-03-02,apple,connector,0,0,0,0\n2026-03-02,apple,webhook,1,0,1,0\n" +
+		"2026-03-02,google,connector,1,0,1,0\n2026-03-02,google,webhook,0,0,0,0\n" +
+		"2026-03-03,apple,connector,0,0,0,0\n2026-03-03,apple,webhook,0,1,-1,0\n" +
+		"2026-03-03,google,connector,0,0,0,1\n2026-03-03,google,webhook,0,0,0,0\n"
 	if r.code != 0 || r.stdout != want {
 		t.Fatalf("daily csv: %d\n%s\nwant\n%s%s", r.code, r.stdout, want, r.stderr)
 	}

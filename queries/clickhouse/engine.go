@@ -42,36 +42,40 @@ func (c *Engine) Insight(ctx context.Context, q queries.Query) (queries.Answer, 
 }
 
 // daily counts installed/uninstalled events by their occurredAt UTC day,
-// each event once (see once). The day is computed from milliseconds, not
-// with toDate, which would use the server's time zone. The occurred_at
-// conditions let ClickHouse skip whole partitions.
+// each event once (see once): device removals (device_removal, which the
+// sink writes from walletsync.Event.DeviceRemoval) apart from the
+// uninstalls; issued events and observations not at all, nor their by
+// values. The day is computed from milliseconds, not with toDate, which
+// would use the server's time zone. The occurred_at conditions let
+// ClickHouse skip whole partitions.
 func (c *Engine) daily(ctx context.Context, q queries.Query) (queries.Answer, error) {
 	dirty, err := chsink.DirtyMonths(ctx, c.Conn)
 	if err != nil {
 		return queries.Answer{}, fmt.Errorf("daily: %w", err)
 	}
 	const inRange = `occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
-		AND occurred_ms >= ? AND occurred_ms < ? AND type != 'observed'`
+		AND occurred_ms >= ? AND occurred_ms < ? AND type IN ('installed', 'uninstalled')`
 	sql := fmt.Sprintf(`SELECT toUInt32(intDiv(occurred_ms, 86400000)) AS d, toString(platform) AS p, %[1]s AS b,
-		countIf(type = 'installed') AS i, countIf(type = 'uninstalled') AS u
+		countIf(type = 'installed') AS i, countIf(type = 'uninstalled' AND device_removal = 0) AS u,
+		countIf(type = 'uninstalled' AND device_removal = 1) AS r
 	FROM %[2]s
-	GROUP BY d, p, b`, byColumn[q.By], once(chsink.EventsTable, "occurred_ms, platform, type, "+byColumns, inRange, dirty))
+	GROUP BY d, p, b`, byColumn[q.By], once(chsink.EventsTable, "occurred_ms, platform, type, device_removal, "+byColumns, inRange, dirty))
 	args := []any{q.From.Unix(), q.To.Unix(), q.From.UnixMilli(), q.To.UnixMilli()}
 	rows, err := c.Conn.Query(ctx, sql, append(args, args...)...)
 	if err != nil {
 		return queries.Answer{}, fmt.Errorf("daily: %w", err)
 	}
 	defer rows.Close()
-	counts := map[[3]string][2]int64{}
+	counts := map[[3]string]queries.DailyCounts{}
 	for rows.Next() {
 		var d uint32
 		var p, b string
-		var i, u uint64
-		if err := rows.Scan(&d, &p, &b, &i, &u); err != nil {
+		var i, u, r uint64
+		if err := rows.Scan(&d, &p, &b, &i, &u, &r); err != nil {
 			return queries.Answer{}, fmt.Errorf("daily: %w", err)
 		}
 		day := time.Unix(int64(d)*86400, 0).UTC().Format(time.DateOnly)
-		counts[[3]string{day, p, b}] = [2]int64{int64(i), int64(u)}
+		counts[[3]string{day, p, b}] = queries.DailyCounts{int64(i), int64(u), int64(r)}
 	}
 	if err := rows.Err(); err != nil {
 		return queries.Answer{}, fmt.Errorf("daily: %w", err)
@@ -124,11 +128,19 @@ func (c *Engine) status(ctx context.Context, q queries.Query) (queries.Answer, e
 	return q.Answer(out), nil
 }
 
+// registerEvent is true for the rows that can be their register's E (SPEC
+// §3): installs and uninstalls, but not device removals, which never
+// become E. Observations are not (installed-base and retention ignore
+// them), nor issued events, which belong to no register.
+const registerEvent = `type IN ('installed', 'uninstalled') AND device_removal = 0`
+
 // unknownRegisters are the registers (customer and pass) with an install or
 // uninstall row whose change the processors did not know: a late event, or
 // a row the sink did not write. installed-base and retention take them the
 // slow way, every other register from the changes stored at insert time.
-const unknownRegisters = `(SELECT register FROM ` + chsink.EventsTable + ` WHERE base_known = 0 AND type != 'observed')`
+// An issued event's change is never known (it has none), so rows other
+// than registerEvent's would send every issued pass the slow way.
+const unknownRegisters = `(SELECT register FROM ` + chsink.EventsTable + ` WHERE base_known = 0 AND ` + registerEvent + `)`
 
 // installedBase counts, per platform and day, the registers whose E (the
 // winning installed/uninstalled event, observations ignored) at the end of
@@ -157,7 +169,7 @@ func (c *Engine) installedBase(ctx context.Context, q queries.Query) (queries.An
 	if err != nil {
 		return queries.Answer{}, fmt.Errorf("installed-base: %w", err)
 	}
-	const before = `occurred_at < toDateTime(?) AND occurred_ms < ? AND type != 'observed'`
+	const before = `occurred_at < toDateTime(?) AND occurred_ms < ? AND ` + registerEvent
 	sql := fmt.Sprintf(`SELECT p, d, sum(delta) FROM (
 		SELECT toString(platform) AS p, toUInt32(intDiv(occurred_ms, 86400000)) AS d, sum(base_change) AS delta
 		FROM %[2]s
@@ -262,7 +274,7 @@ func (c *Engine) retention(ctx context.Context, q queries.Query) (queries.Answer
 		GROUP BY w, p
 	)
 	GROUP BY w, p`, once(chsink.RetentionTable, "install_ms, platform, initial, d1, d7, d30, register", window, dirty),
-		once(chsink.EventsTable, "register, platform, occurred_ms, type", window+" AND type != 'observed'", dirty), unknownRegisters)
+		once(chsink.EventsTable, "register, platform, occurred_ms, type", window+" AND "+registerEvent, dirty), unknownRegisters)
 	last := q.To.UnixMilli() + 30*day
 	from, to := q.From.UnixMilli(), q.To.UnixMilli()
 	win := []any{from / 1000, last/1000 + 1, from, last}

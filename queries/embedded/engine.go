@@ -56,6 +56,9 @@ func (e *Engine) Insight(ctx context.Context, q queries.Query) (queries.Answer, 
 // day names t's day as the archive's day directories do.
 func day(t time.Time) string { return parquet.Day(t.UnixMilli()) }
 
+// daily counts installs, uninstalls and device removals (read from the
+// archived device counts, parquet.DeviceRemovalOf) by UTC day; issued
+// events and observations are not counted, nor are their by values seen.
 func (e *Engine) daily(ctx context.Context, q queries.Query) ([]queries.Row, error) {
 	from, to := q.From.UnixMilli(), q.To.UnixMilli()
 	type key struct {
@@ -63,8 +66,8 @@ func (e *Engine) daily(ctx context.Context, q queries.Query) ([]queries.Row, err
 		p string
 		b string
 	}
-	counts := map[key][2]int64{}
-	cols := []string{parquet.TypeColumn, parquet.PlatformColumn, parquet.OccurredAtColumn}
+	counts := map[key]queries.DailyCounts{}
+	cols := []string{parquet.TypeColumn, parquet.PlatformColumn, parquet.OccurredAtColumn, parquet.ActiveCountColumn, parquet.TotalCountColumn}
 	if q.By != "" {
 		cols = append(cols, map[string]string{"passType": parquet.PassTypeColumn, "medium": parquet.MediumColumn, "source": parquet.SourceColumn}[q.By])
 	}
@@ -74,17 +77,20 @@ func (e *Engine) daily(ctx context.Context, q queries.Query) ([]queries.Row, err
 		}
 		for i := range c[0] {
 			typ, at := parquet.EventTypeOf(c[0][i]), c[2][i].Int64()
-			if at < from || at >= to || typ == walletsync.TypeObserved {
+			if at < from || at >= to || typ != walletsync.TypeInstalled && typ != walletsync.TypeUninstalled {
 				continue
 			}
 			k := key{d: uint32(at / 86_400_000), p: parquet.PlatformOf(c[1][i]).String()}
 			if q.By != "" {
-				k.b = string(c[3][i].ByteArray())
+				k.b = string(c[5][i].ByteArray())
 			}
 			n := counts[k]
-			if typ == walletsync.TypeInstalled {
+			switch {
+			case typ == walletsync.TypeInstalled:
 				n[0]++
-			} else {
+			case parquet.DeviceRemovalOf(typ, c[3][i], c[4][i]):
+				n[2]++
+			default:
 				n[1]++
 			}
 			counts[k] = n
@@ -94,7 +100,7 @@ func (e *Engine) daily(ctx context.Context, q queries.Query) ([]queries.Row, err
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[[3]string][2]int64, len(counts))
+	out := make(map[[3]string]queries.DailyCounts, len(counts))
 	for k, c := range counts {
 		out[[3]string{time.Unix(int64(k.d)*86400, 0).UTC().Format(time.DateOnly), k.p, k.b}] = c
 	}
@@ -150,21 +156,24 @@ type regEvent struct {
 	k int64
 }
 
-// registerEvents gathers the installed/uninstalled events before untilMs,
-// sorted by register and rank: one flat array sorted once, far cheaper
-// than a map of millions of registers each with its own slice.
+// registerEvents gathers the events before untilMs that can be their
+// register's E (SPEC §3: installs and uninstalls; not device removals,
+// observations, nor issued events, which belong to no register), sorted by
+// register and rank: one flat array sorted once, far cheaper than a map of
+// millions of registers each with its own slice.
 func (e *Engine) registerEvents(ctx context.Context, untilMs int64) ([]regEvent, error) {
 	var all []regEvent
 	var h maphash.Hash
 	h.SetSeed(e.seed)
-	cols := []string{parquet.TypeColumn, parquet.PlatformColumn, parquet.CustomerIDColumn, parquet.PassIDColumn, parquet.OccurredAtColumn}
+	cols := []string{parquet.TypeColumn, parquet.PlatformColumn, parquet.CustomerIDColumn, parquet.PassIDColumn, parquet.OccurredAtColumn,
+		parquet.ActiveCountColumn, parquet.TotalCountColumn}
 	err := parquet.ScanColumns(e.Dir, parquet.EventsDataset, "", day(time.UnixMilli(untilMs).Add(24*time.Hour)), cols, func(c [][]pq.Value) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		for i := range c[0] {
 			typ, at := parquet.EventTypeOf(c[0][i]), c[4][i].Int64()
-			if at >= untilMs || typ == walletsync.TypeObserved {
+			if at >= untilMs || typ != walletsync.TypeInstalled && typ != walletsync.TypeUninstalled || parquet.DeviceRemovalOf(typ, c[5][i], c[6][i]) {
 				continue
 			}
 			h.Reset()

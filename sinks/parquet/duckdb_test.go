@@ -278,14 +278,15 @@ func TestDuckDBAgreesWithTheEmbeddedEngine(t *testing.T) {
 	wantStatus := insight(t, api, queries.StatusMix, from, to)
 
 	// The stream must make the comparison mean something.
-	var installs, uninstalls int64
+	var installs, uninstalls, removals int64
 	for _, r := range wantDaily {
 		i, _ := r["installs"].(json.Number).Int64()
 		u, _ := r["uninstalls"].(json.Number).Int64()
-		installs, uninstalls = installs+i, uninstalls+u
+		d, _ := r["deviceRemovals"].(json.Number).Int64()
+		installs, uninstalls, removals = installs+i, uninstalls+u, removals+d
 	}
-	if installs < 1000 || uninstalls < 500 {
-		t.Fatalf("the stream is too thin: %d installs, %d uninstalls", installs, uninstalls)
+	if installs < 1000 || uninstalls < 500 || removals < 50 {
+		t.Fatalf("the stream is too thin: %d installs, %d uninstalls, %d device removals", installs, uninstalls, removals)
 	}
 
 	// The fold's own statuses give the same mix.

@@ -50,6 +50,10 @@ const (
 	MediumColumn       = "medium"
 	VersionColumn      = "version"
 	WalletStatusColumn = "wallet_status"
+	// The registration's device counts, null when absent: DeviceRemovalOf
+	// reads a device removal from them.
+	ActiveCountColumn = "registration_active_count"
+	TotalCountColumn  = "registration_total_count"
 )
 
 // StatusRow is one archived status version (SPEC §4); null times are null.
