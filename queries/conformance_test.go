@@ -223,6 +223,64 @@ func referenceRetention(evs []walletsync.Event, q queries.Query) []queries.Row {
 	return rows
 }
 
+// referenceFunnel is SPEC §7's funnel, plainly: per pass (customerId,
+// passId), its earliest issued event — the smallest eventId among those at
+// the earliest instant, the rule docs/insights.md states where SPEC is
+// silent; if that falls in the range, the pass counts in that event's week
+// and passType, and within N days if the pass has an installed event, on
+// any platform, from the issue instant to N×24 h after it, both included.
+func referenceFunnel(evs []walletsync.Event, q queries.Query) []queries.Row {
+	type pass struct{ customer, id string }
+	first := map[pass]*walletsync.Event{}
+	for i := range evs {
+		e := &evs[i]
+		if e.Type != walletsync.TypeIssued {
+			continue
+		}
+		k := pass{e.CustomerID, e.PassID}
+		if f := first[k]; f == nil || e.OccurredAt < f.OccurredAt || e.OccurredAt == f.OccurredAt && e.ID < f.ID {
+			first[k] = e
+		}
+	}
+	type key struct{ week, passType string }
+	counts := map[key][4]int64{}
+	for p, is := range first {
+		if is.OccurredAt < q.From.UnixMilli() || is.OccurredAt >= q.To.UnixMilli() {
+			continue
+		}
+		d := time.UnixMilli(is.OccurredAt).UTC()
+		monday := time.Date(d.Year(), d.Month(), d.Day()-(int(d.Weekday())+6)%7, 0, 0, 0, 0, time.UTC)
+		k := key{monday.Format(time.DateOnly), is.PassType}
+		c := counts[k]
+		c[0]++
+		for j, n := range []int64{1, 7, 30} {
+			for _, e := range evs {
+				if e.Type == walletsync.TypeInstalled && e.CustomerID == p.customer && e.PassID == p.id &&
+					e.OccurredAt >= is.OccurredAt && e.OccurredAt <= is.OccurredAt+n*86_400_000 {
+					c[j+1]++
+					break
+				}
+			}
+		}
+		counts[k] = c
+	}
+	var keys []key
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	for i := range keys { // insertion sort by week, then passType
+		for j := i; j > 0 && (keys[j].week < keys[j-1].week || keys[j].week == keys[j-1].week && keys[j].passType < keys[j-1].passType); j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	rows := []queries.Row{} // none: an empty list, as the answer has
+	for _, k := range keys {
+		c := counts[k]
+		rows = append(rows, queries.Row{"cohortWeek": k.week, "passType": k.passType, "issued": c[0], "within1d": c[1], "within7d": c[2], "within30d": c[3]})
+	}
+	return rows
+}
+
 func asJSON(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -419,6 +477,10 @@ var conformanceCases = []struct{ name, from, to, by string }{
 	{"installed-base", "2026-03-05", "2026-03-06", ""},
 	{"retention", "2026-02-23", "2026-03-16", ""},
 	{"retention", "2026-03-04", "2026-03-06", ""},
+	{"funnel", "2026-02-23", "2026-04-06", ""}, // every issued event
+	{"funnel", "2026-03-04", "2026-03-10", ""}, // from a Wednesday: passes first issued before it are out
+	{"funnel", "2026-03-09", "2026-03-10", ""},
+	{"funnel", "2026-01-05", "2026-01-19", ""}, // no issued event: no row
 }
 
 // reference answers a case with the plain Go oracles written from SPEC §7.
@@ -430,6 +492,8 @@ func reference(t *testing.T, q queries.Query, evs []walletsync.Event, fold *wall
 		return referenceInstalledBase(evs, q)
 	case queries.Retention:
 		return referenceRetention(evs, q)
+	case queries.Funnel:
+		return referenceFunnel(evs, q)
 	}
 	mix := map[string]int64{}
 	for _, s := range fold.Statuses() {
@@ -575,6 +639,91 @@ func TestEnginesConformToTheOracleAndEachOther(t *testing.T) {
 	for i := range conformanceCases {
 		if embedded[i] != ch[i] {
 			t.Errorf("%v after Verify: the engines differ:\nembedded   %s\nclickhouse %s", conformanceCases[i], embedded[i], ch[i])
+		}
+	}
+}
+
+// The edges' answers, worked out by hand from SPEC §7 (see funnelEvents
+// and deviceEvents), from the oracles and from the embedded engine over an
+// archive of those events alone: the suite above holds both engines to
+// the oracles, this holds the oracles to the spec.
+func TestEdgesAnswerAsWorkedOutByHand(t *testing.T) {
+	funnel := func(week, passType string, n ...int64) queries.Row {
+		return queries.Row{"cohortWeek": week, "passType": passType, "issued": n[0], "within1d": n[1], "within7d": n[2], "within30d": n[3]}
+	}
+	daily := func(day, platform string, n ...int64) queries.Row {
+		return queries.Row{"day": day, "platform": platform, "installs": n[0], "uninstalls": n[1], "net": n[0] - n[1], "deviceRemovals": n[2]}
+	}
+	base := func(day string, apple, google int64) []queries.Row {
+		return []queries.Row{{"day": day, "platform": "apple", "installed": apple}, {"day": day, "platform": "google", "installed": google}}
+	}
+	for _, set := range []struct {
+		what  string
+		evs   []walletsync.Event
+		cases []struct {
+			name, from, to string
+			want           []queries.Row
+		}
+	}{
+		{"funnelEvents", funnelEvents(), []struct {
+			name, from, to string
+			want           []queries.Row
+		}{
+			// Week 03-02, coupon: the eight fun-after passes (within 1
+			// day: after 0 and exactly 1 day; 7: also 1 day + 1 ms and
+			// exactly 7; 30: also 7 days + 1 ms and exactly 30), fun-un,
+			// fun-twice (2 days after its first issue), fun-apple,
+			// fun-both, fun-other, fun-early (3 days 5 h after its 03-02
+			// issue), fun-sunday (exactly 1 day). "": fun-notype (3
+			// days), fun-noid (12 h). giftCard: fun-tie's smallest
+			// eventId. Week 03-09: fun-monday (never), fun-last (exactly
+			// 30 days, past the range's end).
+			{"funnel", "2026-03-02", "2026-03-16", []queries.Row{funnel("2026-03-02", "", 2, 1, 2, 2), funnel("2026-03-02", "coupon", 15, 5, 9, 11),
+				funnel("2026-03-02", "giftCard", 1, 0, 0, 0), funnel("2026-03-09", "coupon", 2, 0, 0, 1)}},
+			// From 03-04: fun-early was first issued before, so it is out.
+			{"funnel", "2026-03-04", "2026-03-10", []queries.Row{funnel("2026-03-02", "", 2, 1, 2, 2), funnel("2026-03-02", "coupon", 14, 5, 8, 10),
+				funnel("2026-03-02", "giftCard", 1, 0, 0, 0), funnel("2026-03-09", "coupon", 2, 0, 0, 1)}},
+			{"funnel", "2026-03-09", "2026-03-10", []queries.Row{funnel("2026-03-09", "coupon", 2, 0, 0, 1)}},
+			{"funnel", "2026-03-10", "2026-03-31", []queries.Row{}},
+		}},
+		{"deviceEvents", deviceEvents(), []struct {
+			name, from, to string
+			want           []queries.Row
+		}{
+			// Installs of 03-06 09:00: apple dev0-2, google dev3-6. Device
+			// removals: dev0 (apple), dev5 at 23:59:59.999, dev6 at
+			// midnight; dev0's last device goes on 03-09.
+			{"daily", "2026-03-06", "2026-03-10", []queries.Row{
+				daily("2026-03-06", "apple", 3, 2, 1), daily("2026-03-06", "google", 4, 2, 1),
+				daily("2026-03-07", "apple", 0, 0, 0), daily("2026-03-07", "google", 0, 0, 1),
+				daily("2026-03-08", "apple", 0, 0, 0), daily("2026-03-08", "google", 0, 0, 0),
+				daily("2026-03-09", "apple", 0, 1, 0), daily("2026-03-09", "google", 0, 0, 0)}},
+			// The removals leave dev0 (until 03-09), dev5 and dev6 installed.
+			{"installed-base", "2026-03-06", "2026-03-10", slices.Concat(base("2026-03-06", 1, 2), base("2026-03-07", 1, 2),
+				base("2026-03-08", 1, 2), base("2026-03-09", 0, 2))},
+			{"retention", "2026-03-02", "2026-03-09", []queries.Row{
+				{"cohortWeek": "2026-03-02", "platform": "apple", "installed": int64(3), "after1d": int64(1), "after7d": int64(0), "after30d": int64(0)},
+				{"cohortWeek": "2026-03-02", "platform": "google", "installed": int64(4), "after1d": int64(2), "after7d": int64(2), "after30d": int64(2)}}},
+		}},
+	} {
+		dir := t.TempDir()
+		if err := parquet.WriteEvents(dir, 0, 0, set.evs); err != nil {
+			t.Fatal(err)
+		}
+		engine := embedq.New(dir)
+		for _, c := range set.cases {
+			q, err := queries.ParseQuery(c.name, c.from, c.to, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := engine.Insight(context.Background(), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, o, w := asJSON(t, got.Rows), asJSON(t, reference(t, q, set.evs, nil)), asJSON(t, c.want)
+			if g != w || o != w {
+				t.Errorf("%s %s %s..%s:\n  embedded %s\n    oracle %s\nworked out %s", set.what, c.name, c.from, c.to, g, o, w)
+			}
 		}
 	}
 }

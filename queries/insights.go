@@ -6,10 +6,12 @@
 package queries
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -19,6 +21,7 @@ const (
 	StatusMix     = "status"
 	InstalledBase = "installed-base"
 	Retention     = "retention"
+	Funnel        = "funnel" // issue 18
 )
 
 // MaxRange is the longest from..to an insight query accepts.
@@ -64,9 +67,9 @@ var ByFields = []string{"passType", "medium", "source"}
 func ParseQuery(name, from, to, by string) (Query, error) {
 	q := Query{Name: name, By: by}
 	switch name {
-	case Daily, StatusMix, InstalledBase, Retention:
+	case Daily, StatusMix, InstalledBase, Retention, Funnel:
 	default:
-		return q, &QueryError{fmt.Sprintf("unknown insight %q: want daily, status, installed-base or retention", name)}
+		return q, &QueryError{fmt.Sprintf("unknown insight %q: want daily, status, installed-base, retention or funnel", name)}
 	}
 	var err error
 	if q.From, err = time.Parse(time.DateOnly, from); err != nil {
@@ -172,6 +175,8 @@ func Columns(q Query) []string {
 		return []string{"day", "platform", "installed"}
 	case Retention:
 		return []string{"cohortWeek", "platform", "installed", "after1d", "after7d", "after30d"}
+	case Funnel:
+		return []string{"cohortWeek", "passType", "issued", "within1d", "within7d", "within30d"}
 	}
 	return nil
 }
@@ -221,6 +226,40 @@ func RetentionRows(q Query, got map[WeekPlatform][4]int64) []Row {
 			out = append(out, Row{"cohortWeek": wk.Format(time.DateOnly), "platform": p,
 				"installed": c[0], "after1d": c[1], "after7d": c[2], "after30d": c[3]})
 		}
+	}
+	return out
+}
+
+// FunnelDays are the funnel's horizons: a pass counts within N days if it
+// was installed at most N×24 h after its issue (SPEC §7).
+func FunnelDays() [3]int64 { return [3]int64{1, 7, 30} }
+
+// WeekPassType keys funnel cohorts: the Monday as days since 1970-01-01,
+// and the passType of the pass's earliest issued event.
+type WeekPassType struct {
+	Week     uint32
+	PassType string
+}
+
+// FunnelRows lays cohorts out: issued, within1d, within7d, within30d per
+// (week, passType) with at least one issued pass, sorted by week, then
+// passType (byte order). Unlike the other queries' it has no zero rows:
+// passTypes are open-ended, so a grid of them would be mostly zeros.
+func FunnelRows(got map[WeekPassType][4]int64) []Row {
+	keys := make([]WeekPassType, 0, len(got))
+	for k, c := range got {
+		if c[0] > 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b WeekPassType) int {
+		return cmp.Or(cmp.Compare(a.Week, b.Week), strings.Compare(a.PassType, b.PassType))
+	})
+	out := make([]Row, 0, len(keys))
+	for _, k := range keys {
+		c := got[k]
+		out = append(out, Row{"cohortWeek": time.Unix(int64(k.Week)*86400, 0).UTC().Format(time.DateOnly), "passType": k.PassType,
+			"issued": c[0], "within1d": c[1], "within7d": c[2], "within30d": c[3]})
 	}
 	return out
 }

@@ -37,6 +37,8 @@ func (c *Engine) Insight(ctx context.Context, q queries.Query) (queries.Answer, 
 		return c.installedBase(ctx, q)
 	case queries.Retention:
 		return c.retention(ctx, q)
+	case queries.Funnel:
+		return c.funnel(ctx, q)
 	}
 	return queries.Answer{}, fmt.Errorf("%s: %w", q.Name, queries.ErrNotImplemented)
 }
@@ -300,4 +302,66 @@ func (c *Engine) retention(ctx context.Context, q queries.Query) (queries.Answer
 		return queries.Answer{}, fmt.Errorf("retention: %w", err)
 	}
 	return q.Answer(queries.RetentionRows(q, got)), nil
+}
+
+// funnel follows every pass (customer and pass: the register key, without
+// the platform) whose earliest issued event — the least (occurred_ms,
+// event_id), whose pass_type it takes — falls in [from, to): was it
+// installed (an installed row of the pass, any platform) from that instant
+// to 1, 7 and 30 days after? Weeks as in retention, from day numbers.
+//
+// One group per pass holds its issued rows before to, which give the
+// earliest, and its installs of the range to 30 days past it. Only the
+// passes with an issued row in the range are grouped (the IN set), so the
+// groups are few however long the history is; an earlier issued row
+// takes a pass out. As in retention's slow way, lambdas on 18.16 cannot
+// read columns, so the issue instant reaches them as an argument
+// (replicate).
+//
+// Every aggregate here is unchanged by a row inserted twice — a minimum,
+// and whether an install exists — and a pass is counted once whatever its
+// rows, so the table is read as it is, without FINAL or the dirty months,
+// as installedBase's slow way reads it.
+func (c *Engine) funnel(ctx context.Context, q queries.Query) (queries.Answer, error) {
+	const day = 86_400_000
+	days := queries.FunnelDays()
+	from, to := q.From.UnixMilli(), q.To.UnixMilli()
+	last := to + days[2]*day // the latest install that can count
+	sql := fmt.Sprintf(`SELECT w, pt, toInt64(count()), toInt64(sum(a1)), toInt64(sum(a7)), toInt64(sum(a30)) FROM (
+		SELECT earliest.1 AS m, earliest.3 AS pt, toUInt32(intDiv(m, 86400000) - (intDiv(m, 86400000) + 3) %% 7) AS w,
+			arrayExists((x, s) -> x >= s AND x <= s + %[2]d * 86400000, ims, replicate(m, ims)) AS a1,
+			arrayExists((x, s) -> x >= s AND x <= s + %[3]d * 86400000, ims, replicate(m, ims)) AS a7,
+			arrayExists((x, s) -> x >= s AND x <= s + %[4]d * 86400000, ims, replicate(m, ims)) AS a30
+		FROM (
+			SELECT minIf((occurred_ms, event_id, pass_type), type = 'issued') AS earliest,
+				groupArrayIf(occurred_ms, type = 'installed') AS ims
+			FROM %[1]s
+			WHERE occurred_at < toDateTime(?)
+				AND (type = 'issued' AND occurred_ms < ? OR type = 'installed' AND occurred_ms >= ? AND occurred_ms <= ?)
+				AND register IN (SELECT register FROM %[1]s WHERE type = 'issued'
+					AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) AND occurred_ms >= ? AND occurred_ms < ?)
+			GROUP BY register
+		)
+		WHERE m >= ? AND m < ?
+	)
+	GROUP BY w, pt`, chsink.EventsTable, days[0], days[1], days[2])
+	rows, err := c.Conn.Query(ctx, sql, last/1000+1, to, from, last, from/1000, to/1000, from, to, from, to)
+	if err != nil {
+		return queries.Answer{}, fmt.Errorf("funnel: %w", err)
+	}
+	defer rows.Close()
+	got := map[queries.WeekPassType][4]int64{}
+	for rows.Next() {
+		var w uint32
+		var pt string
+		var n, a1, a7, a30 int64
+		if err := rows.Scan(&w, &pt, &n, &a1, &a7, &a30); err != nil {
+			return queries.Answer{}, fmt.Errorf("funnel: %w", err)
+		}
+		got[queries.WeekPassType{Week: w, PassType: pt}] = [4]int64{n, a1, a7, a30}
+	}
+	if err := rows.Err(); err != nil {
+		return queries.Answer{}, fmt.Errorf("funnel: %w", err)
+	}
+	return q.Answer(queries.FunnelRows(got)), nil
 }

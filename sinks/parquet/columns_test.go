@@ -14,7 +14,7 @@ import (
 // what EventToRow writes.
 func TestColumnNamesAndValues(t *testing.T) {
 	events, statuses := pq.SchemaOf(new(parquet.EventRow)), pq.SchemaOf(new(parquet.StatusRow))
-	for _, name := range []string{parquet.TypeColumn, parquet.PlatformColumn, parquet.CustomerIDColumn, parquet.PassIDColumn,
+	for _, name := range []string{parquet.EventIDColumn, parquet.TypeColumn, parquet.PlatformColumn, parquet.CustomerIDColumn, parquet.PassIDColumn,
 		parquet.PassTypeColumn, parquet.OccurredAtColumn, parquet.SourceColumn, parquet.MediumColumn,
 		parquet.ActiveCountColumn, parquet.TotalCountColumn} {
 		if _, ok := events.Lookup(name); !ok {
@@ -65,7 +65,7 @@ func TestDeviceRemovalOfReadsTheArchivedCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen, removals := 0, 0
-	err := parquet.ScanColumns(dir, parquet.EventsDataset, "", "", []string{"event_id", parquet.TypeColumn, parquet.ActiveCountColumn, parquet.TotalCountColumn}, func(c [][]pq.Value) error {
+	err := parquet.ScanColumns(dir, parquet.EventsDataset, "", "", []string{parquet.EventIDColumn, parquet.TypeColumn, parquet.ActiveCountColumn, parquet.TotalCountColumn}, func(c [][]pq.Value) error {
 		for i := range c[0] {
 			id := string(c[0][i].ByteArray())
 			got := parquet.DeviceRemovalOf(parquet.EventTypeOf(c[1][i]), c[2][i], c[3][i])

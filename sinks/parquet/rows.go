@@ -42,6 +42,7 @@ type EventRow struct {
 const (
 	TypeColumn         = "type"
 	PlatformColumn     = "platform"
+	EventIDColumn      = "event_id"
 	CustomerIDColumn   = "customer_id" // of both datasets
 	PassIDColumn       = "pass_id"
 	PassTypeColumn     = "pass_type"
