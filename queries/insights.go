@@ -6,10 +6,12 @@
 package queries
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -19,6 +21,7 @@ const (
 	StatusMix     = "status"
 	InstalledBase = "installed-base"
 	Retention     = "retention"
+	Funnel        = "funnel" // issue 18
 )
 
 // MaxRange is the longest from..to an insight query accepts.
@@ -64,9 +67,9 @@ var ByFields = []string{"passType", "medium", "source"}
 func ParseQuery(name, from, to, by string) (Query, error) {
 	q := Query{Name: name, By: by}
 	switch name {
-	case Daily, StatusMix, InstalledBase, Retention:
+	case Daily, StatusMix, InstalledBase, Retention, Funnel:
 	default:
-		return q, &QueryError{fmt.Sprintf("unknown insight %q: want daily, status, installed-base or retention", name)}
+		return q, &QueryError{fmt.Sprintf("unknown insight %q: want daily, status, installed-base, retention or funnel", name)}
 	}
 	var err error
 	if q.From, err = time.Parse(time.DateOnly, from); err != nil {
@@ -117,10 +120,16 @@ func (q Query) Answer(rows []Row) Answer {
 	return Answer{Query: q.Name, From: q.From.Format(time.DateOnly), To: q.To.Format(time.DateOnly), By: q.By, Rows: rows}
 }
 
+// DailyCounts are one daily row's counts: installs, uninstalls (device
+// removals not among them) and device removals (SPEC §3, §7).
+type DailyCounts [3]int64
+
 // DailyRows zero-fills daily counts, keyed by day (YYYY-MM-DD), platform
 // and by value: every day × platform × by value seen (just "" without by),
-// sorted by day, platform, by value.
-func DailyRows(q Query, counts map[[3]string][2]int64) []Row {
+// sorted by day, platform, by value. net is installs − uninstalls: a
+// device removal leaves the pass installed on another device, so it moves
+// no net.
+func DailyRows(q Query, counts map[[3]string]DailyCounts) []Row {
 	byValues := map[string]bool{}
 	for k := range counts {
 		byValues[k[2]] = true
@@ -139,7 +148,7 @@ func DailyRows(q Query, counts map[[3]string][2]int64) []Row {
 		for _, p := range []string{"apple", "google"} {
 			for _, b := range bys {
 				c := counts[[3]string{day, p, b}]
-				row := Row{"day": day, "platform": p, "installs": c[0], "uninstalls": c[1], "net": c[0] - c[1]}
+				row := Row{"day": day, "platform": p, "installs": c[0], "uninstalls": c[1], "net": c[0] - c[1], "deviceRemovals": c[2]}
 				if q.By != "" {
 					row[q.By] = b
 				}
@@ -150,20 +159,24 @@ func DailyRows(q Query, counts map[[3]string][2]int64) []Row {
 	return rows
 }
 
-// Columns are the row keys of q's answer in display order.
+// Columns are the row keys of q's answer in display order. daily's
+// deviceRemovals (issue 18) comes last, so that a CSV reader of the columns
+// before it by position reads them as before.
 func Columns(q Query) []string {
 	switch q.Name {
 	case Daily:
 		if q.By != "" {
-			return []string{"day", "platform", q.By, "installs", "uninstalls", "net"}
+			return []string{"day", "platform", q.By, "installs", "uninstalls", "net", "deviceRemovals"}
 		}
-		return []string{"day", "platform", "installs", "uninstalls", "net"}
+		return []string{"day", "platform", "installs", "uninstalls", "net", "deviceRemovals"}
 	case StatusMix:
 		return []string{"walletStatus", "customers"}
 	case InstalledBase:
 		return []string{"day", "platform", "installed"}
 	case Retention:
 		return []string{"cohortWeek", "platform", "installed", "after1d", "after7d", "after30d"}
+	case Funnel:
+		return []string{"cohortWeek", "passType", "issued", "within1d", "within7d", "within30d"}
 	}
 	return nil
 }
@@ -213,6 +226,40 @@ func RetentionRows(q Query, got map[WeekPlatform][4]int64) []Row {
 			out = append(out, Row{"cohortWeek": wk.Format(time.DateOnly), "platform": p,
 				"installed": c[0], "after1d": c[1], "after7d": c[2], "after30d": c[3]})
 		}
+	}
+	return out
+}
+
+// FunnelDays are the funnel's horizons: a pass counts within N days if it
+// was installed at most N×24 h after its issue (SPEC §7).
+func FunnelDays() [3]int64 { return [3]int64{1, 7, 30} }
+
+// WeekPassType keys funnel cohorts: the Monday as days since 1970-01-01,
+// and the passType of the pass's earliest issued event.
+type WeekPassType struct {
+	Week     uint32
+	PassType string
+}
+
+// FunnelRows lays cohorts out: issued, within1d, within7d, within30d per
+// (week, passType) with at least one issued pass, sorted by week, then
+// passType (byte order). Unlike the other queries' it has no zero rows:
+// passTypes are open-ended, so a grid of them would be mostly zeros.
+func FunnelRows(got map[WeekPassType][4]int64) []Row {
+	keys := make([]WeekPassType, 0, len(got))
+	for k, c := range got {
+		if c[0] > 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b WeekPassType) int {
+		return cmp.Or(cmp.Compare(a.Week, b.Week), strings.Compare(a.PassType, b.PassType))
+	})
+	out := make([]Row, 0, len(keys))
+	for _, k := range keys {
+		c := got[k]
+		out = append(out, Row{"cohortWeek": time.Unix(int64(k.Week)*86400, 0).UTC().Format(time.DateOnly), "passType": k.PassType,
+			"issued": c[0], "within1d": c[1], "within7d": c[2], "within30d": c[3]})
 	}
 	return out
 }

@@ -2,7 +2,7 @@
 // library and no request beyond this origin.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const colors = { apple: "#2563eb", google: "#16a34a", appleUn: "#93c5fd", googleUn: "#86efac" };
+const colors = { apple: "#2563eb", google: "#16a34a", appleUn: "#93c5fd", googleUn: "#86efac", removal: "#d97706" };
 const day = (d) => d.toISOString().slice(0, 10);
 
 function token() { return localStorage.getItem("walletsync-token") || ""; }
@@ -40,7 +40,9 @@ function lineChart(el, days, series, height) {
   days.forEach((d, i) => { if (i % step === 0) el.append(svg("text", { x: x(i) - 16, y: H - 4 }, d.slice(5))); });
   for (const s of series) {
     const pts = s.values.map((v, i) => `${x(i)},${y(v)}`).join(" ");
-    el.append(svg("polyline", { points: pts, fill: "none", stroke: s.color, "stroke-width": 2, "data-series": s.label, "data-total": s.values.reduce((a, b) => a + b, 0), "data-last": s.values.at(-1) ?? 0 }));
+    const attrs = { points: pts, fill: "none", stroke: s.color, "stroke-width": 2, "data-series": s.label, "data-total": s.values.reduce((a, b) => a + b, 0), "data-last": s.values.at(-1) ?? 0 };
+    if (s.dashed) attrs["stroke-dasharray"] = "6 4";
+    el.append(svg("polyline", attrs));
   }
 }
 
@@ -57,28 +59,33 @@ async function drawDaily(q, by) {
   const a = await api(`/v1/insights/daily?${q}${by ? "&by=" + by : ""}`);
   const days = [...new Set(a.rows.map((r) => r.day))];
   const sum = (p, key) => days.map((d) => a.rows.filter((r) => r.day === d && r.platform === p).reduce((t, r) => t + r[key], 0));
+  const both = (x, y) => x.map((v, i) => v + y[i]);
   const series = [
     { label: "apple installs", color: colors.apple, values: sum("apple", "installs") },
     { label: "google installs", color: colors.google, values: sum("google", "installs") },
     { label: "apple uninstalls", color: colors.appleUn, values: sum("apple", "uninstalls") },
     { label: "google uninstalls", color: colors.googleUn, values: sum("google", "uninstalls") },
+    // A device removal leaves the pass on another device: drawn beside
+    // the uninstalls (both platforms, dashed), never among them.
+    { label: "device removals", color: colors.removal, dashed: true, values: both(sum("apple", "deviceRemovals"), sum("google", "deviceRemovals")) },
   ];
   series.forEach((s) => (s.summary = s.values.reduce((x, y) => x + y, 0)));
   lineChart($("daily-chart"), days, series, 260);
   legend($("daily-legend"), series);
   $("daily-chart").dataset.installs = series[0].summary + series[1].summary;
   $("daily-chart").dataset.uninstalls = series[2].summary + series[3].summary;
+  $("daily-chart").dataset.deviceRemovals = series[4].summary;
   const t = $("daily-by");
   t.hidden = !by;
   if (by) {
     const totals = {};
     for (const r of a.rows) {
       const k = r[by] || "(none)";
-      totals[k] = totals[k] || [0, 0];
-      totals[k][0] += r.installs; totals[k][1] += r.uninstalls;
+      totals[k] = totals[k] || [0, 0, 0];
+      totals[k][0] += r.installs; totals[k][1] += r.uninstalls; totals[k][2] += r.deviceRemovals;
     }
-    t.innerHTML = `<tr><th>${by}</th><th>installs</th><th>uninstalls</th></tr>` +
-      Object.entries(totals).map(([k, v]) => `<tr><td>${escapeHTML(k)}</td><td>${v[0]}</td><td>${v[1]}</td></tr>`).join("");
+    t.innerHTML = `<tr><th>${by}</th><th>installs</th><th>uninstalls</th><th>device removals</th></tr>` +
+      Object.entries(totals).map(([k, v]) => `<tr><td>${escapeHTML(k)}</td><td>${v[0]}</td><td>${v[1]}</td><td>${v[2]}</td></tr>`).join("");
   }
 }
 
@@ -115,6 +122,24 @@ async function drawRetention(q) {
       cell(r.after1d, r.installed) + cell(r.after7d, r.installed) + cell(r.after30d, r.installed) + "</tr>").join("");
 }
 
+// drawFunnel shows the API's rows as they come (week, then pass type) and a
+// total over them, each count with its share of the issued passes.
+async function drawFunnel(q) {
+  const a = await api(`/v1/insights/funnel?${q}`);
+  const pct = (n, d) => (d ? Math.round((100 * n) / d) + "%" : "–");
+  const cell = (n, d) => `<td style="background:rgba(37,99,235,${d ? (0.4 * n) / d : 0})">${n} <span class="muted">${pct(n, d)}</span></td>`;
+  const line = (attrs, week, type, r) => `<tr ${attrs}><td>${week}</td><td>${type}</td><td>${r.issued}</td>` +
+    cell(r.within1d, r.issued) + cell(r.within7d, r.issued) + cell(r.within30d, r.issued) + "</tr>";
+  const total = { issued: 0, within1d: 0, within7d: 0, within30d: 0 };
+  for (const r of a.rows) for (const k of Object.keys(total)) total[k] += r[k];
+  $("funnel").innerHTML = "<tr><th>week</th><th>pass type</th><th>issued</th><th>within 1 d</th><th>within 7 d</th><th>within 30 d</th></tr>" +
+    a.rows.map((r) => line(`data-week="${r.cohortWeek}" data-pass-type="${escapeHTML(r.passType)}" data-issued="${r.issued}" ` +
+      `data-within1d="${r.within1d}" data-within7d="${r.within7d}" data-within30d="${r.within30d}"`,
+      r.cohortWeek, r.passType ? escapeHTML(r.passType) : '<span class="muted">(none)</span>', r)).join("") +
+    (a.rows.length ? line(`class="total" data-issued="${total.issued}"`, "all", "", total) : "");
+  $("funnel-empty").hidden = a.rows.length > 0;
+}
+
 async function drawLag() {
   try {
     const p = await api("/v1/pipeline");
@@ -130,7 +155,7 @@ async function refresh() {
   const q = `from=${from}&to=${to}`;
   const qs = new URLSearchParams({ from, to, by });
   history.replaceState(null, "", "?" + qs);
-  const results = await Promise.allSettled([drawDaily(q, by), drawBase(q), drawStatus(q), drawRetention(q), drawLag()]);
+  const results = await Promise.allSettled([drawDaily(q, by), drawBase(q), drawStatus(q), drawRetention(q), drawFunnel(q), drawLag()]);
   const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
   $("error").hidden = failed.length === 0;
   $("error").textContent = failed.length ? "Could not load: " + [...new Set(failed)].join("; ") : "";

@@ -69,11 +69,14 @@ func TestAnalystSQLExamplesReturnRows(t *testing.T) {
 	defer emb.Close()
 	r := startRole(t, "run", "--brokers", strings.Join(emb.Brokers(), ","), "--partitions", "3", "--http", "127.0.0.1:0", "--archive-dir", "none",
 		"--log-level", "warn", "--transactional-id", "analyst-sql", "--clickhouse", ch.DSN(), "--clickhouse-batch-interval", "100ms")
-	// The examples' own data: March 2026, a medium, anna@example.com.
+	// The examples' own data: March 2026, a medium, anna@example.com (her
+	// pass issued, for the funnel example, and a device removal).
 	lines := append(testStream()[:1500],
+		[]byte(`{"eventId":"anna-0","type":"issued","customerId":"anna@example.com","passType":"loyalty","occurredAt":"2026-03-01T08:00:00Z"}`),
 		[]byte(`{"eventId":"anna-1","type":"installed","platform":"apple","customerId":"anna@example.com","occurredAt":"2026-03-01T09:15:02.120Z","registration":{"medium":"email"}}`),
 		[]byte(`{"eventId":"anna-2","type":"installed","platform":"google","customerId":"anna@example.com","occurredAt":"2026-03-03T07:00:00Z","registration":{"medium":"sms"}}`),
 		[]byte(`{"eventId":"anna-3","type":"uninstalled","platform":"apple","customerId":"anna@example.com","occurredAt":"2026-03-09T07:00:00Z"}`),
+		[]byte(`{"eventId":"anna-4","type":"uninstalled","platform":"google","customerId":"anna@example.com","occurredAt":"2026-03-10T07:00:00Z","registration":{"activeCount":1,"totalCount":2}}`),
 	)
 	postLines(t, r.url, lines, 500)
 	waitCaughtUp(t, r.url)

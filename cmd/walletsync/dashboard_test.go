@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,7 +31,9 @@ func chromium(t *testing.T) string {
 }
 
 // The dashboard, loaded in headless Chromium against `walletsync run --demo`,
-// draws the numbers the API returns.
+// draws the numbers the API returns: with issued passes and device removals
+// posted beside the simulation (which sends neither), the funnel panel
+// shows the funnel's rows and the daily chart its device removals.
 func TestDashboardShowsTheAPIsNumbers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a browser; skipped with -short")
@@ -37,6 +42,7 @@ func TestDashboardShowsTheAPIsNumbers(t *testing.T) {
 	r := startRole(t, "run", "--demo", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--log-level", "warn", "--partitions", "3",
 		"--simulate-duration", "3s", "--simulate-rate", "300", "--simulate-customers", "300", "--archive-roll-interval", "300ms")
 	time.Sleep(3500 * time.Millisecond) // the simulation's 3 s
+	postLines(t, r.url, lifecycleLines(time.Now().UTC().Add(-10*24*time.Hour).Truncate(time.Hour)), 100)
 	waitCaughtUp(t, r.url)
 
 	ctx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
@@ -47,10 +53,12 @@ func TestDashboardShowsTheAPIsNumbers(t *testing.T) {
 	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 
-	var from, to, installs, uninstalls, errText string
+	var from, to, installs, uninstalls, removals, legend, errText string
 	var polylines int
 	var statuses map[string]string
 	var retentionRows int
+	var funnelRows []map[string]string
+	var funnelTotal string
 	if err := chromedp.Run(ctx,
 		chromedp.Navigate(r.url+"/"),
 		chromedp.WaitVisible(`body[data-ready]`, chromedp.ByQuery),
@@ -58,9 +66,14 @@ func TestDashboardShowsTheAPIsNumbers(t *testing.T) {
 		chromedp.Value(`#to`, &to, chromedp.ByID),
 		chromedp.AttributeValue(`#daily-chart`, "data-installs", &installs, nil, chromedp.ByID),
 		chromedp.AttributeValue(`#daily-chart`, "data-uninstalls", &uninstalls, nil, chromedp.ByID),
+		chromedp.AttributeValue(`#daily-chart`, "data-device-removals", &removals, nil, chromedp.ByID),
+		chromedp.Text(`#daily-legend`, &legend, chromedp.ByID),
 		chromedp.Evaluate(`document.querySelectorAll("#daily-chart polyline").length`, &polylines),
 		chromedp.Evaluate(`Object.fromEntries([...document.querySelectorAll("#status-mix .bar")].map(b => [b.dataset.status, b.dataset.customers]))`, &statuses),
 		chromedp.Evaluate(`document.querySelectorAll("#retention tr[data-week]").length`, &retentionRows),
+		chromedp.Evaluate(`[...document.querySelectorAll("#funnel tr[data-week]")].map(r => ({cohortWeek: r.dataset.week, passType: r.dataset.passType,
+			issued: r.dataset.issued, within1d: r.dataset.within1d, within7d: r.dataset.within7d, within30d: r.dataset.within30d}))`, &funnelRows),
+		chromedp.Evaluate(`(document.querySelector("#funnel tr.total") || {dataset: {}}).dataset.issued || ""`, &funnelTotal),
 		chromedp.Evaluate(`document.getElementById("error").hidden ? "" : document.getElementById("error").textContent`, &errText),
 	); err != nil {
 		t.Fatal(err)
@@ -70,21 +83,24 @@ func TestDashboardShowsTheAPIsNumbers(t *testing.T) {
 	}
 	q := "?from=" + from + "&to=" + to
 	var daily struct {
-		Rows []struct{ Installs, Uninstalls int }
+		Rows []struct{ Installs, Uninstalls, DeviceRemovals int }
 	}
 	_, body := httpDo(t, "GET", r.url+"/v1/insights/daily"+q, "", nil)
 	if err := json.Unmarshal(body, &daily); err != nil {
 		t.Fatal(err)
 	}
-	in, un := 0, 0
+	in, un, rm := 0, 0, 0
 	for _, row := range daily.Rows {
-		in, un = in+row.Installs, un+row.Uninstalls
+		in, un, rm = in+row.Installs, un+row.Uninstalls, rm+row.DeviceRemovals
 	}
 	if in == 0 || installs != strconv.Itoa(in) || uninstalls != strconv.Itoa(un) {
 		t.Errorf("daily chart: %s installs, %s uninstalls; the API: %d, %d", installs, uninstalls, in, un)
 	}
-	if polylines != 4 {
-		t.Errorf("the daily chart has %d series, want 4", polylines)
+	if rm < 2 || removals != strconv.Itoa(rm) || !strings.Contains(legend, "device removals ("+strconv.Itoa(rm)+")") {
+		t.Errorf("daily chart: %s device removals, legend %q; the API: %d (at least the 2 posted)", removals, legend, rm)
+	}
+	if polylines != 5 { // apple and google installs and uninstalls, device removals
+		t.Errorf("the daily chart has %d series, want 5", polylines)
 	}
 	var mix struct {
 		Rows []struct {
@@ -106,4 +122,46 @@ func TestDashboardShowsTheAPIsNumbers(t *testing.T) {
 	if err := json.Unmarshal(body, &ret); err != nil || len(ret.Rows) != retentionRows || retentionRows == 0 {
 		t.Errorf("retention: %d rows on the page, %d from the API (%v)", retentionRows, len(ret.Rows), err)
 	}
+	// The funnel panel: the API's rows, in its order, and their total.
+	var funnel struct{ Rows []map[string]any }
+	_, body = httpDo(t, "GET", r.url+"/v1/insights/funnel"+q, "", nil)
+	if err := json.Unmarshal(body, &funnel); err != nil {
+		t.Fatal(err)
+	}
+	var want []map[string]string
+	issued := 0
+	for _, row := range funnel.Rows {
+		w := map[string]string{}
+		for k, v := range row {
+			w[k] = fmt.Sprint(v)
+		}
+		want = append(want, w)
+		issued += int(row["issued"].(float64))
+	}
+	if issued < 4 || !reflect.DeepEqual(funnelRows, want) || funnelTotal != strconv.Itoa(issued) {
+		t.Errorf("funnel: the page shows %v (total %q), the API %v (at least the 4 passes posted)", funnelRows, funnelTotal, want)
+	}
+}
+
+// lifecycleLines are canonical events from base on that the simulation
+// does not send: four passes issued (two loyalty, one coupon, one with no
+// passType or platform), three of them installed (within an hour, three
+// days and ten minutes), and two device removals.
+func lifecycleLines(base time.Time) [][]byte {
+	at := func(d time.Duration) string { return base.Add(d).Format("2006-01-02T15:04:05.000Z") }
+	var out [][]byte
+	for _, l := range []string{
+		`{"eventId":"dash-a-is","type":"issued","customerId":"dash-a","passType":"loyalty","occurredAt":"` + at(0) + `"}`,
+		`{"eventId":"dash-a-in","type":"installed","platform":"apple","customerId":"dash-a","passType":"loyalty","occurredAt":"` + at(time.Hour) + `"}`,
+		`{"eventId":"dash-b-is","type":"issued","customerId":"dash-b","passType":"loyalty","occurredAt":"` + at(0) + `"}`,
+		`{"eventId":"dash-b-in","type":"installed","platform":"google","customerId":"dash-b","passType":"loyalty","occurredAt":"` + at(72*time.Hour) + `"}`,
+		`{"eventId":"dash-c-is","type":"issued","customerId":"dash-c","passType":"coupon","occurredAt":"` + at(24*time.Hour) + `"}`,
+		`{"eventId":"dash-d-is","type":"issued","customerId":"dash-d","occurredAt":"` + at(48*time.Hour) + `"}`,
+		`{"eventId":"dash-d-in","type":"installed","platform":"apple","customerId":"dash-d","occurredAt":"` + at(48*time.Hour+10*time.Minute) + `"}`,
+		`{"eventId":"dash-r-a","type":"uninstalled","platform":"apple","customerId":"dash-a","passType":"loyalty","occurredAt":"` + at(2*time.Hour) + `","registration":{"activeCount":1,"totalCount":2}}`,
+		`{"eventId":"dash-r-b","type":"uninstalled","platform":"google","customerId":"dash-b","passType":"loyalty","occurredAt":"` + at(80*time.Hour) + `","registration":{"activeCount":2,"totalCount":3}}`,
+	} {
+		out = append(out, []byte(l))
+	}
+	return out
 }

@@ -17,7 +17,7 @@ import (
 // insightMain is `walletsync query NAME …`: one insight, printed.
 func insightMain(ctx context.Context, e env, f *roleFlags, args []string) int {
 	if len(args) != 1 {
-		fmt.Fprintln(e.stderr, "walletsync query: one insight name at most: daily, status, installed-base or retention")
+		fmt.Fprintln(e.stderr, "walletsync query: one insight name at most: daily, status, installed-base, retention or funnel")
 		return exitUsage
 	}
 	q, err := queries.ParseQuery(args[0], f.from, f.to, f.by)

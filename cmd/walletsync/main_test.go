@@ -284,6 +284,13 @@ func TestQueryInsightCommand(t *testing.T) {
 		`{"eventId":"a","type":"installed","platform":"apple","customerId":"c1","occurredAt":"2026-03-02T10:00:00Z","source":"webhook"}`,
 		`{"eventId":"b","type":"installed","platform":"google","customerId":"c2","occurredAt":"2026-03-02T23:59:59.999Z","source":"connector"}`,
 		`{"eventId":"c","type":"uninstalled","platform":"apple","customerId":"c1","occurredAt":"2026-03-03T00:00:00Z","source":"webhook"}`,
+		// A device removal: counted apart, and c2's pass stays installed.
+		`{"eventId":"d","type":"uninstalled","platform":"google","customerId":"c2","occurredAt":"2026-03-03T08:00:00Z","source":"connector","registration":{"activeCount":1,"totalCount":2}}`,
+		// Issued passes for the funnel: c1's installed 10 h later (a),
+		// c2's (no passType, no platform) 2 days later (b), c3's never.
+		`{"eventId":"i1","type":"issued","customerId":"c1","passType":"loyalty","occurredAt":"2026-03-02T00:00:00Z"}`,
+		`{"eventId":"i2","type":"issued","customerId":"c2","occurredAt":"2026-02-28T23:59:59.999Z"}`,
+		`{"eventId":"i3","type":"issued","platform":"apple","customerId":"c3","passType":"loyalty","occurredAt":"2026-03-03T12:00:00Z"}`,
 	} {
 		e, err := wire.ParseEvent([]byte(l))
 		if err != nil {
@@ -296,11 +303,11 @@ func TestQueryInsightCommand(t *testing.T) {
 	}
 	dsn := srv.DSN()
 	r := runCLI(t, "", nil, "query", "daily", "--from", "2026-03-02", "--to", "2026-03-04", "--by", "source", "--format", "csv", "--clickhouse", dsn)
-	want := "day,platform,source,installs,uninstalls,net\n" +
-		"2026-03-02,apple,connector,0,0,0\n2026-03-02,apple,webhook,1,0,1\n" +
-		"2026-03-02,google,connector,1,0,1\n2026-03-02,google,webhook,0,0,0\n" +
-		"2026-03-03,apple,connector,0,0,0\n2026-03-03,apple,webhook,0,1,-1\n" +
-		"2026-03-03,google,connector,0,0,0\n2026-03-03,google,webhook,0,0,0\n"
+	want := "day,platform,source,installs,uninstalls,net,deviceRemovals\n" +
+		"2026-03-02,apple,connector,0,0,0,0\n2026-03-02,apple,webhook,1,0,1,0\n" +
+		"2026-03-02,google,connector,1,0,1,0\n2026-03-02,google,webhook,0,0,0,0\n" +
+		"2026-03-03,apple,connector,0,0,0,0\n2026-03-03,apple,webhook,0,1,-1,0\n" +
+		"2026-03-03,google,connector,0,0,0,1\n2026-03-03,google,webhook,0,0,0,0\n"
 	if r.code != 0 || r.stdout != want {
 		t.Fatalf("daily csv: %d\n%s\nwant\n%s%s", r.code, r.stdout, want, r.stderr)
 	}
@@ -317,11 +324,18 @@ func TestQueryInsightCommand(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, `"cohortWeek": "2026-03-02"`) || !strings.Contains(r.stdout, `"after1d": 0`) {
 		t.Fatalf("retention json:\n%s%s", r.stdout, r.stderr)
 	}
+	r = runCLI(t, "", nil, "query", "funnel", "--from", "2026-02-28", "--to", "2026-03-04", "--format", "csv", "--clickhouse", dsn)
+	want = "cohortWeek,passType,issued,within1d,within7d,within30d\n" +
+		"2026-02-23,,1,0,1,1\n2026-03-02,loyalty,2,1,1,1\n"
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("funnel csv: %d\n%s\nwant\n%s%s", r.code, r.stdout, want, r.stderr)
+	}
 	for _, args := range [][]string{
 		{"query", "daily", "--from", "2026-03-04", "--to", "2026-03-02", "--clickhouse", dsn},
 		{"query", "weekly", "--from", "2026-03-02", "--to", "2026-03-04", "--clickhouse", dsn},
 		{"query", "daily", "--from", "2026-03-02", "--to", "2026-03-04", "--format", "xml", "--clickhouse", dsn},
 		{"query", "daily", "--from", "2026-03-02", "--to", "2026-03-04"},
+		{"query", "funnel", "--from", "2026-03-02", "--to", "2026-03-04", "--by", "passType", "--clickhouse", dsn},
 	} {
 		if r := runCLI(t, "", nil, args...); r.code != exitUsage || r.stderr == "" {
 			t.Errorf("%v: %+v", args, r)

@@ -112,7 +112,7 @@ Without NAME: serves GET /v1/customers/{customerId}, /v1/status,
 /v1/pipeline and (with --clickhouse or --archive-dir) /v1/insights/{name}
 from --brokers.
 
-With NAME (daily, status, installed-base or retention): answers that insight
+With NAME (daily, status, installed-base, retention or funnel): answers that insight
 from --clickhouse (or, without it, the Parquet archive in --archive-dir) for --from (inclusive) to --to (exclusive), UTC days, and
 prints it as a table, JSON or CSV. Bad parameters exit 2, a store failure 1.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, env, []string) int {

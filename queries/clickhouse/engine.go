@@ -37,41 +37,47 @@ func (c *Engine) Insight(ctx context.Context, q queries.Query) (queries.Answer, 
 		return c.installedBase(ctx, q)
 	case queries.Retention:
 		return c.retention(ctx, q)
+	case queries.Funnel:
+		return c.funnel(ctx, q)
 	}
 	return queries.Answer{}, fmt.Errorf("%s: %w", q.Name, queries.ErrNotImplemented)
 }
 
 // daily counts installed/uninstalled events by their occurredAt UTC day,
-// each event once (see once). The day is computed from milliseconds, not
-// with toDate, which would use the server's time zone. The occurred_at
-// conditions let ClickHouse skip whole partitions.
+// each event once (see once): device removals (device_removal, which the
+// sink writes from walletsync.Event.DeviceRemoval) apart from the
+// uninstalls; issued events and observations not at all, nor their by
+// values. The day is computed from milliseconds, not with toDate, which
+// would use the server's time zone. The occurred_at conditions let
+// ClickHouse skip whole partitions.
 func (c *Engine) daily(ctx context.Context, q queries.Query) (queries.Answer, error) {
 	dirty, err := chsink.DirtyMonths(ctx, c.Conn)
 	if err != nil {
 		return queries.Answer{}, fmt.Errorf("daily: %w", err)
 	}
 	const inRange = `occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
-		AND occurred_ms >= ? AND occurred_ms < ? AND type != 'observed'`
+		AND occurred_ms >= ? AND occurred_ms < ? AND type IN ('installed', 'uninstalled')`
 	sql := fmt.Sprintf(`SELECT toUInt32(intDiv(occurred_ms, 86400000)) AS d, toString(platform) AS p, %[1]s AS b,
-		countIf(type = 'installed') AS i, countIf(type = 'uninstalled') AS u
+		countIf(type = 'installed') AS i, countIf(type = 'uninstalled' AND device_removal = 0) AS u,
+		countIf(type = 'uninstalled' AND device_removal = 1) AS r
 	FROM %[2]s
-	GROUP BY d, p, b`, byColumn[q.By], once(chsink.EventsTable, "occurred_ms, platform, type, "+byColumns, inRange, dirty))
+	GROUP BY d, p, b`, byColumn[q.By], once(chsink.EventsTable, "occurred_ms, platform, type, device_removal, "+byColumns, inRange, dirty))
 	args := []any{q.From.Unix(), q.To.Unix(), q.From.UnixMilli(), q.To.UnixMilli()}
 	rows, err := c.Conn.Query(ctx, sql, append(args, args...)...)
 	if err != nil {
 		return queries.Answer{}, fmt.Errorf("daily: %w", err)
 	}
 	defer rows.Close()
-	counts := map[[3]string][2]int64{}
+	counts := map[[3]string]queries.DailyCounts{}
 	for rows.Next() {
 		var d uint32
 		var p, b string
-		var i, u uint64
-		if err := rows.Scan(&d, &p, &b, &i, &u); err != nil {
+		var i, u, r uint64
+		if err := rows.Scan(&d, &p, &b, &i, &u, &r); err != nil {
 			return queries.Answer{}, fmt.Errorf("daily: %w", err)
 		}
 		day := time.Unix(int64(d)*86400, 0).UTC().Format(time.DateOnly)
-		counts[[3]string{day, p, b}] = [2]int64{int64(i), int64(u)}
+		counts[[3]string{day, p, b}] = queries.DailyCounts{int64(i), int64(u), int64(r)}
 	}
 	if err := rows.Err(); err != nil {
 		return queries.Answer{}, fmt.Errorf("daily: %w", err)
@@ -124,11 +130,19 @@ func (c *Engine) status(ctx context.Context, q queries.Query) (queries.Answer, e
 	return q.Answer(out), nil
 }
 
+// registerEvent is true for the rows that can be their register's E (SPEC
+// §3): installs and uninstalls, but not device removals, which never
+// become E. Observations are not (installed-base and retention ignore
+// them), nor issued events, which belong to no register.
+const registerEvent = `type IN ('installed', 'uninstalled') AND device_removal = 0`
+
 // unknownRegisters are the registers (customer and pass) with an install or
 // uninstall row whose change the processors did not know: a late event, or
 // a row the sink did not write. installed-base and retention take them the
 // slow way, every other register from the changes stored at insert time.
-const unknownRegisters = `(SELECT register FROM ` + chsink.EventsTable + ` WHERE base_known = 0 AND type != 'observed')`
+// An issued event's change is never known (it has none), so rows other
+// than registerEvent's would send every issued pass the slow way.
+const unknownRegisters = `(SELECT register FROM ` + chsink.EventsTable + ` WHERE base_known = 0 AND ` + registerEvent + `)`
 
 // installedBase counts, per platform and day, the registers whose E (the
 // winning installed/uninstalled event, observations ignored) at the end of
@@ -157,7 +171,7 @@ func (c *Engine) installedBase(ctx context.Context, q queries.Query) (queries.An
 	if err != nil {
 		return queries.Answer{}, fmt.Errorf("installed-base: %w", err)
 	}
-	const before = `occurred_at < toDateTime(?) AND occurred_ms < ? AND type != 'observed'`
+	const before = `occurred_at < toDateTime(?) AND occurred_ms < ? AND ` + registerEvent
 	sql := fmt.Sprintf(`SELECT p, d, sum(delta) FROM (
 		SELECT toString(platform) AS p, toUInt32(intDiv(occurred_ms, 86400000)) AS d, sum(base_change) AS delta
 		FROM %[2]s
@@ -262,7 +276,7 @@ func (c *Engine) retention(ctx context.Context, q queries.Query) (queries.Answer
 		GROUP BY w, p
 	)
 	GROUP BY w, p`, once(chsink.RetentionTable, "install_ms, platform, initial, d1, d7, d30, register", window, dirty),
-		once(chsink.EventsTable, "register, platform, occurred_ms, type", window+" AND type != 'observed'", dirty), unknownRegisters)
+		once(chsink.EventsTable, "register, platform, occurred_ms, type", window+" AND "+registerEvent, dirty), unknownRegisters)
 	last := q.To.UnixMilli() + 30*day
 	from, to := q.From.UnixMilli(), q.To.UnixMilli()
 	win := []any{from / 1000, last/1000 + 1, from, last}
@@ -288,4 +302,66 @@ func (c *Engine) retention(ctx context.Context, q queries.Query) (queries.Answer
 		return queries.Answer{}, fmt.Errorf("retention: %w", err)
 	}
 	return q.Answer(queries.RetentionRows(q, got)), nil
+}
+
+// funnel follows every pass (customer and pass: the register key, without
+// the platform) whose earliest issued event — the least (occurred_ms,
+// event_id), whose pass_type it takes — falls in [from, to): was it
+// installed (an installed row of the pass, any platform) from that instant
+// to 1, 7 and 30 days after? Weeks as in retention, from day numbers.
+//
+// One group per pass holds its issued rows before to, which give the
+// earliest, and its installs of the range to 30 days past it. Only the
+// passes with an issued row in the range are grouped (the IN set), so the
+// groups are few however long the history is; an earlier issued row
+// takes a pass out. As in retention's slow way, lambdas on 18.16 cannot
+// read columns, so the issue instant reaches them as an argument
+// (replicate).
+//
+// Every aggregate here is unchanged by a row inserted twice — a minimum,
+// and whether an install exists — and a pass is counted once whatever its
+// rows, so the table is read as it is, without FINAL or the dirty months,
+// as installedBase's slow way reads it.
+func (c *Engine) funnel(ctx context.Context, q queries.Query) (queries.Answer, error) {
+	const day = 86_400_000
+	days := queries.FunnelDays()
+	from, to := q.From.UnixMilli(), q.To.UnixMilli()
+	last := to + days[2]*day // the latest install that can count
+	sql := fmt.Sprintf(`SELECT w, pt, toInt64(count()), toInt64(sum(a1)), toInt64(sum(a7)), toInt64(sum(a30)) FROM (
+		SELECT earliest.1 AS m, earliest.3 AS pt, toUInt32(intDiv(m, 86400000) - (intDiv(m, 86400000) + 3) %% 7) AS w,
+			arrayExists((x, s) -> x >= s AND x <= s + %[2]d * 86400000, ims, replicate(m, ims)) AS a1,
+			arrayExists((x, s) -> x >= s AND x <= s + %[3]d * 86400000, ims, replicate(m, ims)) AS a7,
+			arrayExists((x, s) -> x >= s AND x <= s + %[4]d * 86400000, ims, replicate(m, ims)) AS a30
+		FROM (
+			SELECT minIf((occurred_ms, event_id, pass_type), type = 'issued') AS earliest,
+				groupArrayIf(occurred_ms, type = 'installed') AS ims
+			FROM %[1]s
+			WHERE occurred_at < toDateTime(?)
+				AND (type = 'issued' AND occurred_ms < ? OR type = 'installed' AND occurred_ms >= ? AND occurred_ms <= ?)
+				AND register IN (SELECT register FROM %[1]s WHERE type = 'issued'
+					AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) AND occurred_ms >= ? AND occurred_ms < ?)
+			GROUP BY register
+		)
+		WHERE m >= ? AND m < ?
+	)
+	GROUP BY w, pt`, chsink.EventsTable, days[0], days[1], days[2])
+	rows, err := c.Conn.Query(ctx, sql, last/1000+1, to, from, last, from/1000, to/1000, from, to, from, to)
+	if err != nil {
+		return queries.Answer{}, fmt.Errorf("funnel: %w", err)
+	}
+	defer rows.Close()
+	got := map[queries.WeekPassType][4]int64{}
+	for rows.Next() {
+		var w uint32
+		var pt string
+		var n, a1, a7, a30 int64
+		if err := rows.Scan(&w, &pt, &n, &a1, &a7, &a30); err != nil {
+			return queries.Answer{}, fmt.Errorf("funnel: %w", err)
+		}
+		got[queries.WeekPassType{Week: w, PassType: pt}] = [4]int64{n, a1, a7, a30}
+	}
+	if err := rows.Err(); err != nil {
+		return queries.Answer{}, fmt.Errorf("funnel: %w", err)
+	}
+	return q.Answer(queries.FunnelRows(got)), nil
 }

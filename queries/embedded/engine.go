@@ -44,6 +44,8 @@ func (e *Engine) Insight(ctx context.Context, q queries.Query) (queries.Answer, 
 		rows, err = e.installedBase(ctx, q)
 	case queries.Retention:
 		rows, err = e.retention(ctx, q)
+	case queries.Funnel:
+		rows, err = e.funnel(ctx, q)
 	default:
 		return queries.Answer{}, fmt.Errorf("%s: %w", q.Name, queries.ErrNotImplemented)
 	}
@@ -56,6 +58,9 @@ func (e *Engine) Insight(ctx context.Context, q queries.Query) (queries.Answer, 
 // day names t's day as the archive's day directories do.
 func day(t time.Time) string { return parquet.Day(t.UnixMilli()) }
 
+// daily counts installs, uninstalls and device removals (read from the
+// archived device counts, parquet.DeviceRemovalOf) by UTC day; issued
+// events and observations are not counted, nor are their by values seen.
 func (e *Engine) daily(ctx context.Context, q queries.Query) ([]queries.Row, error) {
 	from, to := q.From.UnixMilli(), q.To.UnixMilli()
 	type key struct {
@@ -63,8 +68,8 @@ func (e *Engine) daily(ctx context.Context, q queries.Query) ([]queries.Row, err
 		p string
 		b string
 	}
-	counts := map[key][2]int64{}
-	cols := []string{parquet.TypeColumn, parquet.PlatformColumn, parquet.OccurredAtColumn}
+	counts := map[key]queries.DailyCounts{}
+	cols := []string{parquet.TypeColumn, parquet.PlatformColumn, parquet.OccurredAtColumn, parquet.ActiveCountColumn, parquet.TotalCountColumn}
 	if q.By != "" {
 		cols = append(cols, map[string]string{"passType": parquet.PassTypeColumn, "medium": parquet.MediumColumn, "source": parquet.SourceColumn}[q.By])
 	}
@@ -74,17 +79,20 @@ func (e *Engine) daily(ctx context.Context, q queries.Query) ([]queries.Row, err
 		}
 		for i := range c[0] {
 			typ, at := parquet.EventTypeOf(c[0][i]), c[2][i].Int64()
-			if at < from || at >= to || typ == walletsync.TypeObserved {
+			if at < from || at >= to || typ != walletsync.TypeInstalled && typ != walletsync.TypeUninstalled {
 				continue
 			}
 			k := key{d: uint32(at / 86_400_000), p: parquet.PlatformOf(c[1][i]).String()}
 			if q.By != "" {
-				k.b = string(c[3][i].ByteArray())
+				k.b = string(c[5][i].ByteArray())
 			}
 			n := counts[k]
-			if typ == walletsync.TypeInstalled {
+			switch {
+			case typ == walletsync.TypeInstalled:
 				n[0]++
-			} else {
+			case parquet.DeviceRemovalOf(typ, c[3][i], c[4][i]):
+				n[2]++
+			default:
 				n[1]++
 			}
 			counts[k] = n
@@ -94,7 +102,7 @@ func (e *Engine) daily(ctx context.Context, q queries.Query) ([]queries.Row, err
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[[3]string][2]int64, len(counts))
+	out := make(map[[3]string]queries.DailyCounts, len(counts))
 	for k, c := range counts {
 		out[[3]string{time.Unix(int64(k.d)*86400, 0).UTC().Format(time.DateOnly), k.p, k.b}] = c
 	}
@@ -150,21 +158,24 @@ type regEvent struct {
 	k int64
 }
 
-// registerEvents gathers the installed/uninstalled events before untilMs,
-// sorted by register and rank: one flat array sorted once, far cheaper
-// than a map of millions of registers each with its own slice.
+// registerEvents gathers the events before untilMs that can be their
+// register's E (SPEC §3: installs and uninstalls; not device removals,
+// observations, nor issued events, which belong to no register), sorted by
+// register and rank: one flat array sorted once, far cheaper than a map of
+// millions of registers each with its own slice.
 func (e *Engine) registerEvents(ctx context.Context, untilMs int64) ([]regEvent, error) {
 	var all []regEvent
 	var h maphash.Hash
 	h.SetSeed(e.seed)
-	cols := []string{parquet.TypeColumn, parquet.PlatformColumn, parquet.CustomerIDColumn, parquet.PassIDColumn, parquet.OccurredAtColumn}
+	cols := []string{parquet.TypeColumn, parquet.PlatformColumn, parquet.CustomerIDColumn, parquet.PassIDColumn, parquet.OccurredAtColumn,
+		parquet.ActiveCountColumn, parquet.TotalCountColumn}
 	err := parquet.ScanColumns(e.Dir, parquet.EventsDataset, "", day(time.UnixMilli(untilMs).Add(24*time.Hour)), cols, func(c [][]pq.Value) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		for i := range c[0] {
 			typ, at := parquet.EventTypeOf(c[0][i]), c[4][i].Int64()
-			if at >= untilMs || typ == walletsync.TypeObserved {
+			if at >= untilMs || typ != walletsync.TypeInstalled && typ != walletsync.TypeUninstalled || parquet.DeviceRemovalOf(typ, c[5][i], c[6][i]) {
 				continue
 			}
 			h.Reset()
@@ -262,4 +273,109 @@ func (e *Engine) retention(ctx context.Context, q queries.Query) ([]queries.Row,
 		}
 	})
 	return queries.RetentionRows(q, got), nil
+}
+
+// funnel follows every pass (customer and pass, hashed as registerEvents
+// does but without the platform) whose earliest issued event — the least
+// (occurredAt, eventId), whose passType it takes — falls in [from, to):
+// was it installed, on any platform, from that instant to 1, 7 and 30 days
+// after? Weeks as in retention.
+//
+// Two scans keep the memory to the range's passes. The first reads the
+// days from from to 30 days past to: the issued events of the range (the
+// earliest per pass) and the installs that can count. The second reads
+// the days before from, only to drop the passes issued earlier as well,
+// and so needs neither eventId nor passType. Day directories are UTC days
+// and from is a midnight, so every event before from is in the second.
+func (e *Engine) funnel(ctx context.Context, q queries.Query) ([]queries.Row, error) {
+	const dayMs = 86_400_000
+	days := queries.FunnelDays()
+	from, to := q.From.UnixMilli(), q.To.UnixMilli()
+	last := to + days[len(days)-1]*dayMs // the latest install that can count
+	type issue struct {
+		at           int64
+		id, passType string
+	}
+	type install struct {
+		pass uint64
+		at   int64
+	}
+	issues := map[uint64]issue{}
+	var installs []install
+	var h maphash.Hash
+	h.SetSeed(e.seed)
+	pass := func(customer, passID []byte) uint64 {
+		h.Reset()
+		h.Write(customer)
+		h.WriteByte(0)
+		h.Write(passID)
+		return h.Sum64()
+	}
+	cols := []string{parquet.TypeColumn, parquet.CustomerIDColumn, parquet.PassIDColumn, parquet.OccurredAtColumn, parquet.PassTypeColumn, parquet.EventIDColumn}
+	err := parquet.ScanColumns(e.Dir, parquet.EventsDataset, day(q.From), day(time.UnixMilli(last).Add(24*time.Hour)), cols, func(c [][]pq.Value) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		for i := range c[0] {
+			typ, at := parquet.EventTypeOf(c[0][i]), c[3][i].Int64()
+			switch {
+			case typ == walletsync.TypeIssued && at >= from && at < to:
+				p, id := pass(c[1][i].ByteArray(), c[2][i].ByteArray()), c[5][i].ByteArray()
+				if old, ok := issues[p]; !ok || at < old.at || at == old.at && string(id) < old.id {
+					issues[p] = issue{at, string(id), string(c[4][i].ByteArray())}
+				}
+			case typ == walletsync.TypeInstalled && at >= from && at <= last:
+				installs = append(installs, install{pass(c[1][i].ByteArray(), c[2][i].ByteArray()), at})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(issues) == 0 {
+		return queries.FunnelRows(nil), nil
+	}
+	cols = []string{parquet.TypeColumn, parquet.CustomerIDColumn, parquet.PassIDColumn}
+	err = parquet.ScanColumns(e.Dir, parquet.EventsDataset, "", day(q.From), cols, func(c [][]pq.Value) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		for i := range c[0] {
+			if parquet.EventTypeOf(c[0][i]) == walletsync.TypeIssued {
+				delete(issues, pass(c[1][i].ByteArray(), c[2][i].ByteArray()))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// within[p] bit j: p was installed within days[j] of its issue.
+	within := map[uint64]uint8{}
+	for _, in := range installs {
+		is, ok := issues[in.pass]
+		if !ok || in.at < is.at {
+			continue
+		}
+		for j, n := range days {
+			if in.at <= is.at+n*dayMs {
+				within[in.pass] |= 1 << j
+			}
+		}
+	}
+	got := map[queries.WeekPassType][4]int64{}
+	for p, is := range issues {
+		d := uint32(is.at / dayMs)
+		k := queries.WeekPassType{Week: d - (d+3)%7, PassType: is.passType}
+		c := got[k]
+		c[0]++
+		for j := range days {
+			if within[p]&(1<<j) != 0 {
+				c[j+1]++
+			}
+		}
+		got[k] = c
+	}
+	return queries.FunnelRows(got), nil
 }

@@ -240,7 +240,7 @@ var duckdbSchema = map[string]map[string]string{
 }
 
 // DuckDB, reading the archive the real archiver wrote from a realistic
-// stream, computes SPEC §7's daily and status answers equal to walletsync's
+// stream, computes SPEC §7's daily, status and funnel answers equal to walletsync's
 // embedded engine behind GET /v1/insights, in time zones on both sides of
 // UTC, and finds every event once, on the day directory of its UTC day.
 func TestDuckDBAgreesWithTheEmbeddedEngine(t *testing.T) {
@@ -276,16 +276,30 @@ func TestDuckDBAgreesWithTheEmbeddedEngine(t *testing.T) {
 	defer api.Close()
 	wantDaily := insight(t, api, queries.Daily, from, to)
 	wantStatus := insight(t, api, queries.StatusMix, from, to)
+	wantFunnel := insight(t, api, queries.Funnel, from, to)
 
 	// The stream must make the comparison mean something.
-	var installs, uninstalls int64
+	var installs, uninstalls, removals int64
 	for _, r := range wantDaily {
 		i, _ := r["installs"].(json.Number).Int64()
 		u, _ := r["uninstalls"].(json.Number).Int64()
-		installs, uninstalls = installs+i, uninstalls+u
+		d, _ := r["deviceRemovals"].(json.Number).Int64()
+		installs, uninstalls, removals = installs+i, uninstalls+u, removals+d
 	}
-	if installs < 1000 || uninstalls < 500 {
-		t.Fatalf("the stream is too thin: %d installs, %d uninstalls", installs, uninstalls)
+	if installs < 1000 || uninstalls < 500 || removals < 50 {
+		t.Fatalf("the stream is too thin: %d installs, %d uninstalls, %d device removals", installs, uninstalls, removals)
+	}
+	// The stream moves events by whole days, so issues and installs fall
+	// in every order: passes installed within a day, later, and never.
+	var issued, within1, within30 int64
+	for _, r := range wantFunnel {
+		n, _ := r["issued"].(json.Number).Int64()
+		w1, _ := r["within1d"].(json.Number).Int64()
+		w30, _ := r["within30d"].(json.Number).Int64()
+		issued, within1, within30 = issued+n, within1+w1, within30+w30
+	}
+	if issued < 100 || within1 == 0 || within1 == within30 || within30 == issued {
+		t.Fatalf("the stream is too thin for the funnel: %d issued, %d within a day, %d within 30 days", issued, within1, within30)
 	}
 
 	// The fold's own statuses give the same mix.
@@ -308,6 +322,7 @@ func TestDuckDBAgreesWithTheEmbeddedEngine(t *testing.T) {
 		vars := []string{"from_day=" + from, "to_day=" + to}
 		sameRows(t, "daily (TZ="+zone+")", "DuckDB", duckdbQuery(t, node, peer, dir, "sql/daily.sql", zone, vars...), "walletsync", wantDaily)
 		sameRows(t, "status (TZ="+zone+")", "DuckDB", duckdbQuery(t, node, peer, dir, "sql/status-mix.sql", zone, vars...), "walletsync", wantStatus)
+		sameRows(t, "funnel (TZ="+zone+")", "DuckDB", duckdbQuery(t, node, peer, dir, "sql/funnel.sql", zone, vars...), "walletsync", wantFunnel)
 	}
 
 	// What DuckDB infers for the archive's columns, and the script's
@@ -347,7 +362,7 @@ func TestDuckDBAgreesWithTheEmbeddedEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"daily.sql", "status-mix.sql"} {
+	for _, name := range []string{"daily.sql", "status-mix.sql", "funnel.sql"} {
 		q, err := os.ReadFile(filepath.Join(peer, "sql", name))
 		if err != nil {
 			t.Fatal(err)

@@ -304,9 +304,22 @@ func PlatformOf(v pq.Value) walletsync.Platform {
 	return walletsync.PlatformGoogle
 }
 
+// DeviceRemovalOf reads whether an archived event of type typ, whose
+// ActiveCountColumn and TotalCountColumn values are active and total, is a
+// device removal: walletsync.Event.DeviceRemoval's rule, a null count being
+// an absent one.
+func DeviceRemovalOf(typ walletsync.EventType, active, total pq.Value) bool {
+	if typ != walletsync.TypeUninstalled || active.IsNull() || total.IsNull() {
+		return false
+	}
+	r := walletsync.Registration{ActiveCount: active.Int64(), TotalCount: total.Int64(), HasActiveCount: true, HasTotalCount: true}
+	e := walletsync.Event{Type: typ, Registration: &r}
+	return e.DeviceRemoval()
+}
+
 // eventColumns are the scalar columns ScanEvents reads, in EventRow order.
 var eventColumns = []string{"event_id", "type", "platform", "customer_id", "pass_id", "pass_type", "occurred_at", "installed",
-	"installed_at", "source", "has_registration", "medium", "origin", "user_agent", "registration_active_count", "registration_total_count"}
+	"installed_at", "source", "has_registration", "medium", "origin", "user_agent", ActiveCountColumn, TotalCountColumn}
 
 // ScanEvents reads archived events column by column, much faster than
 // decoding rows into structs (replays read millions), and calls fn with

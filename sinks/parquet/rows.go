@@ -42,6 +42,7 @@ type EventRow struct {
 const (
 	TypeColumn         = "type"
 	PlatformColumn     = "platform"
+	EventIDColumn      = "event_id"
 	CustomerIDColumn   = "customer_id" // of both datasets
 	PassIDColumn       = "pass_id"
 	PassTypeColumn     = "pass_type"
@@ -50,6 +51,10 @@ const (
 	MediumColumn       = "medium"
 	VersionColumn      = "version"
 	WalletStatusColumn = "wallet_status"
+	// The registration's device counts, null when absent: DeviceRemovalOf
+	// reads a device removal from them.
+	ActiveCountColumn = "registration_active_count"
+	TotalCountColumn  = "registration_total_count"
 )
 
 // StatusRow is one archived status version (SPEC §4); null times are null.
