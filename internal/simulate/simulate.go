@@ -43,6 +43,7 @@ type Config struct {
 // Stats count what was sent.
 type Stats struct {
 	Sent, Webhooks, Connector, Duplicates, Late, Reinstalls, Dropped, Failed int64
+	DeviceRemovals                                                         int64
 }
 
 type pass struct {
@@ -57,6 +58,7 @@ type sim struct {
 	passes []*pass
 	stats  struct {
 		sent, webhooks, connector, dupes, late, reinstalls, dropped, failed atomic.Int64
+	deviceRemovals                                                      atomic.Int64
 	}
 	mu     sync.Mutex
 	recent [][]byte // webhook bodies sent, for duplicate deliveries
@@ -142,7 +144,7 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 func (s *sim) snapshot() Stats {
 	return Stats{Sent: s.stats.sent.Load(), Webhooks: s.stats.webhooks.Load(), Connector: s.stats.connector.Load(),
 		Duplicates: s.stats.dupes.Load(), Late: s.stats.late.Load(), Reinstalls: s.stats.reinstalls.Load(),
-		Dropped: s.stats.dropped.Load(), Failed: s.stats.failed.Load()}
+		Dropped: s.stats.dropped.Load(), Failed: s.stats.failed.Load(), DeviceRemovals: s.stats.deviceRemovals.Load()}
 }
 
 type request struct {
@@ -179,6 +181,14 @@ func (s *sim) next(now time.Time) []request {
 	platform := "google"
 	if apple {
 		slot, platform = &p.apple, "apple"
+	}
+	if *slot != nil && s.rng.Float64() < 0.05 {
+		// The pass leaves one of two devices: an uninstall whose counts
+		// say another device still holds it (the truth does not change).
+		s.stats.deviceRemovals.Add(1)
+		body, id := s.webhookBody(p, platform, false, now)
+		body = bytes.Replace(body, []byte(`"additionalInformation":{`), []byte(`"additionalInformation":{"registrationInformation":{"activeRegistrationCount":1,"totalRegistrationCount":2},`), 1)
+		return append(out, s.webhookRequest(body, id))
 	}
 	install := *slot == nil
 	if install {
