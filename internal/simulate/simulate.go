@@ -43,7 +43,7 @@ type Config struct {
 // Stats count what was sent.
 type Stats struct {
 	Sent, Webhooks, Connector, Duplicates, Late, Reinstalls, Dropped, Failed int64
-	DeviceRemovals                                                         int64
+	DeviceRemovals                                                           int64
 }
 
 type pass struct {
@@ -58,7 +58,7 @@ type sim struct {
 	passes []*pass
 	stats  struct {
 		sent, webhooks, connector, dupes, late, reinstalls, dropped, failed atomic.Int64
-	deviceRemovals                                                      atomic.Int64
+		deviceRemovals                                                      atomic.Int64
 	}
 	mu     sync.Mutex
 	recent [][]byte // webhook bodies sent, for duplicate deliveries
