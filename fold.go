@@ -497,6 +497,20 @@ func (f *Fold) Record(customerID string) (st Status, regs []Register, ok bool) {
 	return Status{CustomerID: customerID, Fields: c.fields, Version: c.version}, c.regs, true
 }
 
+// HoldsPass reports whether the customer has a register of the pass, on
+// either platform: whether an event of the pass has already taught the
+// processors that the customer holds it.
+func (f *Fold) HoldsPass(customerID, passID string) bool {
+	if c := f.customers[customerID]; c != nil {
+		for i := range c.regs {
+			if c.regs[i].PassID == passID {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Registers returns a copy of a customer's registers, for persisting state.
 func (f *Fold) Registers(customerID string) []Register {
 	c, ok := f.customers[customerID]

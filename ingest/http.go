@@ -290,7 +290,13 @@ func (s *Server) connector(w http.ResponseWriter, r *http.Request) {
 
 // single validates and publishes the one event of a webhook or connector call.
 func (s *Server) single(w http.ResponseWriter, r *http.Request, src string, ev walletsync.Event, err error) {
-	if err == nil {
+	waiting := err == nil && ev.CustomerID == ""
+	if waiting {
+		// Every rule but the customer's, which the resolver fills in.
+		check := ev
+		check.CustomerID = "?"
+		err = check.Validate()
+	} else if err == nil {
 		err = ev.Validate()
 	}
 	if err == nil {
@@ -309,5 +315,11 @@ func (s *Server) single(w http.ResponseWriter, r *http.Request, src string, ev w
 		return
 	}
 	s.m.accepted.WithLabelValues(src).Inc()
+	if waiting {
+		// 202: accepted, and folded once the pass's customer is known.
+		s.m.waiting.WithLabelValues(src).Inc()
+		httpjson.WriteJSON(w, http.StatusAccepted, map[string]any{"accepted": 1, "eventId": ev.ID, "passId": ev.PassID, "waiting": true})
+		return
+	}
 	httpjson.WriteJSON(w, http.StatusOK, map[string]any{"accepted": 1, "eventId": ev.ID, "customerId": ev.CustomerID})
 }

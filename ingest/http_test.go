@@ -88,6 +88,31 @@ func (f *fixture) post(t *testing.T, path, ctype string, body []byte, hdr map[st
 	return r
 }
 
+// waiting reads the events waiting on wallet.passes.
+func (f *fixture) waiting(t *testing.T) []walletsync.Event {
+	t.Helper()
+	cl, err := kgo.NewClient(kafka.ClientOpts(f.brokers, "reader")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	var out []walletsync.Event
+	for p := int32(0); p < 3; p++ {
+		if _, err := kafka.ReadPartition(context.Background(), f.brokers, adm, kafka.PassesTopic, p, -1, func(r *kgo.Record) {
+			pass, id, ok := wire.SplitPassKey(r.Key)
+			e, err := wire.ParseWaiting(r.Value)
+			if !ok || err != nil || e.PassID != pass || e.ID != id || kafka.PassPartition(r.Key, 3) != p {
+				t.Errorf("waiting record %q: %v (partition %d)", r.Key, err, p)
+			}
+			out = append(out, e)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
 // records reads every record of wallet.events.
 func (f *fixture) records(t *testing.T) []walletsync.Event {
 	t.Helper()
@@ -222,9 +247,23 @@ func TestWebhookEndpoint(t *testing.T) {
 	if r := signed([]byte(`{"type":"Pass:Created","data":{}}`)); r.code != 422 {
 		t.Errorf("Pass:Created naming no customer: %+v", r)
 	}
-	if r := signed([]byte(`{"type":"Pass:Uninstalled","data":{"passId":"p","device":"google","identifiers":{"customerId":"c"}}}`)); r.code != 422 ||
+	// No customer key but a pass: kept on wallet.passes until the pass's
+	// customer is known (SPEC §6), answered 202.
+	if r := signed([]byte(`{"id":"dlv-w","type":"Pass:Uninstalled","date":"2026-03-01T09:00:00Z","data":{"passId":"p","device":"google","identifiers":{"customerId":"c"}}}`)); r.code != 202 ||
+		r.body["waiting"] != true || r.body["passId"] != "p" || r.body["eventId"] != "dlv-w" {
+		t.Errorf("no customer key, a pass: %+v", r)
+	}
+	if w := f.waiting(t); len(w) != 1 || w[0].ID != "dlv-w" || w[0].PassID != "p" || w[0].CustomerID != "" || w[0].Type != walletsync.TypeUninstalled {
+		t.Errorf("waiting records %+v", w)
+	}
+	// Neither: nothing could ever resolve it.
+	if r := signed([]byte(`{"type":"Pass:Uninstalled","data":{"device":"google","identifiers":{"customerId":"c"}}}`)); r.code != 422 ||
 		r.body["error"] != `identifiers: no "email", so the event names no customer` {
-		t.Errorf("no customer key: %+v", r)
+		t.Errorf("no customer key, no pass: %+v", r)
+	}
+	// A key of the wrong kind is refused even with a pass.
+	if r := signed([]byte(`{"type":"Pass:Uninstalled","data":{"passId":"p","device":"google","identifiers":{"email":true}}}`)); r.code != 422 {
+		t.Errorf("boolean customer key: %+v", r)
 	}
 	if r := signed([]byte(`{"type":"Pass:Uninstalled","data":{"device":"samsung","identifiers":{"email":"a@b"}}}`)); r.code != 422 {
 		t.Errorf("bad device: %+v", r)
@@ -290,10 +329,18 @@ func TestConnectorEndpoint(t *testing.T) {
 		"no isInstalled": {"y2.customerId": {"c"}, "device": {"apple"}},
 		"bad device":     {"y2.customerId": {"c"}, "device": {"nokia"}, "isInstalled": {"true"}},
 		"no customer":    {"customerId": {"c"}, "device": {"apple"}, "isInstalled": {"true"}},
+		"NUL in passId":  {"customerId": {"c"}, "device": {"apple"}, "isInstalled": {"true"}, "passId": {"a\x00b"}},
 	} {
 		if r := f.post(t, path, form, []byte(v.Encode()), key); r.code != 422 || r.body["error"] == nil {
 			t.Errorf("%s: %+v", name, r)
 		}
+	}
+	wait := url.Values{"customerId": {"c"}, "device": {"apple"}, "isInstalled": {"true"}, "passId": {"p7"}}
+	if r := f.post(t, path, form, []byte(wait.Encode()), key); r.code != 202 || r.body["waiting"] != true || r.body["passId"] != "p7" {
+		t.Errorf("no customer key, a pass: %+v", r)
+	}
+	if w := f.waiting(t); len(w) != 1 || w[0].PassID != "p7" || w[0].Source != "connector" || !strings.HasPrefix(w[0].ID, "connector-") {
+		t.Errorf("waiting %+v", w)
 	}
 	got := f.records(t)
 	if len(got) != 1 || got[0].Type != walletsync.TypeUninstalled || got[0].OccurredAt != f.now.UnixMilli() || got[0].Source != "connector" {

@@ -2,11 +2,18 @@ package ingest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
 )
+
+// ErrNoCustomer is ResolveCustomer's error for identifiers that lack the
+// key (or hold it null or empty): an event that names its pass is then kept
+// until the pass's customer is known (SPEC §6), where a key of the wrong
+// kind is refused.
+var ErrNoCustomer = errors.New("the event names no customer")
 
 // maxExactFloat is 2^53: above it a float64 no longer holds every integer,
 // so a number decoded as float64 may already be another customer's id.
@@ -40,7 +47,7 @@ func ResolveCustomer(identifiers map[string]any, key string) (string, error) {
 		v, ok = cur, cur != nil
 	}
 	if !ok || v == nil {
-		return "", fmt.Errorf("identifiers: no %q, so the event names no customer", key)
+		return "", fmt.Errorf("identifiers: no %q, so %w", key, ErrNoCustomer)
 	}
 	var s string
 	switch x := v.(type) {
@@ -62,7 +69,7 @@ func ResolveCustomer(identifiers map[string]any, key string) (string, error) {
 		s = strings.ToLower(strings.TrimSpace(s))
 	}
 	if s == "" {
-		return "", fmt.Errorf("identifiers: %q is empty, so the event names no customer", key)
+		return "", fmt.Errorf("identifiers: %q is empty, so %w", key, ErrNoCustomer)
 	}
 	return s, nil
 }

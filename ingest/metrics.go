@@ -11,6 +11,7 @@ import (
 // Metrics are the ingest's Prometheus metrics.
 type Metrics struct {
 	accepted        *prometheus.CounterVec // by source
+	waiting         *prometheus.CounterVec // by source
 	rejected        *prometheus.CounterVec // by source and field
 	authFailures    *prometheus.CounterVec // by source
 	ignored         prometheus.Counter
@@ -25,6 +26,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "ingest", Name: "events_accepted_total",
 			Help: "Events acknowledged by Kafka, by source (api, webhook, connector)."}, []string{"source"}),
+		waiting: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "ingest", Name: "events_waiting_total",
+			Help: "Accepted events that named their pass but no customer, kept on wallet.passes until the pass's customer is known (also counted as accepted), by source."}, []string{"source"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "ingest", Name: "events_rejected_total",
 			Help: "Events rejected, by source and the field at fault."}, []string{"source", "field"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "ingest", Name: "auth_failures_total",
@@ -40,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		bodyBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "walletsync", Subsystem: "ingest", Name: "body_bytes_reserved",
 			Help: "Bytes of request bodies being read or handled, by budget (small, open: unauthenticated; trusted)."}, []string{"budget"}),
 	}
-	reg.MustRegister(m.accepted, m.rejected, m.authFailures, m.ignored, m.produceFailures, m.produceSeconds, m.bodiesRefused, m.bodyBytes)
+	reg.MustRegister(m.accepted, m.waiting, m.rejected, m.authFailures, m.ignored, m.produceFailures, m.produceSeconds, m.bodiesRefused, m.bodyBytes)
 	return m
 }
 

@@ -11,16 +11,18 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/walletsync/walletsync"
+	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/wire"
 )
 
 // KafkaPublisher writes canonical events to wallet.events, keyed by
-// customerId. Its client is idempotent with acks from all in-sync replicas
+// customerId, and those that name no customer to wallet.passes, by pass. Its client is idempotent with acks from all in-sync replicas
 // (franz-go's defaults, kept on purpose), so a retried produce never
 // duplicates a record and an acknowledged one is durable.
 type KafkaPublisher struct {
 	cl      *kgo.Client
 	topic   string
+	passes  string // where events that name no customer wait for their pass's
 	timeout time.Duration
 
 	mu               sync.Mutex
@@ -69,7 +71,7 @@ var ErrUnconfirmed = errors.New("not acknowledged by Kafka in time")
 
 // NewKafkaPublisher publishes to topic through cl, answering within timeout.
 func NewKafkaPublisher(cl *kgo.Client, topic string, timeout time.Duration) *KafkaPublisher {
-	return &KafkaPublisher{cl: cl, topic: topic, timeout: timeout}
+	return &KafkaPublisher{cl: cl, topic: topic, passes: kafka.PassesTopic, timeout: timeout}
 }
 
 // ProducerOpts are the client options ingest needs on top of the shared ones.
@@ -102,6 +104,11 @@ func (p *KafkaPublisher) Publish(ctx context.Context, evs []walletsync.Event) []
 	now := time.Now()
 	for i := range evs {
 		rec := &kgo.Record{Topic: p.topic, Key: []byte(evs[i].CustomerID), Value: wire.AppendEvent(nil, &evs[i]), Timestamp: now}
+		if evs[i].CustomerID == "" {
+			// It waits on wallet.passes for its pass's customer (SPEC §6);
+			// the record's timestamp is when its wait began.
+			rec = &kgo.Record{Topic: p.passes, Key: wire.WaitingKey(evs[i].PassID, evs[i].ID), Value: wire.AppendWaiting(nil, &evs[i]), Timestamp: now}
+		}
 		// With the deadline in its context, franz-go fails the record
 		// when the deadline passes, wherever that is safe for idempotent
 		// sequencing (not written, or answered); only a record whose

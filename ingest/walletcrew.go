@@ -79,10 +79,10 @@ func webhookEvent(body []byte, deliveryID, customerKey string, now time.Time) (w
 	if ids == nil {
 		ids = data
 	}
-	if e.CustomerID, err = ResolveCustomer(ids, customerKey); err != nil {
+	e.PassID = firstString(data, "passId")
+	if e.CustomerID, err = ResolveCustomer(ids, customerKey); err != nil && !waits(err, e.PassID) {
 		return e, err
 	}
-	e.PassID = firstString(data, "passId")
 	e.PassType = firstString(data, "passType")
 	e.Source = "webhook"
 	if info, ok := data["additionalInformation"].(map[string]any); ok && e.Type != walletsync.TypeIssued {
@@ -211,6 +211,15 @@ func count(v any) (int64, bool) {
 	return 0, false
 }
 
+// waits reports whether an event whose customer could not be resolved
+// (err) is kept to wait for its pass's customer instead of refused: it
+// lacks the key, and it names a pass (SPEC §6). A pass id with a NUL byte
+// cannot be a wallet.passes key (the NUL ends the pass), so such an event
+// is refused as before.
+func waits(err error, passID string) bool {
+	return errors.Is(err, ErrNoCustomer) && passID != "" && !strings.ContainsRune(passID, 0)
+}
+
 func firstString(m map[string]any, keys ...string) string {
 	for _, k := range keys {
 		if s, ok := m[k].(string); ok && s != "" {
@@ -257,10 +266,10 @@ func connectorEvent(form url.Values, customerKey string, now time.Time) (wallets
 			ids[k] = v[0]
 		}
 	}
-	if e.CustomerID, err = ResolveCustomer(ids, customerKey); err != nil {
+	e.PassID = form.Get("passId")
+	if e.CustomerID, err = ResolveCustomer(ids, customerKey); err != nil && !waits(err, e.PassID) {
 		return e, fmt.Errorf("form field %s", strings.TrimPrefix(err.Error(), "identifiers: "))
 	}
-	e.PassID = form.Get("passId")
 	e.PassType = form.Get("passType")
 	e.Source = "connector"
 	e.OccurredAt = now.UnixMilli()

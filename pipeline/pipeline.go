@@ -51,7 +51,7 @@ func New(t kafka.Topics) *Spec {
 
 // Ingest is the HTTP intake.
 func (s *Spec) Ingest() *Spec {
-	return s.add(Component{Name: "ingest", Writes: []string{s.Topics.Events},
+	return s.add(Component{Name: "ingest", Writes: []string{s.Topics.Events, s.Topics.Passes},
 		Commits: "nothing: answers 2xx once Kafka acknowledged every accepted record"})
 }
 
@@ -59,8 +59,18 @@ func (s *Spec) Ingest() *Spec {
 func (s *Spec) Process(group string) *Spec {
 	t := s.Topics
 	return s.add(Component{Name: "process", Group: or(group, kafka.GroupProcess), Reads: []string{t.Events},
-		Writes: []string{t.Clean, t.Status, t.State, t.DLQ}, Transactional: true, Local: true,
+		Writes: []string{t.Clean, t.Status, t.State, t.DLQ, t.Passes}, Transactional: true, Local: true,
 		Commits: "in the transaction that writes its outputs"})
+}
+
+// Resolve is the resolver: it folds the events waiting on wallet.passes
+// into wallet.events once their pass's customer is known, and expires
+// those that wait too long.
+func (s *Spec) Resolve() *Spec {
+	t := s.Topics
+	return s.add(Component{Name: "resolve", Group: kafka.GroupResolve, Reads: []string{t.Passes},
+		Writes: []string{t.Events, t.Passes, t.DLQ}, Transactional: true,
+		Commits: "in the transaction that writes the resolved events and their tombstones"})
 }
 
 // Archive is the Parquet archive.
@@ -83,7 +93,7 @@ func (s *Spec) CRM(destination string) *Spec {
 
 // Backfill is the Pass API backfill.
 func (s *Spec) Backfill() *Spec {
-	return s.add(Component{Name: "backfill", Writes: []string{s.Topics.Events, kafka.BackfillTopic},
+	return s.add(Component{Name: "backfill", Writes: []string{s.Topics.Events, s.Topics.Passes, kafka.BackfillTopic, kafka.BackfillRunsTopic},
 		Commits: "its cursor on wallet.backfill after each page"})
 }
 
@@ -111,7 +121,7 @@ func or(a, b string) string {
 // Check says what is wrong with the topology: a name or group used twice,
 // a topic no component of the contract knows.
 func (s *Spec) Check() error {
-	known := append(s.Topics.All(), kafka.BackfillTopic)
+	known := append(s.Topics.All(), kafka.BackfillTopic, kafka.BackfillRunsTopic)
 	names, groups := map[string]bool{}, map[string]bool{}
 	var errs []error
 	for _, c := range s.Components {
@@ -168,7 +178,7 @@ var Destinations = []string{"webhook", "actito", "hubspot"}
 // sink reads: how a role that does not run the sinks (a standalone query)
 // recognises theirs on the cluster.
 func SinkOf(t kafka.Topics, group string) (Component, bool) {
-	s := New(t).Archive().ClickHouse()
+	s := New(t).Resolve().Archive().ClickHouse()
 	for _, d := range Destinations {
 		s.CRM(d)
 	}
@@ -183,7 +193,7 @@ func SinkOf(t kafka.Topics, group string) (Component, bool) {
 // Full is the topology of a deployment that runs everything, with the CRM
 // destinations named: what docs/architecture.md shows.
 func Full(destinations ...string) *Spec {
-	s := New(kafka.Topics{}).Ingest().Backfill().Process("").Archive().ClickHouse()
+	s := New(kafka.Topics{}).Ingest().Backfill().Process("").Resolve().Archive().ClickHouse()
 	for _, d := range destinations {
 		s.CRM(d)
 	}

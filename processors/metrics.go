@@ -11,6 +11,7 @@ type Metrics struct {
 	deviceRemovals               *prometheus.CounterVec
 	commits, aborts              prometheus.Counter
 	checkpoints, stateRecords    prometheus.Counter
+	holders                      prometheus.Counter
 	replayed                     prometheus.Counter
 	sessionRestarts, loads       prometheus.Counter
 	txnSeconds, loadSeconds      prometheus.Histogram
@@ -30,6 +31,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		commits:         c("transactions_committed_total", "Transactions committed."),
 		checkpoints:     c("checkpoints_total", "Partition checkpoints committed to wallet.state."),
 		stateRecords:    c("state_records_total", "Customer state records committed to wallet.state at checkpoints."),
+		holders:         c("holders_taught_total", "Holder records written to wallet.passes: the first event of a pass for a customer (SPEC §6 identity repair)."),
 		replayed:        c("replayed_events_total", "Clean events folded again while loading a partition, from its last checkpoint on."),
 		aborts:          c("transactions_aborted_total", "Transactions aborted; their records are processed again."),
 		sessionRestarts: c("session_restarts_total", "Group sessions restarted after a fatal error."),
@@ -46,5 +48,43 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time to rebuild a partition's state.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 	}
 	reg.MustRegister(m.rejected, m.drift, m.deviceRemovals, m.txnSeconds, m.loadSeconds)
+	return m
+}
+
+// ResolverMetrics are the resolver's Prometheus metrics; counts are added
+// once their transaction commits.
+type ResolverMetrics struct {
+	resolved, expired, invalid, holderChanges prometheus.Counter
+	aborts, sessionRestarts, loads            prometheus.Counter
+	waiting, holders                          prometheus.Gauge
+	waited                                    prometheus.Histogram
+}
+
+// NewResolverMetrics registers the resolver's metrics with reg.
+func NewResolverMetrics(reg prometheus.Registerer) *ResolverMetrics {
+	c := func(name, help string) prometheus.Counter {
+		m := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "resolve", Name: name, Help: help})
+		reg.MustRegister(m)
+		return m
+	}
+	g := func(name, help string) prometheus.Gauge {
+		m := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "walletsync", Subsystem: "resolve", Name: name, Help: help})
+		reg.MustRegister(m)
+		return m
+	}
+	m := &ResolverMetrics{
+		resolved:        c("events_resolved_total", "Waiting events written to wallet.events under their pass's customer, once it became known."),
+		expired:         c("events_expired_total", "Waiting events sent to wallet.events.dlq: no customer became known for their pass within the expiry."),
+		invalid:         c("events_invalid_total", "Waiting events sent to wallet.events.dlq because they are no valid event even with their customer."),
+		holderChanges:   c("holder_changes_total", "Passes that changed hands: a holder record named another customer than the pass's holder."),
+		aborts:          c("transactions_aborted_total", "Transactions aborted; their records are processed again."),
+		sessionRestarts: c("session_restarts_total", "Group sessions restarted after a fatal error."),
+		loads:           c("partition_loads_total", "Partitions of wallet.passes read from the start to rebuild the state."),
+		waiting:         g("events_waiting", "Events waiting for their pass's customer, in the partitions this process owns."),
+		holders:         g("passes_held", "Passes whose holder is known, in the partitions this process owns."),
+		waited: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "walletsync", Subsystem: "resolve", Name: "wait_seconds",
+			Help: "How long a resolved event waited for its pass's customer.", Buckets: prometheus.ExponentialBuckets(0.01, 4, 14)}),
+	}
+	reg.MustRegister(m.waited)
 	return m
 }

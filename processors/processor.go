@@ -311,7 +311,9 @@ func (p *Processor) session(ctx context.Context) error {
 		// timeout before it rebalances.
 		kgo.InstanceID(p.cfg.TransactionalID),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		// Outputs go to the input's partition number, but for the holders
+		// taught on wallet.passes, which is partitioned by pass.
+		kgo.RecordPartitioner(kafka.PassPartitioner(kgo.ManualPartitioner())),
 		kgo.OnPartitionsRevoked(p.dropParts),
 		kgo.OnPartitionsLost(p.dropParts),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
@@ -738,6 +740,7 @@ func idKeyHeader(r *kgo.Record) (walletsync.IDKey, bool) {
 type batchCounts struct {
 	events, duplicates, statuses int
 	checkpoints, stateRecords    int
+	holders                      int // taught on wallet.passes
 	rejected                     map[string]int
 	drift                        [3]int // by Platform
 	deviceRemovals               [3]int // by Platform
@@ -749,6 +752,7 @@ func (b *batchCounts) add(o *batchCounts) {
 	b.statuses += o.statuses
 	b.checkpoints += o.checkpoints
 	b.stateRecords += o.stateRecords
+	b.holders += o.holders
 	for i := range b.drift {
 		b.drift[i] += o.drift[i]
 		b.deviceRemovals[i] += o.deviceRemovals[i]
@@ -767,6 +771,7 @@ func (b *batchCounts) report(m *Metrics) {
 	m.statuses.Add(float64(b.statuses))
 	m.checkpoints.Add(float64(b.checkpoints))
 	m.stateRecords.Add(float64(b.stateRecords))
+	m.holders.Add(float64(b.holders))
 	for field, n := range b.rejected {
 		m.rejected.WithLabelValues(field).Add(float64(n))
 	}
@@ -864,6 +869,10 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 		return
 	}
 	batch.events++
+	// The first event of a pass for a customer teaches wallet.passes who
+	// holds the pass, so that events waiting for it (and later ones that
+	// name no customer) are folded under that customer (SPEC §6).
+	teach := ev.PassID != "" && !st.fold.HoldsPass(ev.CustomerID, ev.PassID) && !strings.ContainsRune(ev.PassID, 0)
 	if ev.Type == walletsync.TypeUninstalled && st.fold.IsDeviceRemoval(&ev) {
 		batch.deviceRemovals[ev.Platform]++
 	}
@@ -886,6 +895,14 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 	rec := out.record()
 	*rec = kgo.Record{Topic: t.Clean, Partition: r.Partition, Key: r.Key, Value: clean, Timestamp: r.Timestamp, Headers: headers}
 	sess.Produce(ctx, rec, cleanPromise)
+	if teach {
+		h := wire.Holder{PassID: ev.PassID, CustomerID: ev.CustomerID, At: ev.OccurredAt, Source: "event"}
+		out.scratch = wire.AppendHolder(out.scratch[:0], &h)
+		rec := out.record()
+		*rec = kgo.Record{Topic: t.Passes, Key: out.value([]byte(ev.PassID)), Value: out.value(out.scratch), Timestamp: r.Timestamp}
+		sess.Produce(ctx, rec, promise)
+		batch.holders++
+	}
 	st.since++
 	// A changed customer goes to wallet.state at the next checkpoint (the
 	// fold keeps the list); until then the clean record just written is

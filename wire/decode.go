@@ -102,6 +102,7 @@ type decoder struct {
 	intern   *internTable // nil: no interning
 	lean     bool         // canonical: check what the fold does not read, keep none of it
 	nonASCII bool         // the last string read has bytes ≥ 0x80 or escapes
+	waiting  bool         // a waiting event (ParseWaiting): its customerId is empty
 }
 
 func (d *decoder) syntax(msg string) *walletsync.ValidationError {
@@ -307,6 +308,16 @@ func (d *decoder) event() (walletsync.Event, error) {
 	}
 	// installed and installedAt mean nothing on installed/uninstalled events;
 	// they are ignored there like any unknown field.
+	if d.waiting {
+		// Every rule but the customer's, which the resolver supplies.
+		if e.CustomerID != "" {
+			return e, walletsync.Invalid("customerId", "must be empty on a waiting event")
+		}
+		e.CustomerID = "?"
+		err := e.Validate()
+		e.CustomerID = ""
+		return e, err
+	}
 	if err := e.Validate(); err != nil {
 		return e, err
 	}

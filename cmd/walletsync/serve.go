@@ -77,6 +77,7 @@ type roleFlags struct {
 	deviceRemovals                      bool
 	checkpointEvery                     time.Duration
 	checkpointEvents                    int
+	unmatchedExpiry                     time.Duration
 	transactionalID, group              string
 	embeddedBrokers                     int
 	kafkaListen                         string
@@ -145,6 +146,7 @@ func (f *roleFlags) processFlags(fs *flag.FlagSet) {
 	fs.StringVar(&f.group, "group", processors.DefaultGroup, "consumer group of the processors")
 	fs.DurationVar(&f.checkpointEvery, "checkpoint-every", processors.DefaultCheckpointEvery, "longest a changed customer waits before its state is checkpointed to wallet.state")
 	fs.IntVar(&f.checkpointEvents, "checkpoint-events", processors.DefaultCheckpointEvents, "events per partition after which a checkpoint is written (bounds what a member taking over replays)")
+	fs.DurationVar(&f.unmatchedExpiry, "unmatched-expiry", processors.DefaultExpiry, "how long an event that names its pass but no customer waits on wallet.passes for the pass's customer before it goes to wallet.events.dlq")
 }
 
 // deviceRemovalsUsage is the --device-removals flag's, for every command
@@ -359,6 +361,17 @@ func (n *node) addProcess(f *roleFlags) error {
 	n.comps = append(n.comps, p.Run)
 	n.spec.Process(f.processGroup())
 	n.doing[f.processGroup()] = p.Doing
+	// The resolver runs wherever the processors do: it feeds them the
+	// events that waited for their pass's customer.
+	r, err := processors.NewResolver(processors.ResolverConfig{
+		Brokers: n.brokers, Topics: kafka.DefaultTopics(), TransactionalID: f.transactionalID + "-resolve", Expiry: f.unmatchedExpiry,
+		Logger: n.log, Metrics: processors.NewResolverMetrics(n.reg),
+	})
+	if err != nil {
+		return err
+	}
+	n.comps = append(n.comps, r.Run)
+	n.spec.Resolve()
 	return nil
 }
 

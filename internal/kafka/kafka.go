@@ -67,6 +67,14 @@ func GroupCRM(destination string) string { return GroupCRMPrefix + destination }
 // created by the backfill.
 const BackfillTopic = "wallet.backfill"
 
+// BackfillRunsTopic holds the backfill's reconciliation reports, one per
+// run keyed by its id: compacted, one partition, created by the backfill.
+const BackfillRunsTopic = "wallet.backfill.runs"
+
+// GroupResolve is the consumer group of the resolver, which folds the
+// events waiting on wallet.passes once their pass's customer is known.
+const GroupResolve = "walletsync-resolve"
+
 // Topics names the pipeline's topics (SPEC diagram and §4).
 type Topics struct {
 	Events string // wallet.events: canonical events, key customerId
@@ -75,16 +83,20 @@ type Topics struct {
 	State  string // wallet.state: compacted registers and version, one per change of a register
 	DLQ    string // wallet.events.dlq: rejects with reason and origin
 	CRMDLQ string // wallet.crm.dlq: status versions a CRM refused or that ran out of retries
+	// Passes is wallet.passes: compacted, partitioned by passId
+	// (PassPartitioner): who holds each pass, and the events that wait
+	// for their pass's customer (identity repair, SPEC §6).
+	Passes string
 }
 
 // DefaultTopics are the names of the contract.
 func DefaultTopics() Topics {
-	return Topics{Events: "wallet.events", Clean: "wallet.events.clean", Status: "wallet.status", State: "wallet.state", DLQ: "wallet.events.dlq", CRMDLQ: "wallet.crm.dlq"}
+	return Topics{Events: "wallet.events", Clean: "wallet.events.clean", Status: "wallet.status", State: "wallet.state", DLQ: "wallet.events.dlq", CRMDLQ: "wallet.crm.dlq", Passes: PassesTopic}
 }
 
 // All lists the topics in creation order.
 func (t Topics) All() []string {
-	return []string{t.Events, t.Clean, t.Status, t.State, t.DLQ, t.CRMDLQ}
+	return []string{t.Events, t.Clean, t.Status, t.State, t.DLQ, t.CRMDLQ, t.Passes}
 }
 
 // Layout is how topics are created when missing.
@@ -124,7 +136,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, t Topics, l Layout) err
 			continue
 		}
 		configs := map[string]*string{}
-		if name == t.Status || name == t.State {
+		if name == t.Status || name == t.State || name == t.Passes {
 			compact := "compact"
 			configs["cleanup.policy"] = &compact
 		}
@@ -154,6 +166,8 @@ func ClientOpts(brokers []string, clientID string) []kgo.Opt {
 		kgo.SeedBrokers(brokers...),
 		kgo.ClientID(clientID),
 		kgo.MetadataMinAge(250 * time.Millisecond),
+		// wallet.passes is partitioned by pass, whoever writes it.
+		kgo.RecordPartitioner(PassPartitioner(kgo.StickyKeyPartitioner(nil))),
 	}
 }
 
