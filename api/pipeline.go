@@ -25,6 +25,9 @@ type Lag struct {
 	sinks map[string][]string
 	// Brokers are reported as they are.
 	Brokers []string
+	// Waiting, when set, reports the events waiting for their pass's
+	// customer.
+	Waiting *WaitingView
 	// Discover, when set, recognises the sink groups on the cluster that
 	// this process was not told of (a standalone query does not run the
 	// sinks) and says what each reads; they are counted too, so every role
@@ -56,6 +59,9 @@ type Report struct {
 	// Brokers are the Kafka addresses the pipeline uses (for kcat and
 	// other clients: with the embedded broker, its --kafka-listen address).
 	Brokers []string `json:"brokers,omitempty"`
+	// Unmatched says how many events wait on wallet.passes for their
+	// pass's customer (SPEC §6).
+	Unmatched *Waiting `json:"unmatched,omitempty"`
 	// Positions are, per consumer, the sum of its positions over its
 	// partitions: they grow while it makes progress (Progress).
 	Positions map[string]int64 `json:"-"`
@@ -197,6 +203,10 @@ func (l *Lag) Compute(ctx context.Context) (Report, error) {
 	}
 	for _, v := range r.Consumers {
 		r.Lag += v
+	}
+	if l.Waiting != nil {
+		w := l.Waiting.Now()
+		r.Unmatched = &w
 	}
 	return r, nil
 }

@@ -458,6 +458,9 @@ func (n *node) addQuery(f *roleFlags) error {
 	n.comps = append(n.comps, view.Run)
 	n.spec.StatusView()
 	lag := n.lag(f, view)
+	waiting := api.NewWaitingView(n.brokers, t.Passes, n.log)
+	n.comps = append(n.comps, waiting.Run)
+	lag.Waiting = waiting
 	n.watchProgress(f, lag)
 	readAPI := &api.API{View: view, Lag: lag, APIToken: token, Logger: n.log}
 	if f.clickhouseDSN != "" {
@@ -486,6 +489,10 @@ func (n *node) addQuery(f *roleFlags) error {
 		}
 		return float64(rep.Lag)
 	}))
+	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "walletsync", Name: "unmatched_events_waiting",
+		Help: "Events waiting on wallet.passes for their pass's customer, over the whole deployment (as GET /v1/pipeline's unmatched.waiting).",
+	}, func() float64 { return float64(waiting.Now().Events) }))
 	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "walletsync", Name: "status_view_customers",
 		Help: "Customers known to the status view.",

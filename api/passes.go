@@ -1,0 +1,105 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/walletsync/walletsync/internal/kafka"
+	"github.com/walletsync/walletsync/wire"
+)
+
+// WaitingView counts the events waiting on wallet.passes for their pass's
+// customer (SPEC §6), for /v1/pipeline: it follows the compacted topic from
+// its start and keeps the live waiting keys with when each began to wait,
+// nothing of the events themselves. The resolver's own gauge covers only
+// the partitions its process owns; this is the whole deployment's figure,
+// in every role that serves the read API.
+type WaitingView struct {
+	brokers []string
+	topic   string
+	log     *slog.Logger
+
+	mu      sync.RWMutex
+	since   map[string]int64 // waiting key → the record's timestamp (ms)
+	holders int
+}
+
+// NewWaitingView follows topic (wallet.passes) on brokers.
+func NewWaitingView(brokers []string, topic string, log *slog.Logger) *WaitingView {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &WaitingView{brokers: brokers, topic: topic, log: log, since: map[string]int64{}}
+}
+
+// Run follows the topic until ctx ends.
+func (v *WaitingView) Run(ctx context.Context) error {
+	cl, err := kgo.NewClient(append(kafka.ClientOpts(v.brokers, "walletsync-waiting-view"),
+		kgo.ConsumeTopics(v.topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	held := map[string]bool{}
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				v.log.Warn("waiting view fetch error", "topic", t, "partition", p, "err", err)
+			}
+		})
+		v.mu.Lock()
+		fs.EachRecord(func(r *kgo.Record) {
+			_, _, waiting := wire.SplitPassKey(r.Key)
+			switch {
+			case !waiting && r.Value == nil:
+				delete(held, string(r.Key))
+			case !waiting:
+				held[string(r.Key)] = true
+			case r.Value == nil:
+				delete(v.since, string(r.Key))
+			default:
+				v.since[string(r.Key)] = r.Timestamp.UnixMilli()
+			}
+		})
+		v.holders = len(held)
+		v.mu.Unlock()
+	}
+}
+
+// Waiting is the body of /v1/pipeline's "unmatched".
+type Waiting struct {
+	// Events wait for their pass's customer; Oldest is when the longest
+	// waiting of them arrived ("" when none waits).
+	Events int    `json:"waiting"`
+	Oldest string `json:"oldestSince,omitempty"`
+	// Passes is how many passes have a known holder.
+	Passes int `json:"passesHeld"`
+}
+
+// Now reports what waits.
+func (v *WaitingView) Now() Waiting {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	w := Waiting{Events: len(v.since), Passes: v.holders}
+	oldest := int64(0)
+	for _, ts := range v.since {
+		if oldest == 0 || ts < oldest {
+			oldest = ts
+		}
+	}
+	if oldest != 0 {
+		w.Oldest = wire.FormatTime(oldest)
+	}
+	return w
+}
