@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -26,6 +27,7 @@ type WaitingView struct {
 	mu      sync.RWMutex
 	since   map[string]int64 // waiting key → the record's timestamp (ms)
 	holders int
+	next    map[int32]int64 // the next offset to read, per partition
 }
 
 // NewWaitingView follows topic (wallet.passes) on brokers.
@@ -33,7 +35,7 @@ func NewWaitingView(brokers []string, topic string, log *slog.Logger) *WaitingVi
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &WaitingView{brokers: brokers, topic: topic, log: log, since: map[string]int64{}}
+	return &WaitingView{brokers: brokers, topic: topic, log: log, since: map[string]int64{}, next: map[int32]int64{}}
 }
 
 // Run follows the topic until ctx ends.
@@ -42,6 +44,10 @@ func (v *WaitingView) Run(ctx context.Context) error {
 		kgo.ConsumeTopics(v.topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Markers kept, so that the view's position reaches the end of
+		// the topic and the lag it adds to /v1/pipeline reaches 0: a
+		// count read before then would be too low.
+		kgo.KeepControlRecords(),
 	)...)
 	if err != nil {
 		return err
@@ -60,6 +66,10 @@ func (v *WaitingView) Run(ctx context.Context) error {
 		})
 		v.mu.Lock()
 		fs.EachRecord(func(r *kgo.Record) {
+			v.next[r.Partition] = r.Offset + 1
+			if r.Attrs.IsControl() {
+				return
+			}
 			_, _, waiting := wire.SplitPassKey(r.Key)
 			switch {
 			case !waiting && r.Value == nil:
@@ -75,6 +85,13 @@ func (v *WaitingView) Run(ctx context.Context) error {
 		v.holders = len(held)
 		v.mu.Unlock()
 	}
+}
+
+// Positions returns the next offset to read per partition.
+func (v *WaitingView) Positions() map[int32]int64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return maps.Clone(v.next)
 }
 
 // Waiting is the body of /v1/pipeline's "unmatched".

@@ -8,6 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/walletsync/walletsync/pipeline"
 )
 
 // Lag measures how many records written to the pipeline's topics are not yet
@@ -37,6 +39,9 @@ type Lag struct {
 
 // ViewConsumer names the status view among the consumers of a Report.
 const ViewConsumer = "status-view"
+
+// WaitingConsumer names the view of wallet.passes (WaitingView).
+const WaitingConsumer = pipeline.WaitingViewName
 
 // AddGroup counts a sink's consumer group, reading topics, in the lag.
 func (l *Lag) AddGroup(group string, topics ...string) {
@@ -205,6 +210,21 @@ func (l *Lag) Compute(ctx context.Context) (Report, error) {
 		r.Lag += v
 	}
 	if l.Waiting != nil {
+		// The view of wallet.passes is a consumer too: until it has read
+		// the topic, its count is not the truth, and lag 0 must mean
+		// that it is.
+		hwm, err := listed(l.adm.ListEndOffsets(ctx, l.Waiting.topic))
+		if err != nil {
+			return r, fmt.Errorf("end offsets of %s: %w", l.Waiting.topic, err)
+		}
+		pos := l.Waiting.Positions()
+		var n, sum int64
+		hwm.Each(func(o kadm.ListedOffset) {
+			n += max(0, o.Offset-pos[o.Partition])
+			sum += pos[o.Partition]
+		})
+		r.Consumers[WaitingConsumer], r.Positions[WaitingConsumer] = n, sum
+		r.Lag += n
 		w := l.Waiting.Now()
 		r.Unmatched = &w
 	}

@@ -103,6 +103,16 @@ func (s *Spec) StatusView() *Spec {
 		Commits: "nothing: rebuilt from wallet.status at start"})
 }
 
+// WaitingView is the read API's count of the events waiting on
+// wallet.passes (/v1/pipeline's unmatched).
+func (s *Spec) WaitingView() *Spec {
+	return s.add(Component{Name: WaitingViewName, Reads: []string{s.Topics.Passes},
+		Commits: "nothing: rebuilt from wallet.passes at start"})
+}
+
+// WaitingViewName names the waiting view (it has no group).
+const WaitingViewName = "waiting-view"
+
 // ViewName names the status view (it has no group).
 const ViewName = "status-view"
 
@@ -197,7 +207,7 @@ func Full(destinations ...string) *Spec {
 	for _, d := range destinations {
 		s.CRM(d)
 	}
-	return s.StatusView()
+	return s.StatusView().WaitingView()
 }
 
 // Markdown renders the topology as a table.

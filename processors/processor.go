@@ -311,6 +311,10 @@ func (p *Processor) session(ctx context.Context) error {
 		// timeout before it rebalances.
 		kgo.InstanceID(p.cfg.TransactionalID),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// The resolver writes wallet.events in transactions: with their
+		// markers kept (and skipped), the committed offsets reach the end
+		// of the topic, and the lag of /v1/pipeline reaches 0.
+		kgo.KeepControlRecords(),
 		// Outputs go to the input's partition number, but for the holders
 		// taught on wallet.passes, which is partitioned by pass.
 		kgo.RecordPartitioner(kafka.PassPartitioner(kgo.ManualPartitioner())),
@@ -451,6 +455,9 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 					st.cleanNext.Store(r.Offset + 1)
 				}
 				for _, r := range fp.Records {
+					if r.Attrs.IsControl() {
+						continue
+					}
 					p.process(ctx, sess, st, r, &out, &mine, promise, cleanPromise)
 				}
 			}

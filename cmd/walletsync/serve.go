@@ -461,6 +461,7 @@ func (n *node) addQuery(f *roleFlags) error {
 	waiting := api.NewWaitingView(n.brokers, t.Passes, n.log)
 	n.comps = append(n.comps, waiting.Run)
 	lag.Waiting = waiting
+	n.spec.WaitingView()
 	n.watchProgress(f, lag)
 	readAPI := &api.API{View: view, Lag: lag, APIToken: token, Logger: n.log}
 	if f.clickhouseDSN != "" {
