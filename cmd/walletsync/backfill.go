@@ -5,6 +5,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/walletsync/walletsync/ingest"
 	"github.com/walletsync/walletsync/ingest/passapi"
@@ -117,6 +122,9 @@ runs on --backfill-schedule (default daily 03:00 UTC), never two at once.`,
 				out, _ := json.Marshal(map[string]any{"runId": rep.RunID, "resumed": rep.Resumed, "done": rep.Done, "pages": rep.NextPage,
 					"passes": rep.Passes, "observations": rep.Observations, "issued": rep.Issued, "skipped": rep.Skipped, "seconds": rep.Duration.Seconds()})
 				fmt.Fprintln(e.stdout, string(out))
+				if rep.Run.RunID != "" {
+					writeRunTable(e.stdout, rep.Run)
+				}
 				if err != nil {
 					fmt.Fprintf(e.stderr, "walletsync backfill: %v\n", err)
 					return exitFail
@@ -125,4 +133,55 @@ runs on --backfill-schedule (default daily 03:00 UTC), never two at once.`,
 			}
 		},
 	}
+}
+
+// kindLabels are the report's drift kinds as the table names them.
+var kindLabels = map[string]string{
+	passapi.KindMissedInstall: "missed install", passapi.KindMissedUninstall: "missed uninstall", passapi.KindUnknownPass: "unknown pass",
+	passapi.KindIdentityResolved: "identity resolved", passapi.KindIdentityChanged: "identity changed",
+}
+
+// writeRunTable prints a run's reconciliation report for the operator who
+// ran it: the counts, aligned, and a few of each kind's customers.
+func writeRunTable(w io.Writer, r passapi.RunReport) {
+	state := "done"
+	if !r.Done {
+		state = "stopped (the next run resumes it)"
+	}
+	if r.Resumed {
+		state += ", resumed"
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "backfill run\t%s\t%s\n", r.RunID, state)
+	fmt.Fprintf(tw, "started\t%s\t\n", r.StartedAt)
+	if r.FinishedAt != "" {
+		fmt.Fprintf(tw, "finished\t%s\t\n", r.FinishedAt)
+	}
+	fmt.Fprintf(tw, "duration\t%s\t\n", (time.Duration(r.DurationMs) * time.Millisecond).String())
+	fmt.Fprintf(tw, "\t\t\n")
+	fmt.Fprintf(tw, "passes scanned\t%d\t\n", r.Passes)
+	fmt.Fprintf(tw, "agreeing\t%d\t\n", r.Agreeing)
+	fmt.Fprintf(tw, "skipped (no customer)\t%d\t\n", r.Skipped)
+	for _, k := range []string{passapi.KindMissedInstall, passapi.KindMissedUninstall, passapi.KindUnknownPass, passapi.KindIdentityResolved, passapi.KindIdentityChanged} {
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", kindLabels[k], r.Drift.Of(k), sampleText(r.Customers[k], r.Drift.Of(k)))
+	}
+	tw.Flush()
+}
+
+// sampleText shows the first customers of a kind and how many more there
+// are (of n passes).
+func sampleText(ids []string, n int) string {
+	const show = 5
+	if len(ids) == 0 {
+		return ""
+	}
+	quoted := make([]string, 0, show)
+	for _, id := range ids[:min(show, len(ids))] {
+		quoted = append(quoted, strconv.Quote(id))
+	}
+	s := strings.Join(quoted, " ")
+	if n > len(quoted) {
+		s += fmt.Sprintf(" … (%d more passes)", n-len(quoted))
+	}
+	return s
 }
