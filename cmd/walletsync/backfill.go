@@ -8,7 +8,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/walletsync/walletsync/ingest"
@@ -151,21 +150,27 @@ func writeRunTable(w io.Writer, r passapi.RunReport) {
 	if r.Resumed {
 		state += ", resumed"
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "backfill run\t%s\t%s\n", r.RunID, state)
-	fmt.Fprintf(tw, "started\t%s\t\n", r.StartedAt)
+	fmt.Fprintf(w, "backfill run %s: %s\n", r.RunID, state)
+	when := "started " + r.StartedAt
 	if r.FinishedAt != "" {
-		fmt.Fprintf(tw, "finished\t%s\t\n", r.FinishedAt)
+		when += ", finished " + r.FinishedAt
 	}
-	fmt.Fprintf(tw, "duration\t%s\t\n", (time.Duration(r.DurationMs) * time.Millisecond).String())
-	fmt.Fprintf(tw, "\t\t\n")
-	fmt.Fprintf(tw, "passes scanned\t%d\t\n", r.Passes)
-	fmt.Fprintf(tw, "agreeing\t%d\t\n", r.Agreeing)
-	fmt.Fprintf(tw, "skipped (no customer)\t%d\t\n", r.Skipped)
+	fmt.Fprintf(w, "%s, ran %s\n\n", when, (time.Duration(r.DurationMs) * time.Millisecond).String())
+	// Aligned by hand, not with text/tabwriter: its last column would be
+	// padded with trailing blanks on the lines without a sample.
+	rows := [][3]string{{"", "passes", "customers (sample)"}, {"scanned", strconv.Itoa(r.Passes)}, {"agreeing", strconv.Itoa(r.Agreeing)},
+		{"skipped (no customer)", strconv.Itoa(r.Skipped)}}
 	for _, k := range []string{passapi.KindMissedInstall, passapi.KindMissedUninstall, passapi.KindUnknownPass, passapi.KindIdentityResolved, passapi.KindIdentityChanged} {
-		fmt.Fprintf(tw, "%s\t%d\t%s\n", kindLabels[k], r.Drift.Of(k), sampleText(r.Customers[k], r.Drift.Of(k)))
+		rows = append(rows, [3]string{kindLabels[k], strconv.Itoa(r.Drift.Of(k)), sampleText(r.Customers[k], r.Drift.Of(k))})
 	}
-	tw.Flush()
+	w0, w1 := 0, 0
+	for _, row := range rows {
+		w0, w1 = max(w0, len(row[0])), max(w1, len(row[1]))
+	}
+	for _, row := range rows {
+		line := fmt.Sprintf("%-*s  %*s  %s", w0, row[0], w1, row[1], row[2])
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
+	}
 }
 
 // sampleText shows the first customers of a kind and how many more there
@@ -181,7 +186,7 @@ func sampleText(ids []string, n int) string {
 	}
 	s := strings.Join(quoted, " ")
 	if n > len(quoted) {
-		s += fmt.Sprintf(" … (%d more passes)", n-len(quoted))
+		s += fmt.Sprintf(" … (%d passes in all)", n)
 	}
 	return s
 }
