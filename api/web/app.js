@@ -140,6 +140,23 @@ async function drawFunnel(q) {
   $("funnel-empty").hidden = a.rows.length > 0;
 }
 
+// drawRuns lists the last backfill runs: each drift kind beside the passes
+// scanned and agreeing; a run with drift is marked, one still going too.
+const driftKinds = [["missedInstall", "missed install"], ["missedUninstall", "missed uninstall"], ["unknownPass", "unknown pass"],
+  ["identityResolved", "identity resolved"], ["identityChanged", "identity changed"]];
+async function drawRuns() {
+  const a = await api("/v1/backfill/runs?limit=10");
+  $("backfill-runs").innerHTML = "<tr><th>run</th><th>started</th><th>passes</th><th>agreeing</th><th>skipped</th>" +
+    driftKinds.map(([, label]) => `<th>${label}</th>`).join("") + "<th>duration</th></tr>" +
+    a.runs.map((r) => `<tr data-run-id="${escapeHTML(r.runId)}" data-passes="${r.passes}" data-agreeing="${r.agreeing}" data-skipped="${r.skipped}" ` +
+      driftKinds.map(([k]) => `data-${k.toLowerCase()}="${r.drift[k]}"`).join(" ") +
+      ` class="${r.done ? "" : "running"}"><td>${escapeHTML(r.runId)}${r.done ? "" : ' <span class="muted">(not done)</span>'}</td>` +
+      `<td>${escapeHTML(r.startedAt)}</td><td>${r.passes}</td><td>${r.agreeing}</td><td>${r.skipped}</td>` +
+      driftKinds.map(([k]) => `<td class="${r.drift[k] ? "drift" : ""}">${r.drift[k]}</td>`).join("") +
+      `<td>${(r.durationMs / 1000).toFixed(1)} s</td></tr>`).join("");
+  $("backfill-empty").hidden = a.runs.length > 0;
+}
+
 async function drawLag() {
   try {
     const p = await api("/v1/pipeline");
@@ -155,7 +172,7 @@ async function refresh() {
   const q = `from=${from}&to=${to}`;
   const qs = new URLSearchParams({ from, to, by });
   history.replaceState(null, "", "?" + qs);
-  const results = await Promise.allSettled([drawDaily(q, by), drawBase(q), drawStatus(q), drawRetention(q), drawFunnel(q), drawLag()]);
+  const results = await Promise.allSettled([drawDaily(q, by), drawBase(q), drawStatus(q), drawRetention(q), drawFunnel(q), drawRuns(), drawLag()]);
   const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
   $("error").hidden = failed.length === 0;
   $("error").textContent = failed.length ? "Could not load: " + [...new Set(failed)].join("; ") : "";

@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/walletsync/walletsync/ingest"
 	"github.com/walletsync/walletsync/ingest/passapi"
@@ -117,6 +121,9 @@ runs on --backfill-schedule (default daily 03:00 UTC), never two at once.`,
 				out, _ := json.Marshal(map[string]any{"runId": rep.RunID, "resumed": rep.Resumed, "done": rep.Done, "pages": rep.NextPage,
 					"passes": rep.Passes, "observations": rep.Observations, "issued": rep.Issued, "skipped": rep.Skipped, "seconds": rep.Duration.Seconds()})
 				fmt.Fprintln(e.stdout, string(out))
+				if rep.Run.RunID != "" {
+					writeRunTable(e.stdout, rep.Run)
+				}
 				if err != nil {
 					fmt.Fprintf(e.stderr, "walletsync backfill: %v\n", err)
 					return exitFail
@@ -125,4 +132,61 @@ runs on --backfill-schedule (default daily 03:00 UTC), never two at once.`,
 			}
 		},
 	}
+}
+
+// kindLabels are the report's drift kinds as the table names them.
+var kindLabels = map[string]string{
+	passapi.KindMissedInstall: "missed install", passapi.KindMissedUninstall: "missed uninstall", passapi.KindUnknownPass: "unknown pass",
+	passapi.KindIdentityResolved: "identity resolved", passapi.KindIdentityChanged: "identity changed",
+}
+
+// writeRunTable prints a run's reconciliation report for the operator who
+// ran it: the counts, aligned, and a few of each kind's customers.
+func writeRunTable(w io.Writer, r passapi.RunReport) {
+	state := "done"
+	if !r.Done {
+		state = "stopped (the next run resumes it)"
+	}
+	if r.Resumed {
+		state += ", resumed"
+	}
+	fmt.Fprintf(w, "backfill run %s: %s\n", r.RunID, state)
+	when := "started " + r.StartedAt
+	if r.FinishedAt != "" {
+		when += ", finished " + r.FinishedAt
+	}
+	fmt.Fprintf(w, "%s, ran %s\n\n", when, (time.Duration(r.DurationMs) * time.Millisecond).String())
+	// Aligned by hand, not with text/tabwriter: its last column would be
+	// padded with trailing blanks on the lines without a sample.
+	rows := [][3]string{{"", "passes", "customers (sample)"}, {"scanned", strconv.Itoa(r.Passes)}, {"agreeing", strconv.Itoa(r.Agreeing)},
+		{"skipped (no customer)", strconv.Itoa(r.Skipped)}}
+	for _, k := range []string{passapi.KindMissedInstall, passapi.KindMissedUninstall, passapi.KindUnknownPass, passapi.KindIdentityResolved, passapi.KindIdentityChanged} {
+		rows = append(rows, [3]string{kindLabels[k], strconv.Itoa(r.Drift.Of(k)), sampleText(r.Customers[k], r.Drift.Of(k))})
+	}
+	w0, w1 := 0, 0
+	for _, row := range rows {
+		w0, w1 = max(w0, len(row[0])), max(w1, len(row[1]))
+	}
+	for _, row := range rows {
+		line := fmt.Sprintf("%-*s  %*s  %s", w0, row[0], w1, row[1], row[2])
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
+	}
+}
+
+// sampleText shows the first customers of a kind and how many more there
+// are (of n passes).
+func sampleText(ids []string, n int) string {
+	const show = 5
+	if len(ids) == 0 {
+		return ""
+	}
+	quoted := make([]string, 0, show)
+	for _, id := range ids[:min(show, len(ids))] {
+		quoted = append(quoted, strconv.Quote(id))
+	}
+	s := strings.Join(quoted, " ")
+	if n > len(quoted) {
+		s += fmt.Sprintf(" … (%d passes in all)", n)
+	}
+	return s
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/walletsync/walletsync/ingest/passapi"
 )
 
 // chromium finds Debian's Chromium; under CI=true its absence fails the
@@ -39,11 +41,16 @@ func TestDashboardShowsTheAPIsNumbers(t *testing.T) {
 		t.Skip("starts a browser; skipped with -short")
 	}
 	browser := chromium(t)
+	kafkaAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	r := startRole(t, "run", "--demo", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--log-level", "warn", "--partitions", "3",
-		"--simulate-duration", "3s", "--simulate-rate", "300", "--simulate-customers", "300", "--archive-roll-interval", "300ms")
+		"--simulate-duration", "3s", "--simulate-rate", "300", "--simulate-customers", "300", "--archive-roll-interval", "300ms",
+		"--kafka-listen", kafkaAddr)
 	time.Sleep(3500 * time.Millisecond) // the simulation's 3 s
 	postLines(t, r.url, lifecycleLines(time.Now().UTC().Add(-10*24*time.Hour).Truncate(time.Hour)), 100)
 	waitCaughtUp(t, r.url)
+	// A backfill run of its own, against the documented Pass API, so that
+	// the backfill panel has a known run whatever the demo's schedule did.
+	myRun := backfillOnce(t, kafkaAddr).RunID
 
 	ctx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU)...)
@@ -59,6 +66,7 @@ func TestDashboardShowsTheAPIsNumbers(t *testing.T) {
 	var retentionRows int
 	var funnelRows []map[string]string
 	var funnelTotal string
+	var runRows []map[string]string
 	if err := chromedp.Run(ctx,
 		chromedp.Navigate(r.url+"/"),
 		chromedp.WaitVisible(`body[data-ready]`, chromedp.ByQuery),
@@ -74,6 +82,7 @@ func TestDashboardShowsTheAPIsNumbers(t *testing.T) {
 		chromedp.Evaluate(`[...document.querySelectorAll("#funnel tr[data-week]")].map(r => ({cohortWeek: r.dataset.week, passType: r.dataset.passType,
 			issued: r.dataset.issued, within1d: r.dataset.within1d, within7d: r.dataset.within7d, within30d: r.dataset.within30d}))`, &funnelRows),
 		chromedp.Evaluate(`(document.querySelector("#funnel tr.total") || {dataset: {}}).dataset.issued || ""`, &funnelTotal),
+		chromedp.Evaluate(`[...document.querySelectorAll("#backfill-runs tr[data-run-id]")].map(r => ({...r.dataset}))`, &runRows),
 		chromedp.Evaluate(`document.getElementById("error").hidden ? "" : document.getElementById("error").textContent`, &errText),
 	); err != nil {
 		t.Fatal(err)
@@ -140,6 +149,32 @@ func TestDashboardShowsTheAPIsNumbers(t *testing.T) {
 	}
 	if issued < 4 || !reflect.DeepEqual(funnelRows, want) || funnelTotal != strconv.Itoa(issued) {
 		t.Errorf("funnel: the page shows %v (total %q), the API %v (at least the 4 passes posted)", funnelRows, funnelTotal, want)
+	}
+	// The backfill panel: each run's counts as the API gives them (the
+	// demo's own runs may come and go meanwhile; ours is done, so fixed).
+	var runs struct{ Runs []passapi.RunReport }
+	_, body = httpDo(t, "GET", r.url+"/v1/backfill/runs?limit=10", "", nil)
+	if err := json.Unmarshal(body, &runs); err != nil {
+		t.Fatal(err)
+	}
+	seen := false
+	for _, row := range runRows {
+		for _, run := range runs.Runs {
+			if run.RunID != row["runId"] || !run.Done {
+				continue
+			}
+			want := map[string]string{"runId": run.RunID, "passes": strconv.Itoa(run.Passes), "agreeing": strconv.Itoa(run.Agreeing), "skipped": strconv.Itoa(run.Skipped)}
+			for _, k := range passapi.Kinds {
+				want[strings.ToLower(k)] = strconv.Itoa(run.Drift.Of(k))
+			}
+			if !reflect.DeepEqual(row, want) {
+				t.Errorf("backfill panel: the page shows %v, the API %v", row, want)
+			}
+			seen = seen || run.RunID == myRun
+		}
+	}
+	if !seen {
+		t.Errorf("backfill panel: run %s is not shown (rows %v, API %+v)", myRun, runRows, runs.Runs)
 	}
 }
 

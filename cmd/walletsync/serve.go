@@ -475,6 +475,12 @@ func (n *node) addQuery(f *roleFlags) error {
 		readAPI.Insights = embedded.New(f.archiveDir)
 	}
 	readAPI.Handle(n.mux)
+	runs, err := api.NewRuns(n.brokers, kafka.BackfillRunsTopic, token, n.log)
+	if err != nil {
+		return err
+	}
+	n.closers = append(n.closers, runs.Close)
+	runs.Handle(n.mux)
 	api.HandleDashboard(n.mux)
 	// Measured when scraped, so the figure is never older than the scrape;
 	// NaN when Kafka cannot be asked.

@@ -84,13 +84,19 @@ type Checkpoint struct {
 	// Issued counts the issued events written (passes with a creation
 	// date); a checkpoint saved before they existed reads 0.
 	Issued int `json:"issued"`
+	// Resumed: an attempt of this run resumed it.
+	Resumed bool `json:"resumed"`
+	// The reconciliation's counts so far (a checkpoint saved before
+	// they existed reads zeros, and its report counts from there).
+	Tally
 }
 
-// Report is what one run did.
+// Report is what one call of RunOnce did: the run's checkpoint (its
+// counts are the run's, over all its attempts), the reconciliation report
+// as written to wallet.backfill.runs, and how long this call took.
 type Report struct {
 	Checkpoint
-	Resumed  bool
-	Skipped  int
+	Run      RunReport
 	Duration time.Duration
 }
 
@@ -118,21 +124,40 @@ func (b *Backfill) RunOnce(ctx context.Context) (rep Report, err error) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	if err := b.ensureCheckpointTopic(ctx, adm); err != nil {
-		return rep, err
+	for _, topic := range []string{CheckpointTopic, RunsTopic} {
+		if err := b.ensureTopic(ctx, adm, topic); err != nil {
+			return rep, err
+		}
 	}
 	cp, found, err := b.load(ctx, adm)
 	if err != nil {
 		return rep, err
 	}
 	if found && !cp.Done {
-		rep.Resumed = true
+		cp.Resumed = true
 		b.log.Info("resuming the backfill run", "runId", cp.RunID, "page", cp.NextPage)
 	} else {
 		now := time.Now().UTC()
-		cp = Checkpoint{RunID: now.Format("20060102T150405Z"), StartedAt: now.UnixMilli()}
+		id := now.Format("20060102T150405Z")
+		if found && id == cp.RunID {
+			// A second run within the same second would take the first's
+			// id: its observations would be the first's duplicates and
+			// its report would overwrite the first's.
+			id = now.Format("20060102T150405.000Z")
+		}
+		cp = Checkpoint{RunID: id, StartedAt: now.UnixMilli()}
 		b.log.Info("backfill run started", "runId", cp.RunID)
 	}
+	// What the pipeline knows now, to reconcile each listed pass with. A
+	// resumed run reads it again: its earlier pages' passes are counted
+	// already, and the rest are compared with the latest view.
+	snap, err := b.snapshot(ctx, adm)
+	if err != nil {
+		rep.Checkpoint = cp
+		return rep, err
+	}
+	elapsed := cp.ElapsedMs
+	type counted struct{ kind, customer string }
 	for {
 		passes, total, err := b.cfg.Client.Page(ctx, cp.NextPage)
 		if err != nil {
@@ -140,14 +165,28 @@ func (b *Backfill) RunOnce(ctx context.Context) (rep Report, err error) {
 			return rep, fmt.Errorf("backfill page %d: %w (the next run resumes there)", cp.NextPage, err)
 		}
 		var recs []*kgo.Record
-		issued := 0
+		var kinds []counted
+		issued, skipped, observed := 0, 0, 0
 		for i := range passes {
-			evs, err := b.observations(&passes[i], cp)
+			p := &passes[i]
+			customer, err := ingest.ResolveCustomer(p.Identifiers, b.cfg.CustomerKey)
+			var evs []walletsync.Event
+			if err == nil {
+				evs, err = b.observations(p, customer, cp)
+			}
 			if err != nil {
-				rep.Skipped++
-				b.m.skipped.Inc()
-				b.log.Debug("pass skipped", "passId", passes[i].ID, "err", err)
+				skipped++
+				b.log.Debug("pass skipped", "passId", p.ID, "err", err)
 				continue
+			}
+			kinds = append(kinds, counted{snap.classify(p, customer), customer})
+			if snap.holderOf(p.ID) != customer {
+				// The Pass API teaches who holds the pass: the resolver
+				// folds the events waiting for it, and a pass that
+				// changed hands goes to its new customer from now on.
+				// Written again by a resumed run: a duplicate.
+				h := wire.Holder{PassID: p.ID, CustomerID: customer, At: cp.StartedAt, Source: "backfill"}
+				recs = append(recs, &kgo.Record{Topic: b.cfg.Topics.Passes, Key: wire.HolderKey(p.ID), Value: wire.AppendHolder(nil, &h)})
 			}
 			for j := range evs {
 				recs = append(recs, &kgo.Record{Topic: b.cfg.Topics.Events, Key: []byte(evs[j].CustomerID), Value: wire.AppendEvent(nil, &evs[j])})
@@ -157,6 +196,7 @@ func (b *Backfill) RunOnce(ctx context.Context) (rep Report, err error) {
 					continue
 				}
 				b.m.observations.WithLabelValues(evs[j].Platform.String(), fmt.Sprint(evs[j].Installed)).Inc()
+				observed++
 			}
 		}
 		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
@@ -164,29 +204,57 @@ func (b *Backfill) RunOnce(ctx context.Context) (rep Report, err error) {
 			return rep, fmt.Errorf("backfill: writing observations: %w", err)
 		}
 		b.m.passes.Add(float64(len(passes)))
+		b.m.skipped.Add(float64(skipped))
 		cp.Passes += len(passes)
-		cp.Observations += len(recs) - issued
+		cp.Observations += observed
 		cp.Issued += issued
+		cp.Skipped += skipped
+		// The counts go into the checkpoint only now that the page is
+		// written, so that a page written again is counted once.
+		// Duplicated customers in the samples cannot occur: count keeps
+		// them distinct.
+		cp.Customers = cloneSamples(cp.Customers)
+		for _, c := range kinds {
+			cp.count(c.kind, c.customer)
+			if c.kind == "" {
+				b.m.agreeing.Inc()
+			} else {
+				b.m.drift.WithLabelValues(c.kind).Inc()
+			}
+		}
 		cp.NextPage++
 		cp.Done = len(passes) < b.cfg.Client.cfg.PageSize || (total >= 0 && cp.Passes >= total)
-		if err := b.save(ctx, cl, cp); err != nil {
+		cp.ElapsedMs = elapsed + time.Since(start).Milliseconds()
+		run := cp.report(time.Now())
+		if err := b.save(ctx, cl, cp, run); err != nil {
 			rep.Checkpoint = cp
 			return rep, err
 		}
+		rep.Checkpoint, rep.Run = cp, run
 		if cp.Done {
-			rep.Checkpoint = cp
-			b.log.Info("backfill run finished", "runId", cp.RunID, "passes", cp.Passes, "observations", cp.Observations, "skipped", rep.Skipped)
+			for _, k := range Kinds {
+				b.m.lastDrift.WithLabelValues(k).Set(float64(cp.Drift.Of(k)))
+			}
+			b.log.Info("backfill run finished", "runId", cp.RunID, "passes", cp.Passes, "observations", cp.Observations, "skipped", cp.Skipped,
+				"agreeing", cp.Agreeing, "drift", cp.Drift.Total())
 			return rep, nil
 		}
 	}
 }
 
-// observations turns a pass into one observed event per platform.
-func (b *Backfill) observations(p *Pass, cp Checkpoint) ([]walletsync.Event, error) {
-	customer, err := ingest.ResolveCustomer(p.Identifiers, b.cfg.CustomerKey)
-	if err != nil {
-		return nil, err
+// cloneSamples copies the samples, so that a checkpoint handed out
+// earlier does not change under its holder.
+func cloneSamples(m map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(m))
+	for k, v := range m {
+		out[k] = append([]string(nil), v...)
 	}
+	return out
+}
+
+// observations turns a pass of customer into one observed event per
+// platform.
+func (b *Backfill) observations(p *Pass, customer string, cp Checkpoint) ([]walletsync.Event, error) {
 	var out []walletsync.Event
 	for _, pl := range platforms {
 		h := sha256.Sum256([]byte(cp.RunID + "\x00" + p.ID + "\x00" + pl.String()))
@@ -216,10 +284,12 @@ func (b *Backfill) observations(p *Pass, cp Checkpoint) ([]walletsync.Event, err
 	return out, nil
 }
 
-func (b *Backfill) ensureCheckpointTopic(ctx context.Context, adm *kadm.Client) error {
-	_, err := adm.CreateTopic(ctx, 1, b.cfg.Replication, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}, CheckpointTopic)
+// ensureTopic creates one of the backfill's own topics: compacted, one
+// partition (one record per tenant, or per run).
+func (b *Backfill) ensureTopic(ctx context.Context, adm *kadm.Client, topic string) error {
+	_, err := adm.CreateTopic(ctx, 1, b.cfg.Replication, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}, topic)
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("backfill: creating %s: %w", CheckpointTopic, err)
+		return fmt.Errorf("backfill: creating %s: %w", topic, err)
 	}
 	return nil
 }
@@ -243,10 +313,15 @@ func (b *Backfill) load(ctx context.Context, adm *kadm.Client) (Checkpoint, bool
 	return cp, false, fmt.Errorf("backfill: reading the checkpoint: %w", err)
 }
 
-func (b *Backfill) save(ctx context.Context, cl *kgo.Client, cp Checkpoint) error {
+// save writes the checkpoint and the run's report. Not atomic: a crash
+// between the two leaves a report a page behind its checkpoint, which the
+// next page's (or the resumed run's) report overwrites.
+func (b *Backfill) save(ctx context.Context, cl *kgo.Client, cp Checkpoint, run RunReport) error {
 	v, _ := json.Marshal(cp)
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: CheckpointTopic, Partition: 0, Key: b.key(), Value: v}).FirstErr(); err != nil {
-		return fmt.Errorf("backfill: saving the checkpoint: %w", err)
+	r, _ := json.Marshal(run)
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: CheckpointTopic, Partition: 0, Key: b.key(), Value: v},
+		&kgo.Record{Topic: RunsTopic, Partition: 0, Key: []byte(cp.RunID), Value: r}).FirstErr(); err != nil {
+		return fmt.Errorf("backfill: saving the checkpoint and the report: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,11 @@ type Metrics struct {
 	issued               prometheus.Counter
 	observations, runs   *prometheus.CounterVec
 	lastRun, lastSuccess prometheus.Gauge
+	// The reconciliation: passes by drift kind, the agreeing ones, and
+	// the last finished run's drift (what an alert compares with 0).
+	drift     *prometheus.CounterVec
+	agreeing  prometheus.Counter
+	lastDrift *prometheus.GaugeVec
 }
 
 // NewMetrics registers them on reg.
@@ -23,7 +28,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		runs:         prometheus.NewCounterVec(prometheus.CounterOpts(opts("runs_total", "Backfill runs by outcome.")), []string{"outcome"}),
 		lastRun:      prometheus.NewGauge(prometheus.GaugeOpts(opts("last_run_seconds", "Duration of the last run."))),
 		lastSuccess:  prometheus.NewGauge(prometheus.GaugeOpts(opts("last_success_timestamp_seconds", "When the last successful run ended."))),
+		drift:        prometheus.NewCounterVec(prometheus.CounterOpts(opts("drift_total", "Listed passes the pipeline disagreed with, by kind (missedInstall, missedUninstall, unknownPass, identityResolved, identityChanged).")), []string{"kind"}),
+		agreeing:     prometheus.NewCounter(prometheus.CounterOpts(opts("agreeing_total", "Listed passes the pipeline agreed with."))),
+		lastDrift:    prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("last_run_drift", "Drift of the last finished run, by kind.")), []string{"kind"}),
 	}
-	reg.MustRegister(m.passes, m.skipped, m.issued, m.observations, m.runs, m.lastRun, m.lastSuccess)
+	for _, k := range Kinds {
+		// Every kind is exported from the start, at 0.
+		m.drift.WithLabelValues(k)
+		m.lastDrift.WithLabelValues(k)
+	}
+	reg.MustRegister(m.passes, m.skipped, m.issued, m.observations, m.runs, m.lastRun, m.lastSuccess, m.drift, m.agreeing, m.lastDrift)
 	return m
 }
