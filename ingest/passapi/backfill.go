@@ -118,7 +118,11 @@ func (b *Backfill) RunOnce(ctx context.Context) (rep Report, err error) {
 		b.m.runs.WithLabelValues(outcome).Inc()
 	}()
 	cl, err := kgo.NewClient(append(kafka.ClientOpts(b.cfg.Brokers, "walletsync-backfill"),
-		kgo.ProducerLinger(5*time.Millisecond))...)
+		kgo.ProducerLinger(5*time.Millisecond),
+		// A broker that stays away fails the run (the next one resumes at
+		// its page) instead of holding it for ever; one back within the
+		// timeout lets it carry on.
+		kgo.RecordDeliveryTimeout(kafkaTimeout))...)
 	if err != nil {
 		return rep, err
 	}
@@ -325,6 +329,9 @@ func (b *Backfill) save(ctx context.Context, cl *kgo.Client, cp Checkpoint, run 
 	}
 	return nil
 }
+
+// kafkaTimeout bounds how long a page's records may wait for Kafka.
+const kafkaTimeout = 2 * time.Minute
 
 // DefaultSchedule is the backfill's cron schedule unless told otherwise:
 // every night at 03:00 UTC.
