@@ -3,6 +3,7 @@ package processors_test
 import (
 	"context"
 	"runtime"
+	"sort"
 	"strconv"
 	"sync"
 	"testing"
@@ -310,4 +311,87 @@ func kadmOK(rs kadm.CreateTopicResponses, err error) error {
 		return err
 	}
 	return rs.Error()
+}
+
+// BenchmarkResolveAfterPage measures how soon the events waiting for their
+// pass's customer are folded once a backfill page names them: 1,000 passes
+// with three waiting events each, then one page of their 1,000 holders (as
+// the backfill writes it) per iteration; the time is from the page's
+// acknowledgement until every one of its 3,000 events is on
+// wallet.events.clean, with the processors and the resolver running.
+func BenchmarkResolveAfterPage(b *testing.B) {
+	const passesPerPage, perPass = 1000, 3
+	emb, cl, adm := benchCluster(b, 0)
+	defer emb.Close()
+	defer cl.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := processors.New(processors.Config{Brokers: emb.Brokers(), TransactionalID: "bench-process"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := processors.NewResolver(processors.ResolverConfig{Brokers: emb.Brokers(), TransactionalID: "bench-resolve"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = p.Run(ctx) }()
+	go func() { defer wg.Done(); _ = r.Run(ctx) }()
+	defer wg.Wait()
+	defer cancel()
+	t := kafka.DefaultTopics()
+	cleanTotal := func() int64 {
+		ends, err := adm.ListCommittedOffsets(ctx, t.Clean)
+		if err != nil {
+			return -1
+		}
+		var n int64
+		ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+		return n
+	}
+	var latencies []float64
+	round := 0
+	for b.Loop() {
+		b.StopTimer()
+		var recs []*kgo.Record
+		for i := range passesPerPage {
+			pass := "pass-" + strconv.Itoa(round) + "-" + strconv.Itoa(i)
+			for k := range perPass {
+				e := walletsync.Event{ID: pass + "-" + strconv.Itoa(k), Type: walletsync.TypeInstalled, Platform: walletsync.PlatformApple,
+					PassID: pass, OccurredAt: 1_772_000_000_000 + int64(k), Source: "webhook"}
+				recs = append(recs, &kgo.Record{Topic: t.Passes, Key: wire.WaitingKey(pass, e.ID), Value: wire.AppendWaiting(nil, &e)})
+			}
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			b.Fatal(err)
+		}
+		// Let the resolver take them in before the page arrives.
+		time.Sleep(500 * time.Millisecond)
+		base := cleanTotal()
+		var page []*kgo.Record
+		for i := range passesPerPage {
+			pass := "pass-" + strconv.Itoa(round) + "-" + strconv.Itoa(i)
+			h := wire.Holder{PassID: pass, CustomerID: "cust-" + pass, At: time.Now().UnixMilli(), Source: "backfill"}
+			page = append(page, &kgo.Record{Topic: t.Passes, Key: wire.HolderKey(pass), Value: wire.AppendHolder(nil, &h)})
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := cl.ProduceSync(ctx, page...).FirstErr(); err != nil {
+			b.Fatal(err)
+		}
+		// Each resolved event makes one clean record, and the first event
+		// of a pass a holder record too, which the clean topic does not see.
+		for cleanTotal() < base+passesPerPage*perPass {
+			if time.Since(start) > time.Minute {
+				b.Fatal("the page's events were not folded within a minute")
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		latencies = append(latencies, time.Since(start).Seconds())
+		round++
+	}
+	sort.Float64s(latencies)
+	b.ReportMetric(latencies[len(latencies)/2]*1000, "ms/page-median")
+	b.ReportMetric(float64(passesPerPage*perPass)/latencies[len(latencies)/2], "events/s")
 }
