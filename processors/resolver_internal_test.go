@@ -30,17 +30,17 @@ func BenchmarkWaitingMemory(b *testing.B) {
 	}
 	var perEvent float64
 	for b.Loop() {
-		// The records' own bytes are the consumer's: the state keeps
-		// them, so a copy is what a fetch hands over.
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		// The records' values are the fetch's bytes, which the state
+		// keeps: copies made after the first reading count.
 		fresh := make([]*kgo.Record, n)
 		for i, r := range recs {
 			c := *r
 			c.Value = append([]byte(nil), r.Value...)
 			fresh[i] = &c
 		}
-		runtime.GC()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
 		ps := &passes{holders: map[string]holder{}, waiting: map[string][]waitingEvent{}}
 		for _, r := range fresh {
 			ps.apply(r)
