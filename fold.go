@@ -191,6 +191,10 @@ type Fold struct {
 	retention []RetentionChange
 	// uninstallsOnly turns the device-removal rule off (AllUninstalls).
 	uninstallsOnly bool
+	// newPass: the last event applied was the customer's first of its
+	// pass (Applied.NewPass). A field, not a fifth result of apply, which
+	// is kept to four so that they stay in registers.
+	newPass bool
 }
 
 // AllUninstalls turns the device-removal rule of SPEC §3 off: every
@@ -261,6 +265,10 @@ type Applied struct {
 	RegistersChanged bool
 	// StatusChanged: the status fields changed (and Version with them).
 	StatusChanged bool
+	// NewPass: the event is the first of its (non-empty) pass for the
+	// customer that the fold has seen: the customer holds the pass, which
+	// whoever resolves events by pass must learn (SPEC §6).
+	NewPass bool
 	// Base is the event's BaseChange.
 	Base BaseChange
 }
@@ -268,8 +276,9 @@ type Applied struct {
 // ApplyBase is Apply that also reports whether the customer's registers
 // changed, and the event's BaseChange.
 func (f *Fold) ApplyBase(e *Event) Applied {
+	f.newPass = false
 	st, regs, changed, base := f.apply(e)
-	return Applied{Status: st, RegistersChanged: regs, StatusChanged: changed, Base: base}
+	return Applied{Status: st, RegistersChanged: regs, StatusChanged: changed, Base: base, NewPass: f.newPass}
 }
 
 // apply is ApplyBase with the results apart: small enough to stay in
@@ -284,6 +293,7 @@ func (f *Fold) apply(e *Event) (st Status, registersChanged, statusChanged bool,
 		var key string
 		c, key = newCustomer(e.CustomerID, e.PassID, e.Platform)
 		f.customers[key] = c
+		f.newPass = e.PassID != ""
 	}
 	// The first install is the least over every install seen, whether or
 	// not it wins its register.
@@ -299,6 +309,8 @@ func (f *Fold) apply(e *Event) (st Status, registersChanged, statusChanged bool,
 		}
 	}
 	if r == nil {
+		// A new register; a new pass unless the other platform has it.
+		f.newPass = e.PassID != "" && !c.holds(e.PassID)
 		c.regs = append(c.regs, Register{PassID: e.PassID, Platform: e.Platform})
 		r = &c.regs[len(c.regs)-1]
 	}
@@ -372,6 +384,7 @@ func (f *Fold) applyBeside(c *customer, e *Event) (st Status, registersChanged, 
 		}
 		return Status{CustomerID: e.CustomerID, Fields: c.fields, Version: c.version}, false, false, base
 	}
+	f.newPass = e.PassID != "" && (c == nil || !c.holds(e.PassID))
 	if c == nil {
 		var key string
 		c, key = newCustomer(e.CustomerID, "", 0)
@@ -497,15 +510,12 @@ func (f *Fold) Record(customerID string) (st Status, regs []Register, ok bool) {
 	return Status{CustomerID: customerID, Fields: c.fields, Version: c.version}, c.regs, true
 }
 
-// HoldsPass reports whether the customer has a register of the pass, on
-// either platform: whether an event of the pass has already taught the
-// processors that the customer holds it.
-func (f *Fold) HoldsPass(customerID, passID string) bool {
-	if c := f.customers[customerID]; c != nil {
-		for i := range c.regs {
-			if c.regs[i].PassID == passID {
-				return true
-			}
+// holds reports whether the customer has a register of the pass, on either
+// platform.
+func (c *customer) holds(passID string) bool {
+	for i := range c.regs {
+		if c.regs[i].PassID == passID {
+			return true
 		}
 	}
 	return false

@@ -863,3 +863,26 @@ func TestStateRecordsOfRoundOneRestore(t *testing.T) {
 		}
 	}
 }
+
+func TestAppliedNewPass(t *testing.T) {
+	f := walletsync.NewFold()
+	ev := func(id, customer, pass string, p walletsync.Platform, typ walletsync.EventType) walletsync.Applied {
+		return f.ApplyBase(&walletsync.Event{ID: id, Type: typ, Platform: p, CustomerID: customer, PassID: pass, OccurredAt: 1_772_000_000_000})
+	}
+	for i, c := range []struct {
+		a    walletsync.Applied
+		want bool
+	}{
+		{ev("1", "c", "p1", walletsync.PlatformApple, walletsync.TypeInstalled), true},    // a new customer
+		{ev("2", "c", "p1", walletsync.PlatformApple, walletsync.TypeUninstalled), false}, // the same register
+		{ev("3", "c", "p1", walletsync.PlatformGoogle, walletsync.TypeInstalled), false},  // the pass on the other platform
+		{ev("4", "c", "p2", walletsync.PlatformGoogle, walletsync.TypeInstalled), true},   // a second pass
+		{ev("5", "c", "", walletsync.PlatformApple, walletsync.TypeInstalled), false},     // no pass
+		{ev("6", "d", "p9", 0, walletsync.TypeIssued), true},                              // issued: a pass without a register
+		{ev("7", "d", "p9", 0, walletsync.TypeIssued), true},                              // an issued-only pass has no register: each (deduplicated) issue teaches again, the same holder
+	} {
+		if c.a.NewPass != c.want {
+			t.Errorf("event %d: NewPass %v, want %v", i+1, c.a.NewPass, c.want)
+		}
+	}
+}

@@ -876,14 +876,14 @@ func (p *Processor) process(ctx context.Context, sess *kgo.GroupTransactSession,
 		return
 	}
 	batch.events++
-	// The first event of a pass for a customer teaches wallet.passes who
-	// holds the pass, so that events waiting for it (and later ones that
-	// name no customer) are folded under that customer (SPEC §6).
-	teach := ev.PassID != "" && !st.fold.HoldsPass(ev.CustomerID, ev.PassID) && !strings.ContainsRune(ev.PassID, 0)
 	if ev.Type == walletsync.TypeUninstalled && st.fold.IsDeviceRemoval(&ev) {
 		batch.deviceRemovals[ev.Platform]++
 	}
 	a := st.fold.ApplyBase(&ev)
+	// The first event of a pass for a customer teaches wallet.passes who
+	// holds the pass, so that events waiting for it (and later ones that
+	// name no customer) are folded under that customer (SPEC §6).
+	teach := a.NewPass && strings.IndexByte(ev.PassID, 0) < 0
 	status, regsChanged, changed, base := a.Status, a.RegistersChanged, a.StatusChanged, a.Base
 	clean := r.Value
 	if !canonical {

@@ -267,3 +267,39 @@ func TestCanonicalFastPath(t *testing.T) {
 		checkCanonicalPath(t, []byte(in), ev, err)
 	}
 }
+
+func TestHolderRoundTrip(t *testing.T) {
+	h := wire.Holder{PassID: "p\"1\u00e9", CustomerID: "anna@example.com", At: 1_772_000_000_123, Source: "backfill"}
+	b := wire.AppendHolder(nil, &h)
+	got, err := wire.ParseHolder(b)
+	if err != nil || got != h {
+		t.Fatalf("%s: %+v %v", b, got, err)
+	}
+	for _, bad := range []string{`{}`, `{"passId":"p","customerId":"c","at":"yesterday"}`, `{"passId":"p","at":"2026-01-01T00:00:00Z"}`, `nope`} {
+		if _, err := wire.ParseHolder([]byte(bad)); err == nil {
+			t.Errorf("%s parsed", bad)
+		}
+	}
+	if p, id, w := wire.SplitPassKey(wire.WaitingKey("pass", "ev\x00x")); p != "pass" || id != "ev\x00x" || !w {
+		t.Errorf("waiting key split into %q %q %v", p, id, w)
+	}
+	if p, _, w := wire.SplitPassKey(wire.HolderKey("pass")); p != "pass" || w {
+		t.Errorf("holder key split into %q %v", p, w)
+	}
+}
+
+func TestWaitingRoundTrip(t *testing.T) {
+	e := walletsync.Event{ID: "e1", Type: walletsync.TypeUninstalled, Platform: walletsync.PlatformGoogle, PassID: "p", OccurredAt: 1_772_000_000_000, Source: "webhook"}
+	got, err := wire.ParseWaiting(wire.AppendWaiting(nil, &e))
+	if err != nil || got.ID != e.ID || got.PassID != "p" || got.CustomerID != "" || got.Type != e.Type {
+		t.Fatalf("%+v %v", got, err)
+	}
+	e.PassID = ""
+	if _, err := wire.ParseWaiting(wire.AppendWaiting(nil, &e)); err == nil {
+		t.Error("a waiting event without a pass parsed")
+	}
+	e.PassID, e.CustomerID = "p", "c"
+	if _, err := wire.ParseWaiting(wire.AppendEvent(nil, &e)); err == nil {
+		t.Error("a waiting event with a customer parsed")
+	}
+}
