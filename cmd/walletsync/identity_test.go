@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walletsync/walletsync/ingest/passapi"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/internal/peers/passapidoc"
 )
@@ -36,8 +37,8 @@ type identityStream struct {
 	passes    []passapidoc.Pass
 	// onlyBackfill counts the webhooks no event resolves (customers
 	// i%3 == 0, and i%3 == 1 with one webhook): what still waits before
-	// the backfill.
-	onlyBackfill int
+	// the backfill; onlyBackfillPasses their passes.
+	onlyBackfill, onlyBackfillPasses int
 }
 
 type webhook struct {
@@ -80,6 +81,9 @@ func newIdentityStream(n int, seed uint64) identityStream {
 			}
 			s.canonical = append(s.canonical, []byte(fmt.Sprintf(`{"eventId":%q,"type":%q,"platform":"apple","customerId":%q,"passId":%q,"passType":"loyalty","occurredAt":%q,"source":"webhook"}`,
 				id, ct, customer, pass, at.Format(time.RFC3339))))
+		}
+		if i%3 == 0 || i%3 == 1 && events == 1 {
+			s.onlyBackfillPasses++
 		}
 		p := passapidoc.Pass{ID: pass, PassType: "loyalty", Identifiers: map[string]string{"customerId": customer, "loyaltyNumber": "L-" + pass},
 			Providers: map[string]*time.Time{passapidoc.ProviderApple: nil, passapidoc.ProviderGoogle: nil}}
@@ -205,6 +209,17 @@ func TestIdentityRepairedByTheBackfill(t *testing.T) {
 	_, body := httpDo(t, "GET", r.url+"/v1/status", "", nil)
 	if got, want := normaliseAll(t, string(body)), foldAll(t, s.canonical); got != want {
 		t.Fatalf("statuses differ from the fold of the events with their customers:\n%s", diffLines(got, want))
+	}
+	// The run's report: the passes whose events waited are "identity
+	// resolved", every other one agrees (the API lists what the events say).
+	_, body = httpDo(t, "GET", r.url+"/v1/backfill/runs", "", nil)
+	var runs struct{ Runs []passapi.RunReport }
+	if err := json.Unmarshal(body, &runs); err != nil || len(runs.Runs) != 1 {
+		t.Fatalf("backfill runs: %s (%v)", body, err)
+	}
+	want := passapi.Drift{IdentityResolved: s.onlyBackfillPasses}
+	if run := runs.Runs[0]; !run.Done || run.Passes != len(s.passes) || run.Drift != want || run.Agreeing != len(s.passes)-s.onlyBackfillPasses {
+		t.Errorf("the run's report %+v, want %d passes, drift %+v, the rest agreeing", run, len(s.passes), want)
 	}
 }
 

@@ -203,54 +203,99 @@ func (b *Backfill) snapshot(ctx context.Context, adm *kadm.Client) (*snapshot, e
 		s.get(pass).waiting++
 	}
 	clear(waiting)
-	// wallet.state: the last record of each customer holds all its
-	// registers; a tombstone forgets the customer.
-	byCustomer := map[string][]custRegsOfPass{}
-	err = b.readTopic(ctx, adm, b.cfg.Topics.State, func(r *kgo.Record) {
-		customer := string(r.Key)
-		if customer == wire.CheckpointKey {
-			return
-		}
-		if r.Value == nil {
-			delete(byCustomer, customer)
-			return
-		}
-		_, regs, err := wire.ParseStateRecord(r.Value)
-		if err != nil {
-			return
-		}
-		var out []custRegsOfPass
-		for i := range regs {
-			bit := regBit(regs[i].Platform)
-			if bit == 0 {
-				continue
+	// The fold's registers as the processors have them now: per partition,
+	// wallet.state's records (written at checkpoints), then the clean
+	// events committed after the partition's last checkpoint folded again,
+	// as a processor taking the partition over does. wallet.state alone
+	// lags by up to a checkpoint interval, and the passes changed in it
+	// would read as drift. One partition's fold is held at a time.
+	err = b.eachStatePartition(ctx, adm, func(f *walletsync.Fold, customers map[string]struct{}) {
+		for customer := range customers {
+			var out []custRegsOfPass
+			for _, reg := range f.Registers(customer) {
+				bit := regBit(reg.Platform)
+				if bit == 0 {
+					continue
+				}
+				v := bit
+				if installed, _, _ := reg.State(); installed {
+					v |= bit << 1
+				}
+				j := 0
+				for j < len(out) && out[j].pass != reg.PassID {
+					j++
+				}
+				if j == len(out) {
+					out = append(out, custRegsOfPass{pass: reg.PassID})
+				}
+				out[j].bits |= v
 			}
-			v := bit
-			if installed, _, _ := regs[i].State(); installed {
-				v |= bit << 1
+			for _, r := range out {
+				k := s.get(r.pass)
+				k.regs = append(k.regs, custRegs{customer: customer, bits: r.bits})
 			}
-			j := 0
-			for j < len(out) && out[j].pass != regs[i].PassID {
-				j++
-			}
-			if j == len(out) {
-				out = append(out, custRegsOfPass{pass: regs[i].PassID})
-			}
-			out[j].bits |= v
 		}
-		byCustomer[customer] = out
 	})
 	if err != nil {
 		return nil, err
 	}
-	for customer, regs := range byCustomer {
-		for _, r := range regs {
-			k := s.get(r.pass)
-			k.regs = append(k.regs, custRegs{customer: customer, bits: r.bits})
-		}
-		delete(byCustomer, customer)
-	}
 	return s, nil
+}
+
+// eachStatePartition rebuilds, one partition at a time, the fold of
+// wallet.state plus the clean events after the partition's last checkpoint
+// marker, and hands it over with the customers it holds.
+func (b *Backfill) eachStatePartition(ctx context.Context, adm *kadm.Client, fn func(*walletsync.Fold, map[string]struct{})) error {
+	t := b.cfg.Topics
+	details, err := adm.ListTopics(ctx, t.State)
+	if err != nil {
+		return fmt.Errorf("backfill: listing %s: %w", t.State, err)
+	}
+	d, ok := details[t.State]
+	if !ok || d.Err != nil {
+		return nil
+	}
+	for part := range d.Partitions {
+		f := walletsync.NewFold()
+		customers := map[string]struct{}{}
+		replayFrom := int64(-1)
+		if _, err := kafka.ReadPartition(ctx, b.cfg.Brokers, adm, t.State, part, -1, func(r *kgo.Record) {
+			if string(r.Key) == wire.CheckpointKey {
+				if off, err := wire.ParseCheckpoint(r.Value); err == nil {
+					replayFrom = off
+				}
+				return
+			}
+			if r.Value == nil {
+				f.Restore(walletsync.Status{CustomerID: string(r.Key)}, nil)
+				delete(customers, string(r.Key))
+				return
+			}
+			st, regs, err := wire.ParseStateRecord(r.Value)
+			if err != nil {
+				return
+			}
+			f.Restore(st, regs)
+			customers[st.CustomerID] = struct{}{}
+		}); err != nil {
+			return fmt.Errorf("backfill: reading %s: %w", t.State, err)
+		}
+		if replayFrom >= 0 {
+			var dec wire.Decoder
+			if _, err := kafka.ReadPartition(ctx, b.cfg.Brokers, adm, t.Clean, part, replayFrom, func(r *kgo.Record) {
+				ev, _, err := dec.ParseLean(r.Value)
+				if err != nil {
+					return
+				}
+				f.ApplyBase(&ev)
+				customers[ev.CustomerID] = struct{}{}
+			}); err != nil {
+				return fmt.Errorf("backfill: reading %s: %w", t.Clean, err)
+			}
+		}
+		fn(f, customers)
+	}
+	return nil
 }
 
 type custRegsOfPass struct {
