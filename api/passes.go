@@ -2,14 +2,12 @@ package api
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"maps"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/wire"
 )
 
@@ -24,10 +22,10 @@ type WaitingView struct {
 	topic   string
 	log     *slog.Logger
 
-	mu      sync.RWMutex
-	since   map[string]int64 // waiting key → the record's timestamp (ms)
-	holders int
-	next    map[int32]int64 // the next offset to read, per partition
+	mu    sync.RWMutex
+	since map[string]int64    // waiting key → the record's timestamp (ms)
+	held  map[string]struct{} // passes with a holder
+	next  map[int32]int64     // the next offset to read, per partition
 }
 
 // NewWaitingView follows topic (wallet.passes) on brokers.
@@ -35,56 +33,28 @@ func NewWaitingView(brokers []string, topic string, log *slog.Logger) *WaitingVi
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &WaitingView{brokers: brokers, topic: topic, log: log, since: map[string]int64{}, next: map[int32]int64{}}
+	return &WaitingView{brokers: brokers, topic: topic, log: log, since: map[string]int64{}, held: map[string]struct{}{}, next: map[int32]int64{}}
 }
 
 // Run follows the topic until ctx ends.
 func (v *WaitingView) Run(ctx context.Context) error {
-	cl, err := kgo.NewClient(append(kafka.ClientOpts(v.brokers, "walletsync-waiting-view"),
-		kgo.ConsumeTopics(v.topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Markers kept, so that the view's position reaches the end of
-		// the topic and the lag it adds to /v1/pipeline reaches 0: a
-		// count read before then would be too low.
-		kgo.KeepControlRecords(),
-	)...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	held := map[string]bool{}
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil
+	return follow(ctx, v.brokers, v.topic, "walletsync-waiting-view", v.log, &v.mu, func(r *kgo.Record) {
+		v.next[r.Partition] = r.Offset + 1
+		if r.Attrs.IsControl() {
+			return
 		}
-		fs.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				v.log.Warn("waiting view fetch error", "topic", t, "partition", p, "err", err)
-			}
-		})
-		v.mu.Lock()
-		fs.EachRecord(func(r *kgo.Record) {
-			v.next[r.Partition] = r.Offset + 1
-			if r.Attrs.IsControl() {
-				return
-			}
-			_, _, waiting := wire.SplitPassKey(r.Key)
-			switch {
-			case !waiting && r.Value == nil:
-				delete(held, string(r.Key))
-			case !waiting:
-				held[string(r.Key)] = true
-			case r.Value == nil:
-				delete(v.since, string(r.Key))
-			default:
-				v.since[string(r.Key)] = r.Timestamp.UnixMilli()
-			}
-		})
-		v.holders = len(held)
-		v.mu.Unlock()
-	}
+		_, _, waiting := wire.SplitPassKey(r.Key)
+		switch {
+		case !waiting && r.Value == nil:
+			delete(v.held, string(r.Key))
+		case !waiting:
+			v.held[string(r.Key)] = struct{}{}
+		case r.Value == nil:
+			delete(v.since, string(r.Key))
+		default:
+			v.since[string(r.Key)] = r.Timestamp.UnixMilli()
+		}
+	})
 }
 
 // Positions returns the next offset to read per partition.
@@ -108,7 +78,7 @@ type Waiting struct {
 func (v *WaitingView) Now() Waiting {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	w := Waiting{Events: len(v.since), Passes: v.holders}
+	w := Waiting{Events: len(v.since), Passes: len(v.held)}
 	oldest := int64(0)
 	for _, ts := range v.since {
 		if oldest == 0 || ts < oldest {

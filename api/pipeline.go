@@ -132,6 +132,22 @@ func (l *Lag) groupLag(ctx context.Context, group string, topics []string) (lag,
 	return n, sum, nil
 }
 
+// viewLag counts a view that follows topic by itself (no group) as the
+// consumer name, at positions.
+func (l *Lag) viewLag(ctx context.Context, r *Report, name, topic string, pos map[int32]int64) error {
+	hwm, err := listed(l.adm.ListEndOffsets(ctx, topic))
+	if err != nil {
+		return fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	var n, sum int64
+	hwm.Each(func(o kadm.ListedOffset) {
+		n += max(0, o.Offset-pos[o.Partition])
+		sum += pos[o.Partition]
+	})
+	r.Consumers[name], r.Positions[name] = n, sum
+	return nil
+}
+
 // Compute returns the current lag: per partition, the high watermark minus
 // the consumer's position. wallet.events is written without transactions,
 // so the processors' committed offsets reach its high watermark exactly. On
@@ -194,39 +210,22 @@ func (l *Lag) Compute(ctx context.Context) (Report, error) {
 	}
 
 	if l.view != nil {
-		hwm, err := listed(l.adm.ListEndOffsets(ctx, l.status))
-		if err != nil {
-			return r, fmt.Errorf("end offsets of %s: %w", l.status, err)
+		if err := l.viewLag(ctx, &r, ViewConsumer, l.status, l.view.Positions()); err != nil {
+			return r, err
 		}
-		pos := l.view.Positions()
-		var viewLag, sum int64
-		hwm.Each(func(o kadm.ListedOffset) {
-			viewLag += max(0, o.Offset-pos[o.Partition])
-			sum += pos[o.Partition]
-		})
-		r.Consumers[ViewConsumer], r.Positions[ViewConsumer] = viewLag, sum
-	}
-	for _, v := range r.Consumers {
-		r.Lag += v
 	}
 	if l.Waiting != nil {
 		// The view of wallet.passes is a consumer too: until it has read
 		// the topic, its count is not the truth, and lag 0 must mean
 		// that it is.
-		hwm, err := listed(l.adm.ListEndOffsets(ctx, l.Waiting.topic))
-		if err != nil {
-			return r, fmt.Errorf("end offsets of %s: %w", l.Waiting.topic, err)
+		if err := l.viewLag(ctx, &r, WaitingConsumer, l.Waiting.topic, l.Waiting.Positions()); err != nil {
+			return r, err
 		}
-		pos := l.Waiting.Positions()
-		var n, sum int64
-		hwm.Each(func(o kadm.ListedOffset) {
-			n += max(0, o.Offset-pos[o.Partition])
-			sum += pos[o.Partition]
-		})
-		r.Consumers[WaitingConsumer], r.Positions[WaitingConsumer] = n, sum
-		r.Lag += n
 		w := l.Waiting.Now()
 		r.Unmatched = &w
+	}
+	for _, v := range r.Consumers {
+		r.Lag += v
 	}
 	return r, nil
 }

@@ -37,12 +37,33 @@ func NewStatusView(brokers []string, topic string, log *slog.Logger) *StatusView
 
 // Run follows the topic until ctx ends.
 func (v *StatusView) Run(ctx context.Context) error {
-	cl, err := kgo.NewClient(append(kafka.ClientOpts(v.brokers, "walletsync-status-view"),
-		kgo.ConsumeTopics(v.topic),
+	return follow(ctx, v.brokers, v.topic, "walletsync-status-view", v.log, &v.mu, func(r *kgo.Record) {
+		v.next[r.Partition] = r.Offset + 1
+		if r.Attrs.IsControl() {
+			return
+		}
+		if r.Value == nil {
+			delete(v.byID, string(r.Key))
+			return
+		}
+		st, err := wire.ParseStatus(r.Value)
+		if err != nil {
+			v.log.Warn("unreadable status record", "partition", r.Partition, "offset", r.Offset, "err", err)
+			return
+		}
+		v.byID[st.CustomerID] = st
+	})
+}
+
+// follow reads a compacted topic from its start and then as it grows,
+// calling apply with every record under mu, until ctx ends. Transaction
+// markers are kept (and handed to apply), so that a view's position is
+// exact, and so is the lag computed from it.
+func follow(ctx context.Context, brokers []string, topic, clientID string, log *slog.Logger, mu sync.Locker, apply func(*kgo.Record)) error {
+	cl, err := kgo.NewClient(append(kafka.ClientOpts(brokers, clientID),
+		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Transaction markers are kept so that the view's position is
-		// exact, and so is the lag computed from it.
 		kgo.KeepControlRecords(),
 	)...)
 	if err != nil {
@@ -56,27 +77,12 @@ func (v *StatusView) Run(ctx context.Context) error {
 		}
 		fs.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) {
-				v.log.Warn("status view fetch error", "topic", t, "partition", p, "err", err)
+				log.Warn("fetch error", "client", clientID, "topic", t, "partition", p, "err", err)
 			}
 		})
-		v.mu.Lock()
-		fs.EachRecord(func(r *kgo.Record) {
-			v.next[r.Partition] = r.Offset + 1
-			if r.Attrs.IsControl() {
-				return
-			}
-			if r.Value == nil {
-				delete(v.byID, string(r.Key))
-				return
-			}
-			st, err := wire.ParseStatus(r.Value)
-			if err != nil {
-				v.log.Warn("unreadable status record", "partition", r.Partition, "offset", r.Offset, "err", err)
-				return
-			}
-			v.byID[st.CustomerID] = st
-		})
-		v.mu.Unlock()
+		mu.Lock()
+		fs.EachRecord(apply)
+		mu.Unlock()
 	}
 }
 

@@ -140,13 +140,23 @@ func (o *onePartition) stateRecords(t *testing.T) (customers int, markers []int6
 
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
+	return metricValue(t, reg, name)
+}
+
+// metricValue is the value of the first series of a counter or gauge.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetCounter().GetValue()
+			m := mf.GetMetric()[0]
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return m.GetCounter().GetValue()
 		}
 	}
 	t.Fatalf("no metric %s", name)

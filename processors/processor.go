@@ -243,8 +243,14 @@ func (e *fatalError) Error() string { return e.err.Error() }
 // longer than the client retries) is closed and a new one started, with
 // state reloaded from Kafka, so transient failures never lose work.
 func (p *Processor) Run(ctx context.Context) error {
+	return runSessions(ctx, p.log, "processing", p.m.sessionRestarts, p.session, p.dropAll)
+}
+
+// runSessions runs session until ctx ends. A session that fails with other
+// than a fatalError is followed, after reset and a pause, by a new one.
+func runSessions(ctx context.Context, log *slog.Logger, what string, restarts prometheus.Counter, session func(context.Context) error, reset func()) error {
 	for {
-		err := p.session(ctx)
+		err := session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -252,9 +258,9 @@ func (p *Processor) Run(ctx context.Context) error {
 		if errors.As(err, &fe) {
 			return fe.err
 		}
-		p.log.Error("processing session failed; restarting it", "err", err)
-		p.m.sessionRestarts.Inc()
-		p.dropAll()
+		log.Error(what+" session failed; restarting it", "err", err)
+		restarts.Inc()
+		reset()
 		if backoff.Wait(ctx, time.Second) != nil {
 			return nil
 		}

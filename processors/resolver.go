@@ -15,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/walletsync/walletsync/internal/backoff"
 	"github.com/walletsync/walletsync/internal/kafka"
 	"github.com/walletsync/walletsync/wire"
 )
@@ -150,25 +149,12 @@ func (r *Resolver) scanEvery() time.Duration { return min(time.Minute, r.cfg.Exp
 // Run resolves until ctx ends; a failed session is closed and a new one
 // started, with state read again from wallet.passes.
 func (r *Resolver) Run(ctx context.Context) error {
-	for {
-		err := r.session(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		var fe *fatalError
-		if errors.As(err, &fe) {
-			return fe.err
-		}
-		r.log.Error("resolve session failed; restarting it", "err", err)
-		r.m.sessionRestarts.Inc()
+	return runSessions(ctx, r.log, "resolve", r.m.sessionRestarts, r.session, func() {
 		r.mu.Lock()
 		clear(r.parts)
 		clear(r.assigned)
 		r.mu.Unlock()
-		if backoff.Wait(ctx, time.Second) != nil {
-			return nil
-		}
-	}
+	})
 }
 
 func (r *Resolver) assign(_ context.Context, _ *kgo.Client, got map[string][]int32) {
