@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -129,8 +130,22 @@ func NewSink(cfg SinkConfig, conn driver.Conn) *Sink {
 
 // Run consumes until ctx ends.
 func (s *Sink) Run(ctx context.Context) error {
-	if _, err := Migrate(ctx, s.conn); err != nil {
-		return fmt.Errorf("clickhouse sink: %w", err)
+	// ClickHouse down at start (or going down mid-way, leaving some
+	// migrations applied) is waited out like any outage; a migration the
+	// server refuses is a schema problem no retry fixes.
+	for attempt := 1; ; attempt++ {
+		_, err := Migrate(ctx, s.conn)
+		if err == nil {
+			break
+		}
+		var ex *proto.Exception
+		if errors.As(err, &ex) || ctx.Err() != nil {
+			return fmt.Errorf("clickhouse sink: %w", err)
+		}
+		s.log.Warn("ClickHouse unavailable for the migrations; retrying", "err", err, "attempt", attempt)
+		if backoff.Wait(ctx, s.retry.Delay(attempt)) != nil {
+			return nil
+		}
 	}
 	t := s.cfg.Topics
 	cl, err := kgo.NewClient(append(kafka.ClientOpts(s.cfg.Brokers, "walletsync-clickhouse"),

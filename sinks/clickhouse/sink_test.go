@@ -312,6 +312,18 @@ func TestSinkCrashBetweenInsertAndCommitMarksTheRepeat(t *testing.T) {
 
 // ClickHouse killed mid-stream and started again: the sink retries with
 // backoff, holds its offsets meanwhile, and ends exact.
+// ClickHouse down when the sink starts: its migrations wait for the server
+// like its inserts do, instead of the sink giving up for good.
+func TestSinkWaitsForClickHouseAtStart(t *testing.T) {
+	srv := chtest.Start(t)
+	srv.Stop()
+	pl := startPipeline(t, 2000)
+	runSink(t, pl.brokers, srv.Conn(t), prometheus.NewRegistry())
+	time.Sleep(1500 * time.Millisecond)
+	srv.Restart(t)
+	waitExact(t, srv.Conn(t), pl)
+}
+
 func TestSinkSurvivesClickHouseOutage(t *testing.T) {
 	srv := chtest.Start(t)
 	conn := srv.Conn(t)
