@@ -90,7 +90,11 @@ func TestPrometheusScrapesEveryRole(t *testing.T) {
 
 	// A real server scraping every role once a second.
 	var cfg strings.Builder
-	cfg.WriteString("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n")
+	// Every 2 s, so that the timeout (at most the interval) is 2 s: a scrape
+	// of a role serving the read API measures the pipeline's lag then, a
+	// dozen Kafka round trips, which under -race on a loaded 2-core
+	// machine once took over 1 s, and the scrape failed.
+	cfg.WriteString("global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\nscrape_configs:\n")
 	for name, r := range roles {
 		u, _ := url.Parse(r.url)
 		fmt.Fprintf(&cfg, "  - job_name: %q\n    static_configs:\n      - targets: [%q]\n", strings.ReplaceAll(name, " ", "-"), u.Host)
@@ -143,7 +147,7 @@ func TestPrometheusScrapesEveryRole(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	time.Sleep(6 * time.Second)
+	time.Sleep(7 * time.Second)
 
 	var dash struct {
 		Panels []struct {

@@ -143,6 +143,7 @@ func (s *Sink) Run(ctx context.Context) error {
 			return fmt.Errorf("clickhouse sink: %w", err)
 		}
 		s.log.Warn("ClickHouse unavailable for the migrations; retrying", "err", err, "attempt", attempt)
+		s.m.migrationWait.Inc()
 		if backoff.Wait(ctx, s.retry.Delay(attempt)) != nil {
 			return nil
 		}
@@ -641,6 +642,7 @@ func (b *batch) add(r *kgo.Record, t kafka.Topics, m *SinkMetrics) {
 type SinkMetrics struct {
 	rows          *prometheus.CounterVec
 	retries       prometheus.Counter
+	migrationWait prometheus.Counter
 	dirtyMarks    prometheus.Counter
 	skipped       prometheus.Counter
 	insertSeconds prometheus.Histogram
@@ -653,6 +655,8 @@ func NewSinkMetrics(reg prometheus.Registerer) *SinkMetrics {
 			Help: "Rows inserted into ClickHouse, by table."}, []string{"table"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "insert_retries_total",
 			Help: "Failed batch inserts, each retried with backoff."}),
+		migrationWait: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "migration_retries_total",
+			Help: "Start-up migrations that failed for an unavailable server, each retried with backoff."}),
 		dirtyMarks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "dirty_months_marked_total",
 			Help: "Months marked as possibly holding an event twice (read with FINAL until verified)."}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "records_skipped_total",
@@ -660,7 +664,7 @@ func NewSinkMetrics(reg prometheus.Registerer) *SinkMetrics {
 		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "walletsync", Subsystem: "clickhouse", Name: "insert_seconds",
 			Help: "Time to insert one batch.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
-	reg.MustRegister(m.rows, m.retries, m.dirtyMarks, m.skipped, m.insertSeconds)
+	reg.MustRegister(m.rows, m.retries, m.migrationWait, m.dirtyMarks, m.skipped, m.insertSeconds)
 	return m
 }
 

@@ -318,10 +318,21 @@ func TestSinkWaitsForClickHouseAtStart(t *testing.T) {
 	srv := chtest.Start(t)
 	srv.Stop()
 	pl := startPipeline(t, 2000)
-	runSink(t, pl.brokers, srv.Conn(t), prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	runSink(t, pl.brokers, srv.Conn(t), reg)
 	time.Sleep(1500 * time.Millisecond)
 	srv.Restart(t)
 	waitExact(t, srv.Conn(t), pl)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "walletsync_clickhouse_migration_retries_total" && mf.GetMetric()[0].GetCounter().GetValue() > 0 {
+			return
+		}
+	}
+	t.Error("walletsync_clickhouse_migration_retries_total did not count the wait")
 }
 
 func TestSinkSurvivesClickHouseOutage(t *testing.T) {
@@ -341,8 +352,10 @@ func TestSinkSurvivesClickHouseOutage(t *testing.T) {
 	}
 	retries := 0.0
 	for _, mf := range mfs {
-		if mf.GetName() == "walletsync_clickhouse_insert_retries_total" {
-			retries = mf.GetMetric()[0].GetCounter().GetValue()
+		// The outage hits an insert, or the migrations when the sink is
+		// still starting.
+		if n := mf.GetName(); n == "walletsync_clickhouse_insert_retries_total" || n == "walletsync_clickhouse_migration_retries_total" {
+			retries += mf.GetMetric()[0].GetCounter().GetValue()
 		}
 	}
 	if retries == 0 {
