@@ -148,7 +148,14 @@ func QuoteValue(s string) string {
 
 // Validate checks the rules of SPEC §1 that do not depend on the JSON form.
 // ParseEvent calls it; producers that build events in code call it too.
-func (e *Event) Validate() error {
+func (e *Event) Validate() error { return e.validate(false) }
+
+// ValidateWaiting checks an event that waits for its pass's customer (SPEC
+// §6): every rule of Validate but the customer's, whose id must be empty,
+// and a passId, which is what it waits by.
+func (e *Event) ValidateWaiting() error { return e.validate(true) }
+
+func (e *Event) validate(waiting bool) error {
 	if err := CheckLength("eventId", e.ID, 1, MaxEventIDLen); err != nil {
 		return err
 	}
@@ -158,8 +165,15 @@ func (e *Event) Validate() error {
 	if e.Platform != PlatformApple && e.Platform != PlatformGoogle && (e.Type != TypeIssued || e.Platform != 0) {
 		return Invalid("platform", `required: "apple" or "google"`)
 	}
-	if err := CheckLength("customerId", e.CustomerID, 1, MaxCustomerIDLen); err != nil {
-		return err
+	switch {
+	case !waiting:
+		if err := CheckLength("customerId", e.CustomerID, 1, MaxCustomerIDLen); err != nil {
+			return err
+		}
+	case e.CustomerID != "":
+		return Invalid("customerId", "must be empty on a waiting event")
+	case e.PassID == "":
+		return Invalid("passId", "required on a waiting event")
 	}
 	if err := CheckLength("passId", e.PassID, 0, MaxPassIDLen); err != nil {
 		return err

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,9 +72,6 @@ type Resolver struct {
 	mu       sync.Mutex // guards the maps against the group's callbacks
 	parts    map[int32]*passes
 	assigned map[int32]bool
-	// waitingNow is the sum of the loaded partitions' waiting events as of
-	// the last transaction, for readers on other goroutines.
-	waitingNow atomic.Int64
 }
 
 // passes is one partition's state.
@@ -554,9 +550,4 @@ func (r *Resolver) report() {
 	}
 	r.m.waiting.Set(float64(waiting))
 	r.m.holders.Set(float64(holders))
-	r.waitingNow.Store(int64(waiting))
 }
-
-// Waiting is how many events wait for their pass's customer in the
-// partitions this member has loaded.
-func (r *Resolver) Waiting() int { return int(r.waitingNow.Load()) }

@@ -309,14 +309,7 @@ func (d *decoder) event() (walletsync.Event, error) {
 	// installed and installedAt mean nothing on installed/uninstalled events;
 	// they are ignored there like any unknown field.
 	if d.waiting {
-		// Every rule but the customer's, which the resolver supplies.
-		if e.CustomerID != "" {
-			return e, walletsync.Invalid("customerId", "must be empty on a waiting event")
-		}
-		e.CustomerID = "?"
-		err := e.Validate()
-		e.CustomerID = ""
-		return e, err
+		return e, e.ValidateWaiting()
 	}
 	if err := e.Validate(); err != nil {
 		return e, err

@@ -128,40 +128,7 @@ func (s identityStream) send(t *testing.T, url string) (waiting int) {
 // normaliseAll is a status NDJSON reduced to the eight fields of SPEC §4.
 func normaliseAll(t *testing.T, ndjson string) string {
 	t.Helper()
-	var b strings.Builder
-	for _, l := range strings.Split(strings.TrimSpace(ndjson), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("bad line %q: %v", l, err)
-		}
-		for _, k := range []string{"customerId", "walletStatus", "appleWalletInstalledAt", "googleWalletInstalledAt", "walletLastChangedAt", "walletLastEvent", "firstInstalledAt", "passIssuedAt"} {
-			j, _ := json.Marshal(m[k])
-			b.Write(j)
-			b.WriteByte(' ')
-		}
-		b.WriteByte('\n')
-	}
-	return b.String()
-}
-
-// unmatched reads /v1/pipeline's count of waiting events once the view
-// behind it has read wallet.passes to its end (-1: not yet, or no answer).
-func unmatched(url string) int {
-	code, b := get(url + "/v1/pipeline")
-	var rep struct {
-		Consumers map[string]int64
-		Unmatched *struct{ Waiting int }
-	}
-	if code != 200 || json.Unmarshal(b, &rep) != nil || rep.Unmatched == nil {
-		return -1
-	}
-	if n, ok := rep.Consumers["waiting-view"]; !ok || n != 0 {
-		return -1
-	}
-	return rep.Unmatched.Waiting
+	return normaliseFields(t, ndjson, append(sixFields[:len(sixFields):len(sixFields)], "firstInstalledAt", "passIssuedAt"))
 }
 
 // waitSettled polls until the lag is 0 and wantWaiting events wait.

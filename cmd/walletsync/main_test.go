@@ -64,13 +64,22 @@ func TestFoldGoldenFiles(t *testing.T) {
 // normalise keeps the six fields of each status line, in line order.
 func normalise(t *testing.T, ndjson string) string {
 	t.Helper()
+	return normaliseFields(t, ndjson, sixFields)
+}
+
+// sixFields are the customer and the status fields of round 1.
+var sixFields = []string{"customerId", "walletStatus", "appleWalletInstalledAt", "googleWalletInstalledAt", "walletLastChangedAt", "walletLastEvent"}
+
+// normaliseFields is a status NDJSON reduced to fields, each required.
+func normaliseFields(t *testing.T, ndjson string, fields []string) string {
+	t.Helper()
 	var b strings.Builder
 	for _, l := range strings.Split(strings.TrimSpace(ndjson), "\n") {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			t.Fatalf("bad line %q: %v", l, err)
 		}
-		for _, k := range []string{"customerId", "walletStatus", "appleWalletInstalledAt", "googleWalletInstalledAt", "walletLastChangedAt", "walletLastEvent"} {
+		for _, k := range fields {
 			v, ok := m[k]
 			if !ok {
 				t.Fatalf("line %q lacks %s", l, k)
