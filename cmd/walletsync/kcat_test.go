@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"os/exec"
 	"sort"
@@ -214,4 +215,67 @@ func sortedNormal(t *testing.T, ndjson string) string {
 	ls := strings.Split(strings.TrimSpace(n), "\n")
 	sort.Strings(ls)
 	return strings.Join(ls, "\n")
+}
+
+// librdkafka on wallet.passes and wallet.backfill.runs: a waiting event is
+// read back with its documented key (passId, NUL, eventId) in the partition
+// the documented hash gives (FNV-1a, 32 bits, of the passId, modulo the
+// partition count, computed here with the standard library); a holder
+// record kcat writes there in the documented form resolves it; and the
+// backfill's report is a JSON record keyed by its run id.
+func TestKcatOnThePassesAndRunsTopics(t *testing.T) {
+	peer(t, "kcat", "apt-get install kcat")
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startRole(t, "run", "--data-dir", t.TempDir(), "--kafka-listen", addr, "--partitions", "3", "--http", "127.0.0.1:0",
+		"--log-level", "warn", "--transactional-id", "kcat-passes", "--archive-dir", "none", "--webhook-secret", identitySecret)
+	s := identityStream{hooks: []webhook{{id: "kp-dlv-1", body: []byte(`{"type":"Pass:Installed","date":"2026-03-01T09:00:00Z","data":{"passId":"kp-1","device":"apple","identifiers":{"loyaltyNumber":"L-1"}}}`)}}}
+	if waiting := s.send(t, r.url); waiting != 1 {
+		t.Fatalf("%d webhooks waited, want 1", waiting)
+	}
+	waitSettled(t, r.url, 1, time.Now().Add(60*time.Second))
+
+	h := fnv.New32a()
+	h.Write([]byte("kp-1"))
+	part := int32(h.Sum32() % 3)
+	var found bool
+	for _, m := range kcatMessages(t, kcat(t, nil, "-b", addr, "-C", "-t", "wallet.passes", "-e", "-J", "-q", "-X", "isolation.level=read_committed")) {
+		if m.Key == nil || *m.Key != "kp-1\x00kp-dlv-1" || m.Payload == nil {
+			continue
+		}
+		found = true
+		var e struct{ EventID, PassID, CustomerID, OccurredAt string }
+		if err := json.Unmarshal([]byte(*m.Payload), &e); err != nil || e.EventID != "kp-dlv-1" || e.PassID != "kp-1" || e.CustomerID != "" || e.OccurredAt != "2026-03-01T09:00:00.000Z" {
+			t.Errorf("waiting record %s (%v)", *m.Payload, err)
+		}
+		if m.Partition != part {
+			t.Errorf("waiting record in partition %d, the documented hash says %d", m.Partition, part)
+		}
+	}
+	if !found {
+		t.Fatal("kcat did not find the waiting record on wallet.passes")
+	}
+
+	holder := `kp-1` + "\t" + `{"passId":"kp-1","customerId":"kc-1","source":"backfill","at":"2026-03-02T03:00:00Z"}` + "\n"
+	kcat(t, []byte(holder), "-b", addr, "-P", "-t", "wallet.passes", "-p", fmt.Sprint(part), "-K", "\t")
+	waitSettled(t, r.url, 0, time.Now().Add(60*time.Second))
+	var st struct{ WalletStatus, AppleWalletInstalledAt string }
+	_, body := httpDo(t, "GET", r.url+"/v1/customers/kc-1", "", nil)
+	if err := json.Unmarshal(body, &st); err != nil || st.WalletStatus != "apple" || st.AppleWalletInstalledAt != "2026-03-01T09:00:00.000Z" {
+		t.Errorf("after kcat's holder record: %s", body)
+	}
+
+	run := backfillOnce(t, addr).RunID
+	var report struct {
+		RunID string
+		Done  bool
+		Drift map[string]int
+	}
+	for _, m := range kcatMessages(t, kcat(t, nil, "-b", addr, "-C", "-t", "wallet.backfill.runs", "-e", "-J", "-q")) {
+		if m.Key != nil && *m.Key == run && m.Payload != nil {
+			_ = json.Unmarshal([]byte(*m.Payload), &report)
+		}
+	}
+	if report.RunID != run || !report.Done || report.Drift["unknownPass"] != 2 {
+		t.Errorf("wallet.backfill.runs as kcat reads it, run %s: %+v", run, report)
+	}
 }
