@@ -147,11 +147,13 @@ func TestDeploymentFiles(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ingest.NewMetrics(reg)
 	processors.NewMetrics(reg)
+	processors.NewResolverMetrics(reg)
 	crm.NewMetrics(reg)
 	chsink.NewSinkMetrics(reg)
 	parquet.NewMetrics(reg)
 	passapi.NewMetrics(reg)
-	names := map[string]bool{"walletsync_pipeline_lag": true}
+	// The read API's gauges measured at scrape time (serve.go).
+	names := map[string]bool{"walletsync_pipeline_lag": true, "walletsync_unmatched_events_waiting": true}
 	descs := make(chan *prometheus.Desc, 1000)
 	go func() { reg.Describe(descs); close(descs) }()
 	fq := regexp.MustCompile(`fqName: "([a-z_]+)"`)
