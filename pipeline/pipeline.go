@@ -70,7 +70,7 @@ func (s *Spec) Resolve() *Spec {
 	t := s.Topics
 	return s.add(Component{Name: "resolve", Group: kafka.GroupResolve, Reads: []string{t.Passes},
 		Writes: []string{t.Events, t.Passes, t.DLQ}, Transactional: true,
-		Commits: "in the transaction that writes the resolved events and their tombstones"})
+		Commits: "in the transaction that writes the resolved events (their tombstones follow in the next)"})
 }
 
 // Archive is the Parquet archive.

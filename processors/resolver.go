@@ -54,11 +54,17 @@ func DefaultResolverID() string {
 // wallet.passes, which hold, per pass, its holder (the customer an event or
 // the Pass API named for it) and the events that named the pass but no
 // customer. When a pass's holder is known, its waiting events are written
-// to wallet.events with the customer filled in, and their wallet.passes
-// records are deleted (tombstones), in one transaction with the consumed
-// offsets: a crash between learning the customer and folding the events
-// loses none and doubles none. The processors then fold them like any
-// event, with their own eventId and occurredAt.
+// to wallet.events with the customer filled in, in one transaction with
+// the consumed offsets, and their wallet.passes records are deleted
+// (tombstones) in the next transaction, once that one has committed. A
+// crash between the two leaves the events waiting: they are written again
+// after the restart, and the processors drop the copies by eventId. So a
+// crash between learning the customer and folding the events loses none
+// and doubles none, even where a transaction over several partitions can
+// come back half committed: the embedded broker (kfake) recovers each
+// partition on its own after a crash of its process, and a tombstone
+// committed beside an aborted event would lose the event. The processors
+// fold the events like any other, with their own eventId and occurredAt.
 //
 // Its state is the topic itself: compacted, the live records of a
 // partition are exactly its holders and its waiting events, so a member
@@ -85,7 +91,11 @@ type passes struct {
 	// justLoaded: the passes a crash left resolvable (a holder and
 	// waiting events) are yet to be resolved.
 	justLoaded bool
-	lastScan   time.Time
+	// done are the waiting keys whose events (or dead letters) the open
+	// transaction writes; once it commits they move to tombstones, whose
+	// deletions the next transaction writes (see transact).
+	done, tombstones [][]byte
+	lastScan         time.Time
 }
 
 type holder struct {
@@ -227,6 +237,13 @@ func (r *Resolver) session(ctx context.Context) error {
 		}
 		if err := r.transact(ctx, sess, fetches); err != nil {
 			return err
+		}
+		// What that transaction folded is deleted from wallet.passes in
+		// the next one, at once rather than at the next poll.
+		if r.tombstonesDue() {
+			if err := r.transact(ctx, sess, kgo.Fetches{}); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -409,11 +426,16 @@ func (r *Resolver) transact(ctx context.Context, sess *kgo.GroupTransactSession,
 				due = append(due, pass)
 			}
 		}
-		if len(due) > 0 || w.scan {
+		if len(due) > 0 || w.scan || len(w.ps.tombstones) > 0 {
 			if err := begin(); err != nil {
 				return fmt.Errorf("beginning a transaction: %w", err)
 			}
 		}
+		// The deletions of what an earlier, committed transaction folded.
+		for _, key := range w.ps.tombstones {
+			sess.Produce(ctx, &kgo.Record{Topic: r.cfg.Topics.Passes, Key: key}, promise)
+		}
+		w.ps.tombstones = nil
 		for _, pass := range due {
 			r.resolve(ctx, sess, w.part, w.ps, pass, now, &n, promise)
 		}
@@ -441,6 +463,9 @@ func (r *Resolver) transact(ctx context.Context, sess *kgo.GroupTransactSession,
 	}
 	r.mu.Lock()
 	if committed {
+		for _, w := range todo {
+			w.ps.tombstones, w.ps.done = w.ps.done, nil
+		}
 		r.m.resolved.Add(float64(n.resolved))
 		r.m.expired.Add(float64(n.expired))
 		r.m.invalid.Add(float64(n.invalid))
@@ -464,6 +489,19 @@ func (r *Resolver) transact(ctx context.Context, sess *kgo.GroupTransactSession,
 	return nil
 }
 
+// tombstonesDue reports whether a committed transaction left deletions to
+// write.
+func (r *Resolver) tombstonesDue() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ps := range r.parts {
+		if len(ps.tombstones) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // resolvable lists the passes with a holder and waiting events.
 func (ps *passes) resolvable() []string {
 	var out []string
@@ -475,8 +513,8 @@ func (ps *passes) resolvable() []string {
 	return out
 }
 
-// resolve writes a pass's waiting events to wallet.events under its holder,
-// and their tombstones.
+// resolve writes a pass's waiting events to wallet.events under its holder;
+// their keys go to ps.done, deleted once the transaction commits.
 func (r *Resolver) resolve(ctx context.Context, sess *kgo.GroupTransactSession, part int32, ps *passes, pass string, now time.Time, n *resolveCounts, promise func(*kgo.Record, error)) {
 	h, ok := ps.holders[pass]
 	if !ok {
@@ -491,11 +529,11 @@ func (r *Resolver) resolve(ctx context.Context, sess *kgo.GroupTransactSession, 
 		}
 		if err != nil {
 			n.invalid++
-			r.deadLetter(ctx, sess, part, pass, w, "waiting event does not become a valid event under customer "+strconv.Quote(h.customer)+": "+err.Error(), promise)
+			r.deadLetter(ctx, sess, part, ps, pass, w, "waiting event does not become a valid event under customer "+strconv.Quote(h.customer)+": "+err.Error(), promise)
 			continue
 		}
 		sess.Produce(ctx, &kgo.Record{Topic: t.Events, Key: []byte(ev.CustomerID), Value: wire.AppendEvent(nil, &ev), Timestamp: now}, promise)
-		sess.Produce(ctx, &kgo.Record{Topic: t.Passes, Key: wire.WaitingKey(pass, w.id)}, promise)
+		ps.done = append(ps.done, wire.WaitingKey(pass, w.id))
 		n.resolved++
 		n.waits = append(n.waits, max(0, float64(now.UnixMilli()-w.keptAt)/1000))
 	}
@@ -515,7 +553,7 @@ func (r *Resolver) expire(ctx context.Context, sess *kgo.GroupTransactSession, p
 			}
 			n.expired++
 			ps.n--
-			r.deadLetter(ctx, sess, part, pass, w, fmt.Sprintf("no customer for pass %q within %s: no event of the pass named one and the Pass API did not list it with the --customer-key identifier", pass, r.cfg.Expiry), promise)
+			r.deadLetter(ctx, sess, part, ps, pass, w, fmt.Sprintf("no customer for pass %q within %s: no event of the pass named one and the Pass API did not list it with the --customer-key identifier", pass, r.cfg.Expiry), promise)
 		}
 		if len(kept) == 0 {
 			delete(ps.waiting, pass)
@@ -525,11 +563,12 @@ func (r *Resolver) expire(ctx context.Context, sess *kgo.GroupTransactSession, p
 	}
 }
 
-// deadLetter writes a waiting event to the DLQ with the reason, and its
-// tombstone.
-func (r *Resolver) deadLetter(ctx context.Context, sess *kgo.GroupTransactSession, part int32, pass string, w waitingEvent, reason string, promise func(*kgo.Record, error)) {
+// deadLetter writes a waiting event to the DLQ with the reason; its key
+// goes to ps.done like a resolved one's.
+func (r *Resolver) deadLetter(ctx context.Context, sess *kgo.GroupTransactSession, part int32, ps *passes, pass string, w waitingEvent, reason string, promise func(*kgo.Record, error)) {
 	t := r.cfg.Topics
 	key := wire.WaitingKey(pass, w.id)
+	ps.done = append(ps.done, key)
 	sess.Produce(ctx, &kgo.Record{Topic: t.DLQ, Key: key, Value: w.value, Timestamp: time.UnixMilli(w.keptAt),
 		Headers: []kgo.RecordHeader{
 			{Key: kafka.HeaderError, Value: []byte(reason)},
@@ -537,7 +576,6 @@ func (r *Resolver) deadLetter(ctx context.Context, sess *kgo.GroupTransactSessio
 			{Key: kafka.HeaderPartition, Value: strconv.AppendInt(nil, int64(part), 10)},
 			{Key: kafka.HeaderOffset, Value: strconv.AppendInt(nil, w.offset, 10)},
 		}}, promise)
-	sess.Produce(ctx, &kgo.Record{Topic: t.Passes, Key: key}, promise)
 }
 
 // report sets the gauges. r.mu is held, and only the session's goroutine,
