@@ -511,12 +511,21 @@ func TestRestartMidDeliveryStaysExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.write(events(400, 4000, 5))
-	// About 200 deliveries a second: 400 customers take two seconds, and
-	// every stop cuts the stream in the middle.
+	// About 200 deliveries a second: 400 customers take two seconds. Each
+	// round stops once it has delivered a few dozen more customers (not
+	// after a fixed sleep: on a loaded machine the group join alone can
+	// outlast one), so every stop cuts the stream in the middle.
 	cfg := crm.Config{Concurrency: 2, Rate: 200, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, MaxAttempts: 1000}
 	for round := range 3 {
+		from := len(srv.Records())
 		stop := run(t, c, cfg, dest)
-		time.Sleep(time.Duration(300+100*round) * time.Millisecond)
+		deadline := time.Now().Add(60 * time.Second)
+		for len(srv.Records()) < from+20+15*round {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d delivered %d customers in 60 s", round, len(srv.Records())-from)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
 		stop()
 	}
 	if n := len(srv.Records()); n == 0 || n == 400 {
