@@ -79,6 +79,10 @@ func (s *Store) Records() map[string]Record {
 	return out
 }
 
+// Customers counts the customers written at least once, without the copy
+// Records makes: cheap enough to poll while deliveries go on.
+func (s *Store) Customers() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.records) }
+
 // Writes counts applied record writes (a batch of n counts n).
 func (s *Store) Writes() int { s.mu.Lock(); defer s.mu.Unlock(); return s.writes }
 
